@@ -1,0 +1,185 @@
+"""Train and evaluate attention-fusion on real NIH films and on phantom films.
+
+For each dataset × bits × seed: ``cxrhash train`` (CPU profile) then ``cxrhash eval``
+under both protocols; collects every run's ``eval.json`` and ``train_summary.json``
+into ``docs/results.md``. Re-running skips finished runs (resumes unfinished ones).
+
+    python benchmarks/results.py                       # the full grid of docs/results.md
+    python benchmarks/results.py --bits 32 --seeds 0   # a quick subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+COLUMNS = ["mAP", "mAP@100", "nDCG@100", "ACG@100", "mAP_w", "P@10"]
+ROWS = ["hash codes", "float upper bound (cosine)", "LSH on features", "random codes"]
+
+
+def run(cmd: list[str]) -> float:
+    """Run a cxrhash command, echo it, return its wall time; peak memory comes from the run."""
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return time.perf_counter() - t0
+
+
+def one_run(data: str, out: Path, profile: str, bits: int, seed: int, epochs: int | None) -> dict:
+    """Train (or resume/skip) and evaluate one configuration; return its facts."""
+    cli = [sys.executable, "-m", "cxrhash.cli"]
+    facts: dict = {}
+    summary = out / "train_summary.json"
+    if not summary.exists():
+        cmd = [
+            *cli,
+            "train",
+            "--data",
+            data,
+            "--out",
+            str(out),
+            "--profile",
+            profile,
+            "--bits",
+            str(bits),
+            "--seed",
+            str(seed),
+        ]
+        if epochs:
+            cmd += ["--epochs", str(epochs)]
+        if (out / "last.pt").exists():
+            cmd.append("--resume")
+        run(cmd)
+    facts["train"] = json.loads(summary.read_text())
+    if not (out / "eval.json").exists():
+        facts["eval_seconds"] = run([*cli, "eval", str(out), "--json"])
+    facts["eval"] = json.loads((out / "eval.json").read_text())
+    return facts
+
+
+def fmt(values: list[float]) -> str:
+    """mean ± std over seeds (just the value for one seed)."""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+
+def table(runs: dict[tuple[int, int], dict], protocol: str, bits_list: list[int]) -> str:
+    """Markdown: rows = bits × code type, columns = headline metrics, mean ± std over seeds."""
+    lines = ["| bits | codes | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    for bits in bits_list:
+        seeds = [f for (b, _), f in sorted(runs.items()) if b == bits]
+        for row in ROWS:
+            cells = []
+            for col in COLUMNS:
+                vals = [f["eval"]["protocols"][protocol]["rows"][row][col] for f in seeds]
+                cells.append(fmt(vals))
+            lines.append(f"| {bits} | {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cost_table(runs: dict[tuple[int, int], dict]) -> str:
+    """Training/evaluation wall time and peak memory per run."""
+    lines = [
+        "| bits | seed | train s | train img/s | best epoch | eval encode ms/img | "
+        "peak MiB (train) | peak MiB (eval) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (bits, seed), f in sorted(runs.items()):
+        t, e = f["train"], f["eval"]
+        lines.append(
+            f"| {bits} | {seed} | {t['train_seconds']:.0f} | {t['images_per_second']:.1f} | "
+            f"{t['best_epoch']} | {e['encode_ms_per_image']:.2f} | {t['peak_memory_mb']:.0f} | "
+            f"{e['peak_memory_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the grid and write docs/results.md."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--profile", default="cpu-fast")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--phantom-n", type=int, default=1500)
+    ap.add_argument("--runs", type=Path, default=REPO / "runs" / "results")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
+    args = ap.parse_args()
+
+    datasets: dict[str, str] = {}
+    if (SHARED / "cxr-dev").exists():
+        datasets["cxr-dev (real NIH ChestX-ray14, 1,088 films)"] = f"nih:{SHARED / 'cxr-dev'}"
+    else:
+        print(f"{SHARED / 'cxr-dev'} not found: real-data rows are left out", flush=True)
+    phantom = args.runs / "phantom-data"
+    if not (phantom / "labels.csv").exists():
+        run(
+            [
+                sys.executable,
+                "-m",
+                "cxrhash.cli",
+                "phantom",
+                "--out",
+                str(phantom),
+                "--n",
+                str(args.phantom_n),
+                "--size",
+                "128",
+            ]
+        )
+    datasets[f"phantom ({args.phantom_n} films, 128 px source)"] = f"phantom:{phantom}"
+
+    sections = []
+    for title, spec in datasets.items():
+        key = "nih" if spec.startswith("nih:") else "phantom"
+        runs = {
+            (bits, seed): one_run(
+                spec, args.runs / f"{key}-{bits}b-s{seed}", args.profile, bits, seed, args.epochs
+            )
+            for bits in args.bits
+            for seed in args.seeds
+        }
+        any_run = next(iter(runs.values()))["eval"]["protocols"]
+        sizes = {p: (v["n_query"], v["n_database"]) for p, v in any_run.items()}
+        sections.append(
+            f"## {title}\n\n"
+            f"Data spec `{spec.replace(str(REPO.parent), '..')}`; profile `{args.profile}`; "
+            f"seeds {args.seeds} (mean ± std over seeds; each seed draws its own "
+            "patient-disjoint split, initialisation and batch order).\n\n"
+            f"### Literature protocol (queries unseen; database = training images; "
+            f"{sizes['literature'][0]} queries × {sizes['literature'][1]})\n\n"
+            f"{table(runs, 'literature', args.bits)}\n\n"
+            f"### Strict protocol (queries and database unseen, patient-disjoint from training; "
+            f"{sizes['strict'][0]} queries × {sizes['strict'][1]})\n\n"
+            f"{table(runs, 'strict', args.bits)}\n\n"
+            f"### Cost\n\n{cost_table(runs)}\n"
+        )
+    header = (
+        "# Results: attention-fusion on real and phantom chest radiographs\n\n"
+        "Produced by `python benchmarks/results.py` (this file is written by it; the runs "
+        f"live in `{args.runs.relative_to(REPO) if args.runs.is_relative_to(REPO) else args.runs}`"
+        "). Every run: `cxrhash train --profile "
+        f"{args.profile} --bits B --seed S` then `cxrhash eval RUN --json`.\n\n"
+        "Rows: **hash codes** = the learned k-bit codes ranked by Hamming distance (ties by "
+        "database order); **float upper bound** = the same network's pre-hash embedding ranked "
+        "by cosine; **LSH on features** = k-bit random-hyperplane LSH of that embedding; "
+        "**random codes** = uniformly random k-bit codes (chance level, mean of 5 draws). "
+        "Relevance: sharing at least one finding, `No Finding` counted as a class (SPEC §6). "
+        "Model selection: validation split only (its images query a fixed sample of training images; mAP@100).\n\n"
+    )
+    args.out.write_text(header + "\n".join(sections))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""The ``cxrhash`` command line: train, eval, index, search, demo, phantom, methods."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cxrhash.config import PROFILES, TrainConfig, make_config
+
+app = typer.Typer(
+    help="Content-based retrieval of chest radiographs by deep hashing.\n\n"
+    "Typical flow: `cxrhash train --data nih:DIR --out runs/a` → `cxrhash eval runs/a` → "
+    "`cxrhash index --checkpoint runs/a --data nih:DIR --out idx` → "
+    "`cxrhash search x.png --index idx`. `cxrhash demo` does all of it on phantom data.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DATA_HELP = (
+    "Dataset spec: nih:PATH (Data_Entry_2017.csv / labels.csv, or a folder holding them), "
+    "chexpert:CSV[?uncertain=ones|zeros|ignore], chestmnist:NPZ[?split=train], "
+    "folder:DIR?csv=FILE, phantom:DIR."
+)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help=DATA_HELP)],
+    out: Annotated[Path, typer.Option(help="Run directory (checkpoints, config, split).")],
+    profile: Annotated[
+        str,
+        typer.Option(
+            help=f"Settings profile: {', '.join(PROFILES)}. 'paper' = ResNet-50 at 224 px, "
+            "50 epochs (GPU); 'cpu' = ResNet-18 at 128 px; 'cpu-fast' = ResNet-18 at 64 px."
+        ),
+    ] = "paper",
+    method: Annotated[str | None, typer.Option(help="Registered method name.")] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="resnet18|resnet34|resnet50|densenet121")
+    ] = None,
+    backbone_weights: Annotated[
+        str | None,
+        typer.Option(help="Local weights file, or a torchvision enum name (needs internet)."),
+    ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(help="Ablation: full|no-maxp-avgp|no-fmax|global-only|local-only."),
+    ] = None,
+    bits: Annotated[int | None, typer.Option(help="Code length k.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
+    lr_step_epoch: Annotated[int | None, typer.Option(help="Epochs before lr × 0.1.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd (paper) or adam.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Weight of the quantisation term.")] = None,
+    beta: Annotated[float | None, typer.Option(help="Weight of the BCE term.")] = None,
+    margin: Annotated[
+        float | None, typer.Option(help="Contrastive margin m (default √bits).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for split, init and order.")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
+    official_split: Annotated[
+        bool, typer.Option(help="Use NIH's train_val_list.txt/test_list.txt when present.")
+    ] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train a hashing method; a checkpoint is written every epoch (resumable)."""
+    _setup_logging(verbose)
+    from cxrhash.training.trainer import train as run_train
+
+    if resume and (out / "config.json").exists():
+        config = TrainConfig.load(out / "config.json")
+        if epochs is not None:
+            config.epochs = epochs
+    else:
+        try:
+            config = make_config(
+                profile,
+                data=data,
+                method=method,
+                backbone=backbone,
+                backbone_weights=backbone_weights,
+                variant=variant,
+                bits=bits,
+                image_size=image_size,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                lr_step_epoch=lr_step_epoch,
+                optimizer=optimizer,
+                alpha=alpha,
+                beta=beta,
+                margin=margin,
+                seed=seed,
+                num_workers=workers,
+                official_split=official_split or None,
+            )
+        except ValueError as exc:
+            _fail(str(exc))
+    result = run_train(config, out, resume=resume)
+    console.print(
+        f"trained {result.epochs_run} epochs in {result.train_seconds:.0f} s "
+        f"({result.images_per_second:.1f} img/s); best val {config.val_metric} "
+        f"{result.best_score:.4f} at epoch {result.best_epoch}; peak memory "
+        f"{result.peak_memory_mb:.0f} MiB; skipped {len(result.skipped)} unreadable images"
+    )
+    console.print(f"checkpoints: {out / 'best.pt'}, {out / 'last.pt'}")
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory or checkpoint file.")],
+    protocol: Annotated[
+        str, typer.Option(help="literature (db = training images), strict, or both.")
+    ] = "both",
+    data: Annotated[str | None, typer.Option(help="Override the run's dataset spec.")] = None,
+    random_seeds: Annotated[int, typer.Option(help="Seeds of the random-code reference.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Where to write eval.json/eval.md.")] = None,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    workers: Annotated[int, typer.Option()] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Every SPEC §6 metric, beside the float upper bound, LSH and random codes."""
+    _setup_logging(verbose)
+    from cxrhash.evaluation.evaluate import HEADLINE, results_to_json
+    from cxrhash.evaluation.run import evaluate_run
+
+    protocols = ("literature", "strict") if protocol == "both" else (protocol,)
+    results, facts = evaluate_run(
+        checkpoint,
+        protocols=protocols,
+        data=data,
+        batch_size=batch_size,
+        num_workers=workers,
+        random_seeds=random_seeds,
+        out_dir=out,
+        progress=not as_json,
+    )
+    if as_json:
+        print(results_to_json(results, facts))
+        return
+    for res in results:
+        table = Table(title=f"{res.protocol}: {res.n_query} queries × {res.n_database} database")
+        table.add_column("codes")
+        cols = [*HEADLINE, "mAP@100_minkR", "P@H<=2"]
+        for c in cols:
+            table.add_column(c, justify="right")
+        for name, row in res.rows.items():
+            table.add_row(name, *[_fmt(row, c) for c in cols])
+        console.print(table)
+    console.print(
+        f"encode {facts['encode_ms_per_image']:.1f} ms/image; peak memory "
+        f"{facts['peak_memory_mb']:.0f} MiB; written to {(out or Path(facts['checkpoint']).parent)}"
+    )
+
+
+def _fmt(row: dict[str, float], key: str) -> str:
+    v = row.get(key)
+    if v is None:
+        return "–"
+    sd = row.get(f"{key}_std")
+    return f"{v:.4f}" + (f"±{sd:.4f}" if sd else "")
+
+
+@app.command()
+def index(
+    checkpoint: Annotated[Path, typer.Option(help="Run directory or checkpoint file.")],
+    data: Annotated[str, typer.Option(help=DATA_HELP)],
+    out: Annotated[Path, typer.Option(help="Index directory (created, or appended to).")],
+    part: Annotated[
+        str | None,
+        typer.Option(help="Only this part of the run's split (train|val|query|database)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Encode a dataset into a persistent Hamming index (appends; skips what is indexed)."""
+    _setup_logging(verbose)
+    from cxrhash.data.readers import open_dataset
+    from cxrhash.data.splits import load_split
+    from cxrhash.retrieve import build_index
+    from cxrhash.training.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    dataset = open_dataset(data, payload["config"]["image_size"])
+    if part is not None:
+        split = load_split(Path(payload["path"]).parent / "split.json", dataset.case_ids)
+        if part not in split:
+            _fail(f"no split part {part!r}; parts: {sorted(split)}")
+        dataset = dataset.subset(split[part])
+    report = build_index(
+        Path(payload["path"]), dataset, out, batch_size=batch_size, num_workers=workers
+    )
+    rate = report.added / report.seconds if report.seconds else 0.0
+    console.print(
+        f"added {report.added} images ({rate:.1f} img/s), {report.already_indexed} already "
+        f"indexed, {len(report.skipped)} unreadable skipped; index {out} holds {report.total}"
+    )
+    for s in report.skipped[:20]:
+        err.print(f"  unreadable: {s.path or s.case_id}: {s.reason}")
+
+
+@app.command()
+def search(
+    images: Annotated[list[Path], typer.Argument(help="Query images (PNG, JPEG or DICOM).")],
+    index_dir: Annotated[Path, typer.Option("--index", help="Index directory.")],
+    k: Annotated[int, typer.Option("-k", help="Number of results per query.")] = 10,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Model (default: the one that built the index).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG: query, attention heat-map, top hits.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Top-k most similar indexed cases for each query image, with findings and distance."""
+    _setup_logging(verbose)
+    from cxrhash.retrieve import search_images
+
+    results = search_images(images, index_dir, k=k, checkpoint=checkpoint)
+    if as_json:
+        print(json.dumps([_result_json(r) for r in results], indent=2))
+    else:
+        for r in results:
+            _print_hits(r)
+    if plot is not None:
+        from cxrhash.visualize import write_retrieval_figure
+
+        write_retrieval_figure(results, plot)
+        if not as_json:
+            console.print(f"figure: {plot}")
+
+
+def _result_json(r: object) -> dict:
+    return {
+        "query": r.path,  # type: ignore[attr-defined]
+        "predicted": r.predicted,  # type: ignore[attr-defined]
+        "hits": [
+            {
+                "rank": h.rank + 1,
+                "case_id": h.case_id,
+                "distance": h.distance,
+                "findings": h.findings,
+            }
+            for h in r.hits  # type: ignore[attr-defined]
+        ],
+    }
+
+
+def _print_hits(r: object) -> None:
+    table = Table(title=f"query {r.path}")  # type: ignore[attr-defined]
+    table.add_column("rank", justify="right")
+    table.add_column("case")
+    table.add_column("Hamming", justify="right")
+    table.add_column("findings")
+    for h in r.hits:  # type: ignore[attr-defined]
+        table.add_row(str(h.rank + 1), h.case_id, str(h.distance), h.findings)
+    console.print(table)
+
+
+@app.command()
+def phantom(
+    out: Annotated[Path, typer.Option(help="Output folder (NIH-format labels.csv + images/).")],
+    n: Annotated[int, typer.Option(help="Number of images.")] = 1000,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 128,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a synthetic chest-radiograph dataset with known findings and lesion masks."""
+    from cxrhash.data.phantom import write_phantom_dataset
+
+    path = write_phantom_dataset(out, n, size, seed=seed)
+    console.print(f"wrote {n} phantom radiographs to {path} (read it with --data phantom:{path})")
+
+
+@app.command()
+def methods() -> None:
+    """List registered methods, backbones and profiles."""
+    from cxrhash.methods import METHODS
+    from cxrhash.models.backbones import BACKBONES
+
+    for name in METHODS.names():
+        console.print(f"method    {name}: {METHODS.get(name).description}")
+    console.print("backbones " + ", ".join(BACKBONES.names()))
+    for name, values in PROFILES.items():
+        console.print(f"profile   {name}: {values or '(paper defaults)'}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Working folder for data, run and figures.")] = Path(
+        "cxrhash-demo"
+    ),
+    n_images: Annotated[int, typer.Option(help="Phantom images to generate.")] = 800,
+    epochs: Annotated[int | None, typer.Option(help="Override the demo profile's epochs.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Phantom data → train on CPU → index → search → retrieval table and PNG (a few minutes)."""
+    _setup_logging(False)
+    from cxrhash.demo import run_demo
+
+    run_demo(out, n_images=n_images, epochs=epochs, seed=seed, console=console)
+
+
+def main() -> None:  # pragma: no cover - console entry point wrapper
+    """Entry point that turns known user errors into a short message and exit code 2."""
+    try:
+        app()
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

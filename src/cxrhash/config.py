@@ -1,0 +1,120 @@
+"""Training configuration: one dataclass, named profiles, JSON round-trip.
+
+The ``paper`` profile is the setting of Guan et al. 2023 (ResNet-50, 224 px,
+SGD 0.01 → 0.001 after epoch 20, 50 epochs, batch 64) and is meant for GPUs.
+The ``cpu`` profile (ResNet-18, 128 px) and the ``cpu-fast`` profile
+(ResNet-18, 64 px) finish a real benchmark on a 2-core machine in minutes;
+``demo`` is what ``cxrhash demo`` trains on phantom data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.6, "val": 0.1, "query": 0.1, "database": 0.2}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.json`` beside it."""
+
+    data: str = ""
+    method: str = "attention-fusion"
+    backbone: str = "resnet50"
+    backbone_weights: str | None = None
+    feature_stage: int = 3
+    variant: str = "full"
+    bits: int = 64
+    hash_activation: str = "identity"
+    image_size: int = 224
+    epochs: int = 50
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    lr_step_epoch: int = 20
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    alpha: float = 0.5
+    beta: float = 0.5
+    margin: float | None = None
+    no_finding_class: bool = True
+    augment: bool = True
+    seed: int = 0
+    num_workers: int = 0
+    val_metric: str = "mAP@100"
+    split_fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+    official_split: bool = False
+    profile: str = "paper"
+
+    def to_json(self) -> str:
+        """Serialise to JSON (stable key order)."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, rejecting unknown keys with a clear message."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        """Read a ``config.json`` written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def save(self, path: Path) -> None:
+        """Write ``config.json`` atomically."""
+        tmp = Path(path).with_suffix(".json.tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {
+        "backbone": "resnet18",
+        "image_size": 128,
+        "epochs": 12,
+        "batch_size": 32,
+        "lr_step_epoch": 8,
+    },
+    "cpu-fast": {
+        "backbone": "resnet18",
+        "image_size": 64,
+        "epochs": 12,
+        "batch_size": 32,
+        "lr_step_epoch": 8,
+    },
+    "demo": {
+        "backbone": "resnet18",
+        "image_size": 64,
+        "epochs": 6,
+        "batch_size": 32,
+        "lr_step_epoch": 4,
+        "bits": 32,
+    },
+    "test": {
+        "backbone": "test-cnn",
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 8,
+        "lr_step_epoch": 1,
+        "bits": 16,
+    },
+}
+
+
+def make_config(profile: str = "paper", **overrides: Any) -> TrainConfig:
+    """A config from a named profile plus explicit overrides (``None`` means 'keep')."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    values: dict[str, Any] = {"profile": profile, **PROFILES[profile]}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(values)

@@ -1,0 +1,73 @@
+"""Losses, one per file, and the joint ``attention-fusion`` objective (SPEC §1, eq. 8–12)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from cxrhash.losses.classification import multilabel_bce
+from cxrhash.losses.contrastive import contrastive_loss, default_margin
+from cxrhash.losses.pairs import pair_levels, pair_similarity, upper_pairs
+from cxrhash.losses.quantization import quantization_regularizer
+from cxrhash.models.output import HashOutput
+from cxrhash.registry import Registry
+
+LOSSES: Registry[Callable[..., object]] = Registry("loss")
+
+
+def attention_fusion_loss(
+    out: HashOutput,
+    labels: Tensor,
+    *,
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    margin: float | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Joint loss L = L_c + α·L_r + β·L_cb of SPEC §1 (α = β = 0.5).
+
+    Pairs are all i < j within the batch; a pair is similar when it shares ≥ 1
+    label of ``labels`` (append "No Finding" beforehand for normal–normal
+    pairs). The same ``labels`` are the BCE targets, so their columns must
+    match ``out.logits``.
+
+    Args:
+        out: the model output (uses ``hash`` and ``logits``).
+        labels: B×C labels (1 / 0 / NaN unknown).
+        alpha: weight of the quantisation regulariser L_r.
+        beta: weight of the BCE term L_cb.
+        margin: contrastive margin; ``None`` = ``default_margin(k)`` = √k.
+
+    Returns:
+        The total loss (for ``backward``) and its parts as floats, keys
+        ``"contrastive"``, ``"quantization"``, ``"bce"``, ``"total"``.
+    """
+    l_c = contrastive_loss(out.hash, pair_similarity(labels), margin)
+    l_r = quantization_regularizer(out.hash)
+    l_cb = multilabel_bce(out.logits, labels)
+    total = l_c + alpha * l_r + beta * l_cb
+    parts = {
+        "contrastive": float(l_c.detach()),
+        "quantization": float(l_r.detach()),
+        "bce": float(l_cb.detach()),
+        "total": float(total.detach()),
+    }
+    return total, parts
+
+
+LOSSES.register("contrastive")(contrastive_loss)
+LOSSES.register("quantization")(quantization_regularizer)
+LOSSES.register("multilabel-bce")(multilabel_bce)
+LOSSES.register("attention-fusion")(attention_fusion_loss)
+
+__all__ = [
+    "LOSSES",
+    "attention_fusion_loss",
+    "contrastive_loss",
+    "default_margin",
+    "multilabel_bce",
+    "pair_levels",
+    "pair_similarity",
+    "quantization_regularizer",
+    "upper_pairs",
+]

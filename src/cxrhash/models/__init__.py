@@ -1,0 +1,28 @@
+"""Networks: backbones (registry), spatial attention, feature refinement, AttentionFusionNet."""
+
+from cxrhash.models.attention import DESCRIPTORS, SpatialAttention
+from cxrhash.models.attention_fusion import VARIANTS, AttentionFusionNet
+from cxrhash.models.backbones import (
+    BACKBONES,
+    BackboneRecipe,
+    BackboneSpec,
+    BackboneWeightsError,
+    create_backbone,
+)
+from cxrhash.models.output import HashOutput, binarize
+from cxrhash.models.refinement import FeatureRefinement
+
+__all__ = [
+    "BACKBONES",
+    "DESCRIPTORS",
+    "VARIANTS",
+    "AttentionFusionNet",
+    "BackboneRecipe",
+    "BackboneSpec",
+    "BackboneWeightsError",
+    "FeatureRefinement",
+    "HashOutput",
+    "SpatialAttention",
+    "binarize",
+    "create_backbone",
+]

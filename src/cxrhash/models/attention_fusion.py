@@ -1,0 +1,130 @@
+"""AttentionFusionNet: the primary ``attention-fusion`` hashing network (SPEC §1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from cxrhash.models.attention import DESCRIPTORS, SpatialAttention
+from cxrhash.models.backbones import create_backbone
+from cxrhash.models.output import HashOutput, binarize
+from cxrhash.models.refinement import FeatureRefinement
+
+VARIANTS = ("full", "no-maxp-avgp", "no-fmax", "global-only", "local-only")
+HASH_ACTIVATIONS = ("tanh", "identity")
+BRANCH_DIM = 256
+
+# variant → (global branch?, attention descriptors or None for no local branch)
+_VARIANT_LAYOUT: dict[str, tuple[bool, tuple[str, ...] | None]] = {
+    "full": (True, DESCRIPTORS),
+    "no-maxp-avgp": (True, ("max",)),
+    "no-fmax": (True, ("maxp", "avgp")),
+    "global-only": (True, None),
+    "local-only": (False, DESCRIPTORS),
+}
+
+
+class AttentionFusionNet(nn.Module):
+    """Backbone → global + attention-weighted local branches → fused FC → hash layer → classifier.
+
+    Flow for x (B×1×S×S in [0, 1]):
+
+    * F = backbone(x) (the intermediate map, stride 16 by default);
+    * global: F_global = refine_g(F) (256-d);
+    * local: F' = MaxPool3×3,s1,p1(F); M = attention(F'); F'' = M ⊗ F'
+      (M broadcast over channels); F_local = refine_l(F'') (256-d);
+    * z = concat(F_global, F_local) (512-d; 256-d for the one-branch variants);
+    * features = ReLU(FC(z)) with ``fc_dim`` units — ``HashOutput.features``,
+      the float embedding used for the cosine upper bound;
+    * f = tanh(hash_layer(features)) (k units; ``hash_activation="identity"``
+      leaves it linear) — ``HashOutput.hash``;
+    * logits = classifier(f) (linear k→C) — ``HashOutput.logits``.
+
+    Variants (the paper's ablations, ``VARIANTS``): ``"full"``;
+    ``"no-maxp-avgp"`` (attention from F_max only); ``"no-fmax"`` (attention from
+    F_maxP and F_avgP); ``"global-only"`` (no local branch, ``attention`` is
+    ``None``); ``"local-only"`` (no global branch).
+
+    ``refine_width`` is the channel width inside each ``FeatureRefinement``
+    (256 by default; tiny test configurations shrink it).
+    """
+
+    def __init__(
+        self,
+        *,
+        bits: int,
+        num_classes: int,
+        backbone: str = "resnet50",
+        feature_stage: int = 3,
+        variant: str = "full",
+        backbone_weights: str | Path | None = None,
+        fc_dim: int = 512,
+        hash_activation: str = "tanh",
+        refine_width: int = 256,
+    ) -> None:
+        super().__init__()
+        if variant not in _VARIANT_LAYOUT:
+            raise ValueError(f"unknown attention-fusion variant {variant!r}; known: {VARIANTS}")
+        if hash_activation not in HASH_ACTIVATIONS:
+            raise ValueError(
+                f"hash_activation must be one of {HASH_ACTIVATIONS}, got {hash_activation!r}"
+            )
+        if bits < 1 or num_classes < 1 or fc_dim < 1:
+            raise ValueError(
+                f"bits, num_classes and fc_dim must be ≥ 1, got {bits}, {num_classes}, {fc_dim}"
+            )
+        self.bits = bits
+        self.variant = variant
+        self.hash_activation = hash_activation
+        spec = create_backbone(backbone, feature_stage=feature_stage, weights=backbone_weights)
+        self.backbone = spec.module
+        self.feature_channels = spec.out_channels
+        self.stride = spec.stride
+
+        use_global, descriptors = _VARIANT_LAYOUT[variant]
+        self.refine_global = (
+            FeatureRefinement(spec.out_channels, BRANCH_DIM, refine_width) if use_global else None
+        )
+        # F' = MaxPool3×3,s1(F); parameter-free, so present in every variant.
+        self.local_pool = nn.MaxPool2d(3, stride=1, padding=1)
+        self.attention: SpatialAttention | None = None
+        self.refine_local: FeatureRefinement | None = None
+        if descriptors is not None:
+            self.attention = SpatialAttention(descriptors)
+            self.refine_local = FeatureRefinement(spec.out_channels, BRANCH_DIM, refine_width)
+        fused_dim = BRANCH_DIM * (int(use_global) + int(descriptors is not None))
+        self.fc = nn.Sequential(nn.Linear(fused_dim, fc_dim), nn.ReLU(inplace=True))
+        self.hash_layer = nn.Linear(fc_dim, bits)
+        self.classifier = nn.Linear(bits, num_classes)
+
+    def forward(self, x: Tensor) -> HashOutput:
+        """Run the network on B×1×S×S images in [0, 1]."""
+        fmap = self.backbone(x)
+        parts: list[Tensor] = []
+        attention = None
+        if self.refine_global is not None:
+            parts.append(self.refine_global(fmap))
+        if self.attention is not None and self.refine_local is not None:
+            fp = self.local_pool(fmap)
+            attention = self.attention(fp)
+            parts.append(self.refine_local(attention * fp))
+        features = self.fc(torch.cat(parts, dim=1))
+        f = self.hash_layer(features)
+        if self.hash_activation == "tanh":
+            f = f.tanh()
+        return HashOutput(hash=f, logits=self.classifier(f), features=features, attention=attention)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Binary codes (B×k bool, see ``binarize``) of a batch, computed in eval mode.
+
+        The previous train/eval mode is restored afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return binarize(self.forward(x).hash)
+        finally:
+            self.train(was_training)

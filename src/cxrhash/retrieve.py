@@ -1,0 +1,151 @@
+"""Index a dataset with a trained model, and search the index with new images."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cxrhash.data.dataset import CXRDataset, SkippedSample
+from cxrhash.data.images import load_image, resize_square
+from cxrhash.encode import iter_encoded_batches
+from cxrhash.index.codes import pack_codes
+from cxrhash.index.store import HashIndex, SearchHit
+from cxrhash.training.checkpoint import load_model
+
+LOG = logging.getLogger(__name__)
+MODEL_REF = "model.json"
+
+
+def findings_text(row: np.ndarray, pathologies: list[str]) -> str:
+    """NIH-style findings string (``A|B`` or ``No Finding``) for a label row."""
+    names = [p for p, v in zip(pathologies, row, strict=True) if v == 1]
+    return "|".join(names) if names else "No Finding"
+
+
+@dataclass
+class IndexReport:
+    """What ``cxrhash index`` did."""
+
+    added: int
+    already_indexed: int
+    skipped: list[SkippedSample] = field(default_factory=list)
+    seconds: float = 0.0
+    total: int = 0
+
+
+def build_index(
+    checkpoint: Path,
+    dataset: CXRDataset,
+    index_dir: Path,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> IndexReport:
+    """Encode ``dataset`` and append it to the index at ``index_dir`` (created if new).
+
+    Images already in the index (same case id) are skipped, so re-running after an
+    interruption or with a grown folder only adds what is new.
+    """
+    model, payload = load_model(checkpoint)
+    config = payload["config"]
+    index_dir = Path(index_dir)
+    index = HashIndex.open_or_create(index_dir, config["bits"], payload["model_id"])
+    (index_dir / MODEL_REF).write_text(
+        json.dumps(
+            {"checkpoint": str(Path(payload["path"]).resolve()), "model_id": payload["model_id"]},
+            indent=2,
+        )
+    )
+    present = index.contains(dataset.case_ids)
+    todo = [i for i, p in enumerate(present) if not p]
+    report = IndexReport(added=0, already_indexed=len(dataset) - len(todo))
+    if not todo:
+        report.total = len(index)
+        return report
+    sub = dataset.with_image_size(config["image_size"], augment=False).subset(np.asarray(todo))
+    t0 = time.perf_counter()
+    for out, batch in iter_encoded_batches(
+        model, sub, batch_size=batch_size, num_workers=num_workers, progress=progress, desc="index"
+    ):
+        report.skipped.extend(batch["skipped"])
+        if out is None:
+            continue
+        rows = [int(todo[i]) for i in batch["idx"].tolist()]
+        index.add(
+            pack_codes(out.hash.numpy() >= 0),
+            case_ids=list(batch["case_id"]),
+            findings=[findings_text(dataset.labels[r], dataset.pathologies) for r in rows],
+            patient_ids=list(batch["patient_id"]),
+            source_paths=[dataset.paths[r] if dataset.paths else None for r in rows],
+        )
+        report.added += len(rows)
+    report.seconds = time.perf_counter() - t0
+    report.total = len(index)
+    for s in report.skipped:
+        LOG.warning("not indexed, unreadable: %s (%s): %s", s.case_id, s.path, s.reason)
+    return report
+
+
+@dataclass
+class QueryResult:
+    """The hits for one query image, with its attention map for the heat-map."""
+
+    path: str
+    hits: list[SearchHit]
+    image: np.ndarray
+    attention: np.ndarray | None
+    predicted: dict[str, float]
+
+
+def resolve_checkpoint(index_dir: Path, checkpoint: Path | None) -> Path:
+    """The checkpoint given, or the one recorded in the index's ``model.json``."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    ref = Path(index_dir) / MODEL_REF
+    if not ref.exists():
+        raise FileNotFoundError(
+            f"{ref} not found: pass --checkpoint, or point --index at a directory made by "
+            "`cxrhash index`"
+        )
+    return Path(json.loads(ref.read_text())["checkpoint"])
+
+
+def encode_images(
+    model: nn.Module, paths: list[Path], image_size: int
+) -> tuple[np.ndarray, list[np.ndarray], object]:
+    """Encode query image files (PNG/JPEG/DICOM); errors name the file."""
+    images = [resize_square(load_image(p), image_size) for p in paths]
+    x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+    with torch.no_grad():
+        out = model(x)
+    return pack_codes(out.hash.numpy() >= 0), images, out
+
+
+def search_images(
+    paths: list[Path],
+    index_dir: Path,
+    *,
+    k: int = 10,
+    checkpoint: Path | None = None,
+) -> list[QueryResult]:
+    """Top-``k`` Hamming neighbours of each query image in the index."""
+    ckpt = resolve_checkpoint(index_dir, checkpoint)
+    model, payload = load_model(ckpt)
+    index = HashIndex.open(index_dir, model_id=payload["model_id"])
+    codes, images, out = encode_images(model, paths, payload["config"]["image_size"])
+    hits = index.search(codes, k)
+    probs = torch.sigmoid(out.logits).numpy()
+    results = []
+    for i, p in enumerate(paths):
+        att = out.attention[i, 0].numpy() if out.attention is not None else None
+        pred = {n: float(v) for n, v in zip(payload["label_names"], probs[i], strict=True)}
+        results.append(QueryResult(str(p), hits[i], images[i], att, pred))
+    return results

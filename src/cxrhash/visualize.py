@@ -1,0 +1,105 @@
+"""Figures a person would rather look at than read: retrieval results with heat-maps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cxrhash.retrieve import QueryResult
+
+
+def attention_overlay(attention: np.ndarray, size: int) -> np.ndarray:
+    """Upsample an attention map (h×w, values in (−1, 1)) to ``size``×``size`` in [0, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.asarray(attention, np.float32))[None, None]
+    up = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    lo, hi = float(up.min()), float(up.max())
+    return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+
+
+def plot_retrieval(
+    results: list[QueryResult],
+    out_path: Path,
+    load_hit_image: Callable[[str], np.ndarray | None],
+    *,
+    top: int = 5,
+    query_findings: list[str] | None = None,
+) -> Path:
+    """One row per query: the query, its attention heat-map, then the top hits.
+
+    Args:
+        results: output of :func:`cxrhash.retrieve.search_images`.
+        out_path: PNG to write.
+        load_hit_image: maps a hit's source path to a grey image (or ``None`` if gone).
+        top: how many hits to show per query.
+        query_findings: optional ground-truth findings of each query, for the title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(results), top + 2
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.1 * n_cols, 2.4 * n_rows), squeeze=False)
+    for r, res in enumerate(results):
+        ax = axes[r, 0]
+        ax.imshow(res.image, cmap="gray", vmin=0, vmax=1)
+        title = "query"
+        if query_findings is not None:
+            title += "\n" + _short(query_findings[r])
+        ax.set_title(title, fontsize=7)
+        ax = axes[r, 1]
+        ax.imshow(res.image, cmap="gray", vmin=0, vmax=1)
+        if res.attention is not None:
+            ax.imshow(attention_overlay(res.attention, res.image.shape[0]), cmap="jet", alpha=0.45)
+            ax.set_title("attention", fontsize=7)
+        else:
+            ax.set_title("(no attention:\nglobal-only)", fontsize=7)
+        for c, hit in enumerate(res.hits[:top]):
+            ax = axes[r, c + 2]
+            img = load_hit_image(hit.source_path) if hit.source_path else None
+            if img is not None:
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"#{hit.rank + 1} d={hit.distance}\n{_short(hit.findings)}", fontsize=7)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def _short(findings: str, width: int = 28) -> str:
+    """Findings string wrapped to fit under a thumbnail."""
+    parts, lines, cur = findings.split("|"), [], ""
+    for p in parts:
+        nxt = f"{cur}|{p}" if cur else p
+        if len(nxt) > width and cur:
+            lines.append(cur)
+            cur = p
+        else:
+            cur = nxt
+    lines.append(cur)
+    return "\n".join(lines[:2])
+
+
+def write_retrieval_figure(
+    results: list[QueryResult], path: Path, query_findings: list[str] | None = None
+) -> Path:
+    """:func:`plot_retrieval` with hit images read from their indexed source paths."""
+    from cxrhash.data.images import ImageReadError, load_image
+
+    def load(source: str) -> np.ndarray | None:
+        try:
+            return load_image(source)
+        except (ImageReadError, OSError):
+            return None  # the archive file moved or vanished: show an empty panel
+
+    return plot_retrieval(results, path, load, query_findings=query_findings)

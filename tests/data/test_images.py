@@ -1,0 +1,78 @@
+"""Image decoding (PNG/TIFF bit depths, colour, corrupt files) and square resizing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrhash.data.images import ImageReadError, load_image, resize_square
+
+
+def test_eight_bit_png_is_scaled_by_255(tmp_path: Path) -> None:
+    pixels = np.array([[0, 51], [204, 255]], dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    np.testing.assert_allclose(load_image(tmp_path / "a.png"), pixels / 255.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_is_scaled_by_65535(tmp_path: Path, suffix: str) -> None:
+    pixels = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
+    path = tmp_path / f"b{suffix}"
+    Image.fromarray(pixels).save(path)
+    out = load_image(path)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, pixels / 65535.0, atol=1e-7)
+
+
+def test_rgb_and_rgba_become_grey(tmp_path: Path) -> None:
+    rgb = np.zeros((1, 2, 3), dtype=np.uint8)
+    rgb[0, 1] = 255
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    Image.fromarray(rgb).convert("RGBA").save(tmp_path / "d.png")
+    for name in ("c.png", "d.png"):
+        np.testing.assert_allclose(load_image(tmp_path / name), [[0.0, 1.0]], atol=1e-7)
+
+
+def _png(tmp_path: Path) -> Path:
+    path = tmp_path / "ok.png"
+    noise = np.random.default_rng(0).integers(0, 256, size=(64, 64), dtype=np.uint8)
+    Image.fromarray(noise).save(path)  # noise does not compress: ~4 kB, cut at 200 bytes
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.write_bytes(_png(p.parent).read_bytes()[:200]), "truncated or corrupt"),
+        (lambda p: p.write_bytes(b""), "file is empty"),
+        (lambda p: p.write_text("this is a text file"), "not a recognised image"),
+        (lambda p: None, "file not found"),
+    ],
+    ids=["truncated", "empty", "text", "missing"],
+)
+def test_bad_files_raise_naming_the_file(tmp_path: Path, make, reason: str) -> None:
+    path = tmp_path / "bad.png"
+    make(path)
+    with pytest.raises(ImageReadError, match=f"bad.png: {reason}") as info:
+        load_image(path)
+    assert info.value.path == path
+
+
+def test_resize_square_keeps_aspect_and_centre_crops() -> None:
+    # Left half 0, right half 1 on a 4×8 image: the centre square 4×4 spans
+    # columns 2..5, so the resized square is half dark, half bright.
+    img = np.zeros((4, 8), dtype=np.float32)
+    img[:, 4:] = 1.0
+    out = resize_square(img, 8)
+    assert out.shape == (8, 8) and out.dtype == np.float32
+    assert np.all(out[:, :3] < 0.1) and np.all(out[:, 5:] > 0.9)
+    np.testing.assert_allclose(out, out[:, ::-1] * -1 + 1, atol=1e-6)  # symmetric about the centre
+
+
+def test_resize_square_upsamples_constant_exactly() -> None:
+    out = resize_square(np.full((64, 64), 0.25, dtype=np.float32), 224)
+    assert out.shape == (224, 224)
+    np.testing.assert_allclose(out, 0.25, atol=1e-6)

@@ -1,0 +1,67 @@
+"""End-to-end through the CLI: train → eval → index (append) → search, on phantom films."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cxrhash.cli import app
+from cxrhash.data.readers import open_dataset
+from cxrhash.data.splits import load_split
+
+runner = CliRunner()
+
+
+def _ok(args: list[str]) -> str:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res.output
+
+
+def test_help_lists_commands() -> None:
+    out = _ok(["--help"])
+    for cmd in ("train", "eval", "index", "search", "demo", "phantom"):
+        assert cmd in out
+
+
+def test_pipeline_end_to_end(phantom_dir: Path, tmp_path: Path) -> None:
+    run, idx = tmp_path / "run", tmp_path / "idx"
+    data = f"phantom:{phantom_dir}"
+    _ok(["train", "--data", data, "--out", str(run), "--profile", "test", "--epochs", "1"])
+    report = json.loads(_ok(["eval", str(run), "--json", "--random-seeds", "2"]))
+    rows = report["protocols"]["strict"]["rows"]
+    assert {"hash codes", "float upper bound (cosine)", "LSH on features", "random codes"} <= set(
+        rows
+    )
+    for key in ("mAP", "mAP@100", "mAP@100_minkR", "nDCG@100", "ACG@100", "mAP_w", "P@10"):
+        assert 0.0 <= rows["hash codes"][key] <= 1.0 or key == "ACG@100", key
+    assert (run / "eval.json").exists()
+
+    out = _ok(
+        ["index", "--checkpoint", str(run), "--data", data, "--part", "database", "--out", str(idx)]
+    )
+    assert "added" in out
+    again = _ok(
+        ["index", "--checkpoint", str(run), "--data", data, "--part", "database", "--out", str(idx)]
+    )
+    assert "added 0 images" in again  # appending skips what is already indexed
+
+    ds = open_dataset(data, 32)
+    split = load_split(run / "split.json", ds.case_ids)
+    row = int(split["database"][0])
+    hits = json.loads(
+        _ok(["search", str(ds.paths[row]), "--index", str(idx), "-k", "50", "--json"])
+    )[0]["hits"]
+    assert hits[0]["distance"] == 0
+    same = [h for h in hits if h["case_id"] == ds.case_ids[row]]
+    assert same and same[0]["distance"] == 0  # an indexed film finds itself at distance 0
+    assert [h["distance"] for h in hits] == sorted(h["distance"] for h in hits)
+    png = tmp_path / "hits.png"
+    _ok(["search", str(ds.paths[row]), "--index", str(idx), "--plot", str(png)])
+    assert png.stat().st_size > 1000
+
+
+def test_bad_data_spec_is_a_clear_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", "--data", "nope:x", "--out", str(tmp_path / "r")])
+    assert res.exit_code != 0
+    assert "nope" in str(res.exception) or "nope" in res.output

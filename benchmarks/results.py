@@ -175,7 +175,8 @@ def main() -> None:
         "by cosine; **LSH on features** = k-bit random-hyperplane LSH of that embedding; "
         "**random codes** = uniformly random k-bit codes (chance level, mean of 5 draws). "
         "Relevance: sharing at least one finding, `No Finding` counted as a class (SPEC §6). "
-        "Model selection: validation split only (its images query a fixed sample of training images; mAP@100).\n\n"
+        "Model selection: validation split only (its images query a fixed sample of "
+        "training images; mAP@100).\n\n"
     )
     args.out.write_text(header + "\n".join(sections))
     print(f"written {args.out}")

@@ -25,3 +25,9 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("phantom")
     return write_phantom_dataset(out / "data", 120, 64, seed=3)
+
+
+@pytest.fixture
+def cxr_dev() -> Path:
+    """The real NIH films of ``../shared/data/cxr-dev`` (skips when absent)."""
+    return shared_data("cxr-dev")

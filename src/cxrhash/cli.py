@@ -6,13 +6,16 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from cxrhash.config import PROFILES, TrainConfig, make_config
+
+if TYPE_CHECKING:
+    from cxrhash.retrieve import QueryResult
 
 app = typer.Typer(
     help="Content-based retrieval of chest radiographs by deep hashing.\n\n"
@@ -257,10 +260,10 @@ def search(
             console.print(f"figure: {plot}")
 
 
-def _result_json(r: object) -> dict:
+def _result_json(r: QueryResult) -> dict:
     return {
-        "query": r.path,  # type: ignore[attr-defined]
-        "predicted": r.predicted,  # type: ignore[attr-defined]
+        "query": r.path,
+        "predicted": r.predicted,
         "hits": [
             {
                 "rank": h.rank + 1,
@@ -268,18 +271,18 @@ def _result_json(r: object) -> dict:
                 "distance": h.distance,
                 "findings": h.findings,
             }
-            for h in r.hits  # type: ignore[attr-defined]
+            for h in r.hits
         ],
     }
 
 
-def _print_hits(r: object) -> None:
-    table = Table(title=f"query {r.path}")  # type: ignore[attr-defined]
+def _print_hits(r: QueryResult) -> None:
+    table = Table(title=f"query {r.path}")
     table.add_column("rank", justify="right")
     table.add_column("case")
     table.add_column("Hamming", justify="right")
     table.add_column("findings")
-    for h in r.hits:  # type: ignore[attr-defined]
+    for h in r.hits:
         table.add_row(str(h.rank + 1), h.case_id, str(h.distance), h.findings)
     console.print(table)
 
@@ -316,7 +319,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Working folder for data, run and figures.")] = Path(
         "cxrhash-demo"
     ),
-    n_images: Annotated[int, typer.Option(help="Phantom images to generate.")] = 800,
+    n_images: Annotated[int, typer.Option(help="Phantom images to generate.")] = 1000,
     epochs: Annotated[int | None, typer.Option(help="Override the demo profile's epochs.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:

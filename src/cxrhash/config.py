@@ -29,7 +29,7 @@ class TrainConfig:
     feature_stage: int = 3
     variant: str = "full"
     bits: int = 64
-    hash_activation: str = "identity"
+    hash_activation: str = "identity"  # tanh saturates under L_r and collapses codes
     image_size: int = 224
     epochs: int = 50
     batch_size: int = 64
@@ -95,9 +95,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "demo": {
         "backbone": "resnet18",
         "image_size": 64,
-        "epochs": 6,
+        "epochs": 8,
         "batch_size": 32,
-        "lr_step_epoch": 4,
+        "lr_step_epoch": 6,
         "bits": 32,
     },
     "test": {

@@ -41,7 +41,7 @@ def _pick_queries(labels: np.ndarray, n: int) -> list[int]:
 def run_demo(
     out: Path,
     *,
-    n_images: int = 800,
+    n_images: int = 1000,
     epochs: int | None = None,
     seed: int = 0,
     console: Console | None = None,
@@ -106,9 +106,9 @@ def run_demo(
     paths = [Path(str(queries.paths[i])) for i in picks]
     truth = [findings_text(queries.labels[i], queries.pathologies) for i in picks]
     found = search_images(paths, index_dir, k=5)
-    for res, t in zip(found, truth, strict=True):
-        hits = ", ".join(f"{h.findings} (d={h.distance})" for h in res.hits)
-        console.print(f"[bold]{Path(res.path).name}[/] [{t}] → {hits}")
+    for q, t in zip(found, truth, strict=True):
+        hits = ", ".join(f"{h.findings} (d={h.distance})" for h in q.hits)
+        console.print(f"[bold]{Path(q.path).name}[/] [{t}] → {hits}")
     png = out / "retrieval.png"
     write_retrieval_figure(found, png, truth)
     console.print(

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from cxrhash.data.dataset import CXRDataset, SkippedSample, collate_skipping
 from cxrhash.index.codes import pack_codes
+from cxrhash.models.output import HashOutput
 
 LOG = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def iter_encoded_batches(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "encode",
-) -> Iterator[tuple[object, dict]]:
+) -> Iterator[tuple[HashOutput | None, dict]]:
     """Yield ``(HashOutput, batch)`` for each batch; skipped images are in ``batch['skipped']``."""
     model.eval()
     loader = make_loader(dataset, batch_size, num_workers)

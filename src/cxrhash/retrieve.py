@@ -17,6 +17,7 @@ from cxrhash.data.images import load_image, resize_square
 from cxrhash.encode import iter_encoded_batches
 from cxrhash.index.codes import pack_codes
 from cxrhash.index.store import HashIndex, SearchHit
+from cxrhash.models.output import HashOutput
 from cxrhash.training.checkpoint import load_model
 
 LOG = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def resolve_checkpoint(index_dir: Path, checkpoint: Path | None) -> Path:
 
 def encode_images(
     model: nn.Module, paths: list[Path], image_size: int
-) -> tuple[np.ndarray, list[np.ndarray], object]:
+) -> tuple[np.ndarray, list[np.ndarray], HashOutput]:
     """Encode query image files (PNG/JPEG/DICOM); errors name the file."""
     images = [resize_square(load_image(p), image_size) for p in paths]
     x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))

@@ -19,7 +19,7 @@ import csv
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ PHANTOM_FINDINGS: list[str] = [
 NO_FINDING = "No Finding"
 MAX_IMAGES_PER_PATIENT = 5
 MIN_SIZE = 32
+_BASE_FLARE = 0.015  # how far the lower lungs widen beyond the upper lateral border
 
 _CARDIOMEGALY, _CONSOLIDATION, _EFFUSION, _MASS, _NODULE, _PNEUMOTHORAX = range(6)
 
@@ -143,7 +144,7 @@ def _lung_mask(a: _Anatomy, x: np.ndarray, y: np.ndarray, side: int) -> np.ndarr
     """
     ax = (x - a.cx) * (1.0 if side == 1 else -1.0)
     below_waist = np.clip((y - a.waist) / 0.25, 0.0, 1.0)
-    xl = a.lateral[side] + 0.015 * below_waist
+    xl = a.lateral[side] + _BASE_FLARE * below_waist
     xm = a.medial + 0.03 * np.clip((y - a.apex - 0.22) / 0.15, 0.0, 1.0)
     xa = a.medial + 0.42 * (a.lateral[side] - a.medial)
     v = np.abs(np.minimum(y - a.waist, 0.0) / (a.waist - a.apex))
@@ -158,9 +159,9 @@ def _lung_mask(a: _Anatomy, x: np.ndarray, y: np.ndarray, side: int) -> np.ndarr
 def _heart_mask(a: _Anatomy, x: np.ndarray, y: np.ndarray, ctr: float) -> np.ndarray:
     """Heart silhouette: a tilted ellipse whose width gives cardiothoracic ratio ``ctr``.
 
-    The thorax width is the distance between the lungs' lateral borders.
+    The thorax width is the distance between the lungs' lateral borders at the bases.
     """
-    thorax_width = a.lateral[0] + a.lateral[1]
+    thorax_width = a.lateral[0] + a.lateral[1] + 2 * _BASE_FLARE
     half_extent = 0.5 * ctr * thorax_width
     c, s = np.cos(a.heart_tilt), np.sin(a.heart_tilt)
     semi_a = half_extent / np.sqrt(c**2 + (a.heart_aspect * s) ** 2)
@@ -318,7 +319,7 @@ def _render(
         gap = lungs[side] & ~collapsed
         masks[_PNEUMOTHORAX] = gap
         markings = markings * (1.0 - _soft(gap, edge))
-        density -= _soft(gap, edge) * rng.uniform(0.03, 0.07)
+        density -= _soft(gap, edge) * rng.uniform(0.05, 0.10)
         rim = _soft(collapsed, 0.7 * edge)
         near_gap = ndimage.binary_dilation(gap, iterations=max(1, round(2 * s / 128)))
         line = np.clip(4.0 * rim * (1.0 - rim), 0.0, 1.0) * near_gap * lungs[side]
@@ -344,21 +345,19 @@ def _render(
         free_lung[side] &= ~fluid
 
     if _CONSOLIDATION in findings:
+        # A lobe-sized cloud of patchy airspace opacity centred in one lung.
         side = int(rng.integers(2))
         lung = free_lung[side]
-        top, bottom = _row_span(lung)
-        zone = int(rng.integers(3))
-        lo = top + (bottom - top) * zone / 3.0 - 0.05 * s
-        hi = top + (bottom - top) * (zone + 1) / 3.0 + 0.05 * s
-        lobe = lung & (rr >= lo) & (rr <= hi)
-        patches = ndimage.gaussian_filter(rng.standard_normal((s, s)), 0.04 * s)
-        if lobe.any():
-            patches = (patches - patches[lobe].min()) / (np.ptp(patches[lobe]) + 1e-9)
-        field = _soft(lobe, 0.03 * s) * np.clip(1.6 * patches - 0.3, 0.0, 1.0)
-        field = ndimage.gaussian_filter(field, 1.2 * edge) * lung
-        region = lobe & (field > 0.25 * field.max()) if field.max() > 0 else lobe
+        radius = rng.uniform(0.10, 0.14) * s
+        r0, c0, _ = _pick_centre(rng, lung, 0.5 * radius)
+        patches = ndimage.gaussian_filter(rng.standard_normal((s, s)), 0.03 * s)
+        patches /= patches.std() + 1e-12
+        cloud = np.exp(-((np.hypot(rr - r0, cc - c0) / radius) ** 2))
+        field = np.clip(cloud * (1.0 + 0.6 * patches), 0.0, None) * lung
+        region = field > 0.35 * field.max() if field.max() > 0 else lung
         masks[_CONSOLIDATION] = region
-        density += field * rng.uniform(0.14, 0.24)
+        field = ndimage.gaussian_filter(field * region, 1.5 * edge)
+        density += field * rng.uniform(0.18, 0.30)
         free_lung[side] &= ~region
 
     focal_lung = free_lung[0] | free_lung[1]
@@ -376,7 +375,7 @@ def _render(
         focal_lung &= ~ndimage.binary_dilation(blob, iterations=2)
 
     if _NODULE in findings:
-        for _ in range(int(rng.integers(1, 3))):
+        for _ in range(int(rng.integers(1, 4))):
             radius = rng.uniform(0.02, 0.035) * s
             r0, c0, inner = _pick_centre(rng, focal_lung, radius + 1)
             radius = max(inner - 1, 1.0)
@@ -384,7 +383,7 @@ def _render(
             dot = dist <= radius
             masks[_NODULE] |= dot
             profile = np.sqrt(np.clip(1.0 - (dist / (radius + 0.5)) ** 2, 0.0, 1.0))
-            density += profile * rng.uniform(0.18, 0.32)
+            density += profile * rng.uniform(0.25, 0.45)
             focal_lung &= ~ndimage.binary_dilation(dot, iterations=2)
 
     return _expose(density, rng, s), masks
@@ -496,7 +495,7 @@ def _finding_labels(labels: np.ndarray) -> str:
     return "|".join(names) if names else NO_FINDING
 
 
-def _replace_atomically(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp_path)`` then rename over ``path`` in one step."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -546,7 +545,7 @@ def write_phantom_dataset(
     packed: list[np.ndarray] = []
     visits: dict[str, int] = {}
     for sample in samples:
-        Image.fromarray(sample.image, mode="L").save(image_dir / sample.case_id)
+        Image.fromarray(sample.image).save(image_dir / sample.case_id)
         visit = visits.get(sample.patient_id, 0)
         visits[sample.patient_id] = visit + 1
         rows.append(

@@ -179,9 +179,7 @@ def train(
     rng = np.random.default_rng(config.seed)
     n_db = min(len(split["train"]), VAL_DATABASE_MAX)
     val_db_set = dataset.subset(np.sort(rng.choice(split["train"], n_db, replace=False)))
-    val_db_labels = relevance_labels(
-        with_no_finding_np(val_db_set.labels, config.no_finding_class)
-    )
+    val_db_labels = relevance_labels(with_no_finding_np(val_db_set.labels, config.no_finding_class))
     names = label_names(dataset.pathologies, config.no_finding_class)
     val_labels = relevance_labels(with_no_finding_np(val_set.labels, config.no_finding_class))
 

@@ -66,6 +66,55 @@ def one_run(data: str, out: Path, profile: str, bits: int, seed: int, epochs: in
     return facts
 
 
+def pointing(run_dir: Path, data_dir: Path) -> dict:
+    """Pointing game of the run's attention on the lesion masks of its query films (cached)."""
+    cache = run_dir / "pointing.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    import torch
+    import torch.nn.functional as F
+
+    from cxrhash.data.phantom import load_phantom_masks
+    from cxrhash.data.readers import open_dataset
+    from cxrhash.data.splits import load_split
+    from cxrhash.evaluation.localization import pointing_game
+    from cxrhash.training.checkpoint import load_model
+
+    model, payload = load_model(run_dir / "best.pt")
+    size = payload["config"]["image_size"]
+    ds = open_dataset(f"phantom:{data_dir}", size)
+    rows = load_split(run_dir / "split.json", ds.case_ids)["query"]
+    ids, masks = load_phantom_masks(data_dir)
+    where = {c: i for i, c in enumerate(ids)}
+    images = np.stack([ds[int(i)]["img"][0].numpy() for i in rows])
+    m = torch.from_numpy(masks[[where[ds.case_ids[int(i)]] for i in rows]]).float()
+    m = F.interpolate(m, size=(size, size), mode="nearest").numpy() > 0.5
+    names = list(ds.pathologies)
+    focal = [names.index(n) for n in ("Mass", "Nodule")]
+    out = {}
+    for key, sel in (("all findings", slice(None)), ("mass + nodule", focal)):
+        r = pointing_game(model, images, m[:, sel])
+        out[key] = {"hit_rate": r.hit_rate, "chance_rate": r.chance_rate, "n": r.n_images}
+    cache.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def pointing_table(runs: dict[tuple[int, int], Path], data_dir: Path) -> str:
+    """Markdown: attention-peak hit rate vs chance per run."""
+    lines = [
+        "| bits | seed | peak on any lesion | chance | peak on mass/nodule | chance |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (bits, seed), run_dir in sorted(runs.items()):
+        p = pointing(run_dir, data_dir)
+        a, f = p["all findings"], p["mass + nodule"]
+        lines.append(
+            f"| {bits} | {seed} | {a['hit_rate']:.3f} (n={a['n']}) | {a['chance_rate']:.3f} | "
+            f"{f['hit_rate']:.3f} (n={f['n']}) | {f['chance_rate']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def fmt(values: list[float]) -> str:
     """mean ± std over seeds (just the value for one seed)."""
     if len(values) == 1:
@@ -164,6 +213,14 @@ def main() -> None:
             f"{table(runs, 'strict', args.bits)}\n\n"
             f"### Cost\n\n{cost_table(runs)}\n"
         )
+        if key == "phantom":
+            dirs = {(b, s): args.runs / f"{key}-{b}b-s{s}" for b in args.bits for s in args.seeds}
+            sections.append(
+                "### Does the attention look at the lesion? (pointing game on the query films)\n\n"
+                "Hit = the maximum of the up-sampled attention map M lies inside a lesion mask; "
+                "chance = the mean fraction of the film the masks cover.\n\n"
+                f"{pointing_table(dirs, phantom)}\n"
+            )
     header = (
         "# Results: attention-fusion on real and phantom chest radiographs\n\n"
         "Produced by `python benchmarks/results.py` (this file is written by it; the runs "

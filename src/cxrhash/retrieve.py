@@ -49,9 +49,12 @@ def build_index(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
+    commit_every: int = 8192,
 ) -> IndexReport:
     """Encode ``dataset`` and append it to the index at ``index_dir`` (created if new).
 
+    Codes are committed every ``commit_every`` images (each commit is atomic and
+    rewrites the code file, so large batches keep archive-scale indexing linear).
     Images already in the index (same case id) are skipped, so re-running after an
     interruption or with a grown folder only adds what is new.
     """
@@ -73,6 +76,28 @@ def build_index(
         return report
     sub = dataset.with_image_size(config["image_size"], augment=False).subset(np.asarray(todo))
     t0 = time.perf_counter()
+    pending: dict[str, list] = {
+        "codes": [],
+        "case_ids": [],
+        "findings": [],
+        "pids": [],
+        "paths": [],
+    }
+
+    def flush() -> None:
+        if not pending["case_ids"]:
+            return
+        index.add(
+            np.concatenate(pending["codes"]),
+            case_ids=pending["case_ids"],
+            findings=pending["findings"],
+            patient_ids=pending["pids"],
+            source_paths=pending["paths"],
+        )
+        report.added += len(pending["case_ids"])
+        for v in pending.values():
+            v.clear()
+
     for out, batch in iter_encoded_batches(
         model, sub, batch_size=batch_size, num_workers=num_workers, progress=progress, desc="index"
     ):
@@ -80,14 +105,16 @@ def build_index(
         if out is None:
             continue
         rows = [int(todo[i]) for i in batch["idx"].tolist()]
-        index.add(
-            pack_codes(out.hash.numpy() >= 0),
-            case_ids=list(batch["case_id"]),
-            findings=[findings_text(dataset.labels[r], dataset.pathologies) for r in rows],
-            patient_ids=list(batch["patient_id"]),
-            source_paths=[dataset.paths[r] if dataset.paths else None for r in rows],
+        pending["codes"].append(pack_codes(out.hash.numpy() >= 0))
+        pending["case_ids"].extend(batch["case_id"])
+        pending["findings"].extend(
+            findings_text(dataset.labels[r], dataset.pathologies) for r in rows
         )
-        report.added += len(rows)
+        pending["pids"].extend(batch["patient_id"])
+        pending["paths"].extend(dataset.paths[r] if dataset.paths else None for r in rows)
+        if len(pending["case_ids"]) >= commit_every:
+            flush()  # each commit is atomic: an interrupted run resumes after it
+    flush()
     report.seconds = time.perf_counter() - t0
     report.total = len(index)
     for s in report.skipped:

@@ -38,8 +38,9 @@ class AttentionFusionNet(nn.Module):
     * z = concat(F_global, F_local) (512-d; 256-d for the one-branch variants);
     * features = ReLU(FC(z)) with ``fc_dim`` units — ``HashOutput.features``,
       the float embedding used for the cosine upper bound;
-    * f = tanh(hash_layer(features)) (k units; ``hash_activation="identity"``
-      leaves it linear) — ``HashOutput.hash``;
+    * f = hash_layer(features) (k units, linear by default; ``hash_activation="tanh"``
+      squashes it, but then α·L_r saturates every unit and the codes collapse —
+      see ``docs/design.md``) — ``HashOutput.hash``;
     * logits = classifier(f) (linear k→C) — ``HashOutput.logits``.
 
     Variants (the paper's ablations, ``VARIANTS``): ``"full"``;
@@ -61,7 +62,7 @@ class AttentionFusionNet(nn.Module):
         variant: str = "full",
         backbone_weights: str | Path | None = None,
         fc_dim: int = 512,
-        hash_activation: str = "tanh",
+        hash_activation: str = "identity",
         refine_width: int = 256,
     ) -> None:
         super().__init__()

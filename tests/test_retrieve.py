@@ -1,0 +1,53 @@
+"""Indexing a dataset with a model: batching of commits, resuming, unreadable files."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrhash.config import make_config
+from cxrhash.data.readers import open_dataset
+from cxrhash.index.store import HashIndex
+from cxrhash.retrieve import build_index, findings_text
+from cxrhash.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "run"
+    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), run, progress=False)
+    return run / "best.pt"
+
+
+def test_small_commits_equal_one_commit(phantom_dir: Path, checkpoint: Path, tmp_path: Path):
+    ds = open_dataset(f"phantom:{phantom_dir}", 32)
+    build_index(checkpoint, ds, tmp_path / "one", progress=False)
+    build_index(checkpoint, ds, tmp_path / "many", progress=False, commit_every=7, batch_size=5)
+    a, b = HashIndex.open(tmp_path / "one"), HashIndex.open(tmp_path / "many")
+    assert len(a) == len(b) == len(ds)
+    assert np.array_equal(np.asarray(a.codes), np.asarray(b.codes))
+    rows = list(b.iter_metadata())
+    assert [r[1] for r in rows] == ds.case_ids
+    assert rows[0][2] == findings_text(ds.labels[0], ds.pathologies)
+
+
+def test_resume_adds_only_what_is_missing(phantom_dir: Path, checkpoint: Path, tmp_path: Path):
+    ds = open_dataset(f"phantom:{phantom_dir}", 32)
+    first = build_index(checkpoint, ds.subset(np.arange(50)), tmp_path / "idx", progress=False)
+    assert first.added == 50
+    second = build_index(checkpoint, ds, tmp_path / "idx", progress=False)
+    assert (second.added, second.already_indexed, second.total) == (len(ds) - 50, 50, len(ds))
+
+
+def test_unreadable_film_is_reported_and_not_indexed(
+    phantom_dir: Path, checkpoint: Path, tmp_path: Path
+):
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    ds = open_dataset(f"phantom:{data}", 32)
+    Path(str(ds.paths[3])).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    report = build_index(checkpoint, ds, tmp_path / "idx", progress=False)
+    assert [s.case_id for s in report.skipped] == [ds.case_ids[3]]
+    assert report.added == len(ds) - 1
+    assert HashIndex.open(tmp_path / "idx").contains([ds.case_ids[3]]) == [False]

@@ -200,9 +200,10 @@ def main() -> None:
         }
         any_run = next(iter(runs.values()))["eval"]["protocols"]
         sizes = {p: (v["n_query"], v["n_database"]) for p, v in any_run.items()}
+        shown = spec.replace(str(REPO) + "/", "").replace(str(REPO.parent), "..")
         sections.append(
             f"## {title}\n\n"
-            f"Data spec `{spec.replace(str(REPO.parent), '..')}`; profile `{args.profile}`; "
+            f"Data spec `{shown}`; profile `{args.profile}`; "
             f"seeds {args.seeds} (mean ± std over seeds; each seed draws its own "
             "patient-disjoint split, initialisation and batch order).\n\n"
             f"### Literature protocol (queries unseen; database = training images; "
@@ -233,9 +234,12 @@ def main() -> None:
         "**random codes** = uniformly random k-bit codes (chance level, mean of 5 draws). "
         "Relevance: sharing at least one finding, `No Finding` counted as a class (SPEC §6). "
         "Model selection: validation split only (its images query a fixed sample of "
-        "training images; mAP@100).\n\n"
+        "training images; mAP@100). The discussion below comes from `docs/results-notes.md`; "
+        "the tables are regenerated on every run.\n\n"
     )
-    args.out.write_text(header + "\n".join(sections))
+    notes = args.out.with_name("results-notes.md")
+    reading = notes.read_text() + "\n" if notes.exists() else ""
+    args.out.write_text(header + reading + "\n".join(sections))
     print(f"written {args.out}")
 
 

@@ -52,7 +52,7 @@ def pointing_game(
     Raises:
         ValueError: the model has no attention map (e.g. the ``global-only`` variant).
     """
-    union: np.ndarray = np.asarray(masks, dtype=bool).any(axis=1)
+    union = np.any(np.asarray(masks, dtype=bool), axis=1, keepdims=False).astype(bool)
     keep = np.flatnonzero(union.reshape(len(union), -1).any(axis=1))
     if len(keep) == 0:
         return PointingResult(float("nan"), float("nan"), 0)

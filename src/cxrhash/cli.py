@@ -85,8 +85,12 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and order.")] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
     official_split: Annotated[
-        bool, typer.Option(help="Use NIH's train_val_list.txt/test_list.txt when present.")
-    ] = False,
+        Path | None,
+        typer.Option(
+            help="Folder holding NIH's train_val_list.txt and test_list.txt: train/val come "
+            "from the first, query/database from the second."
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -119,7 +123,7 @@ def train(
                 margin=margin,
                 seed=seed,
                 num_workers=workers,
-                official_split=official_split or None,
+                official_split=str(official_split) if official_split else None,
             )
         except ValueError as exc:
             _fail(str(exc))

@@ -48,7 +48,7 @@ class TrainConfig:
     num_workers: int = 0
     val_metric: str = "mAP@100"
     split_fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
-    official_split: bool = False
+    official_split: str | None = None  # folder with NIH's train_val_list/test_list
     profile: str = "paper"
 
     def to_json(self) -> str:

@@ -137,3 +137,51 @@ def load_split(path: str | Path, case_ids: Sequence[str]) -> dict[str, np.ndarra
     if len(seen) < len(index):
         LOG.info("%s: %d of %d items are in no part", path, len(index) - len(seen), len(index))
     return split
+
+
+def read_name_list(path: Path) -> set[str]:
+    """Image names of an NIH list file (``train_val_list.txt`` / ``test_list.txt``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitError(f"official split list {path} not found")
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def official_nih_split(
+    case_ids: Sequence[str],
+    patient_ids: Sequence[str],
+    lists_dir: Path,
+    fractions: dict[str, float],
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """NIH's own patient-disjoint split: train/val from ``train_val_list.txt``,
+    query/database from ``test_list.txt``.
+
+    Within each list, patients are divided by :func:`patient_disjoint_split` with
+    the relative fractions of its two parts (e.g. train 0.6 : val 0.1). Images in
+    neither list are left out (logged).
+
+    Raises:
+        SplitError: A list file is missing, or a part ends up empty.
+    """
+    lists_dir = Path(lists_dir)
+    train_val = read_name_list(lists_dir / "train_val_list.txt")
+    test = read_name_list(lists_dir / "test_list.txt")
+    names = [Path(c).name for c in case_ids]
+    groups = {
+        ("train", "val"): np.array([i for i, n in enumerate(names) if n in train_val], np.int64),
+        ("query", "database"): np.array([i for i, n in enumerate(names) if n in test], np.int64),
+    }
+    unlisted = len(names) - sum(len(v) for v in groups.values())
+    if unlisted:
+        LOG.warning("%d images are in neither official list and are left out", unlisted)
+    out: dict[str, np.ndarray] = {}
+    for (a, b), rows in groups.items():
+        if len(rows) == 0:
+            raise SplitError(f"no image of the dataset is in the official list for {a}/{b}")
+        fa, fb = fractions.get(a, 0.5), fractions.get(b, 0.5)
+        parts = patient_disjoint_split(
+            [patient_ids[i] for i in rows], {a: fa / (fa + fb), b: fb / (fa + fb)}, seed
+        )
+        out[a], out[b] = np.sort(rows[parts[a]]), np.sort(rows[parts[b]])
+    return out

@@ -25,7 +25,12 @@ from tqdm.auto import tqdm
 from cxrhash.config import TrainConfig
 from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.readers import open_dataset
-from cxrhash.data.splits import load_split, patient_disjoint_split, save_split
+from cxrhash.data.splits import (
+    load_split,
+    official_nih_split,
+    patient_disjoint_split,
+    save_split,
+)
 from cxrhash.encode import encode_dataset, make_loader
 from cxrhash.evaluation.evaluate import peak_memory_mb
 from cxrhash.evaluation.metrics import retrieval_metrics
@@ -73,7 +78,16 @@ def resolve_split(config: TrainConfig, dataset: CXRDataset, run_dir: Path) -> di
     path = run_dir / "split.json"
     if path.exists():
         return load_split(path, dataset.case_ids)
-    split = patient_disjoint_split(dataset.patient_ids, config.split_fractions, config.seed)
+    if config.official_split:
+        split = official_nih_split(
+            dataset.case_ids,
+            dataset.patient_ids,
+            Path(config.official_split),
+            config.split_fractions,
+            config.seed,
+        )
+    else:
+        split = patient_disjoint_split(dataset.patient_ids, config.split_fractions, config.seed)
     save_split(path, split, dataset.case_ids)
     return split
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -31,3 +34,43 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cxr_dev() -> Path:
     """The real NIH films of ``../shared/data/cxr-dev`` (skips when absent)."""
     return shared_data("cxr-dev")
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    bits: int = 12,
+    photometric: str = "MONOCHROME2",
+    signed: bool = False,
+    **elements: object,
+) -> Path:
+    """Write a tiny uncompressed DICOM; ``pixels`` is H×W, F×H×W or H×W×3."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    colour = photometric in ("RGB", "YBR_FULL")
+    frames = pixels.ndim == 3 and not colour
+    ds.Rows, ds.Columns = pixels.shape[-3:-1] if colour else pixels.shape[-2:]
+    if frames:
+        ds.NumberOfFrames = pixels.shape[0]
+    ds.SamplesPerPixel = 3 if colour else 1
+    if colour:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 8 if bits == 8 else 16
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    for key, value in elements.items():
+        setattr(ds, key, value)
+    dtype = {8: np.uint8, 16: np.int16 if signed else np.uint16}[ds.BitsAllocated]
+    ds.PixelData = np.ascontiguousarray(pixels.astype(dtype)).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

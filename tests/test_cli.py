@@ -3,6 +3,9 @@
 import json
 from pathlib import Path
 
+import numpy as np
+from conftest import write_dicom
+from PIL import Image
 from typer.testing import CliRunner
 
 from cxrhash.cli import app
@@ -67,32 +70,6 @@ def test_bad_data_spec_is_a_clear_error(tmp_path: Path) -> None:
     assert "nope" in str(res.exception) or "nope" in res.output
 
 
-def _write_dicom(png: Path, out: Path) -> None:
-    """A MONOCHROME2 16-bit DICOM holding the pixels of a PNG (scaled ×16)."""
-    import numpy as np
-    from PIL import Image
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    arr = (np.asarray(Image.open(png), dtype=np.uint16) * 16).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = arr.tobytes()
-    ds.save_as(out, enforce_file_format=True)
-
-
 def test_search_accepts_a_dicom_query(phantom_dir: Path, tmp_path: Path) -> None:
     run, idx = tmp_path / "run", tmp_path / "idx"
     data = f"phantom:{phantom_dir}"
@@ -100,7 +77,8 @@ def test_search_accepts_a_dicom_query(phantom_dir: Path, tmp_path: Path) -> None
     _ok(["index", "--checkpoint", str(run), "--data", data, "--out", str(idx)])
     ds = open_dataset(data, 32)
     dcm = tmp_path / "query.dcm"
-    _write_dicom(Path(str(ds.paths[0])), dcm)
+    png = np.asarray(Image.open(str(ds.paths[0])), dtype=np.uint16) * 16
+    write_dicom(dcm, png, bits=12)
     png_hits = json.loads(_ok(["search", str(ds.paths[0]), "--index", str(idx), "--json"]))
     dcm_hits = json.loads(_ok(["search", str(dcm), "--index", str(idx), "--json"]))
     assert len(dcm_hits[0]["hits"]) == 10

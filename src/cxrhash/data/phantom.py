@@ -27,16 +27,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from cxrhash.data.labels import PHANTOM_PATHOLOGIES
+
 LOG = logging.getLogger(__name__)
 
-PHANTOM_FINDINGS: list[str] = [
-    "Cardiomegaly",
-    "Consolidation",
-    "Effusion",
-    "Mass",
-    "Nodule",
-    "Pneumothorax",
-]
+PHANTOM_FINDINGS: list[str] = list(PHANTOM_PATHOLOGIES)
 
 NO_FINDING = "No Finding"
 MAX_IMAGES_PER_PATIENT = 5

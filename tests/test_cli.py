@@ -87,3 +87,19 @@ def test_search_accepts_a_dicom_query(phantom_dir: Path, tmp_path: Path) -> None
     own = [h for h in dcm_hits[0]["hits"] if h["case_id"] == ds.case_ids[0]]
     assert png_hits[0]["hits"][0]["distance"] == 0
     assert own, "the DICOM copy of an indexed film should retrieve that film"
+
+
+def test_model_options_reach_the_saved_config(phantom_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _ok(
+        ["train", "--data", f"phantom:{phantom_dir}", "--out", str(run), "--profile", "test",
+         "--epochs", "1", "--feature-stage", "4", "--hash-activation", "tanh",
+         "--variant", "no-fmax", "--margin", "3.5"]
+    )  # fmt: skip
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["feature_stage"], cfg["hash_activation"], cfg["variant"], cfg["margin"]) == (
+        4,
+        "tanh",
+        "no-fmax",
+        3.5,
+    )

@@ -70,6 +70,12 @@ def train(
         str | None,
         typer.Option(help="Ablation: full|no-maxp-avgp|no-fmax|global-only|local-only."),
     ] = None,
+    feature_stage: Annotated[
+        int | None, typer.Option(help="Backbone stage whose map F feeds the branches (3 or 4).")
+    ] = None,
+    hash_activation: Annotated[
+        str | None, typer.Option(help="identity (default) or tanh on the hash layer.")
+    ] = None,
     bits: Annotated[int | None, typer.Option(help="Code length k.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
@@ -111,6 +117,8 @@ def train(
                 backbone=backbone,
                 backbone_weights=backbone_weights,
                 variant=variant,
+                feature_stage=feature_stage,
+                hash_activation=hash_activation,
                 bits=bits,
                 image_size=image_size,
                 epochs=epochs,

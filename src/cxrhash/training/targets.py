@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-NO_FINDING = "No Finding"
+from cxrhash.data.labels import NO_FINDING, add_no_finding
 
 
 def label_names(pathologies: list[str], no_finding_class: bool) -> list[str]:
@@ -27,10 +27,12 @@ def with_no_finding(labels: torch.Tensor, no_finding_class: bool) -> torch.Tenso
 
 
 def with_no_finding_np(labels: np.ndarray, no_finding_class: bool) -> np.ndarray:
-    """NumPy twin of :func:`with_no_finding`, for evaluation."""
-    return with_no_finding(
-        torch.from_numpy(np.asarray(labels, np.float32)), no_finding_class
-    ).numpy()
+    """NumPy twin of :func:`with_no_finding` (via :func:`add_no_finding`), for evaluation."""
+    labels = np.asarray(labels, np.float32)
+    if not no_finding_class:
+        return labels
+    columns = [f"column {i}" for i in range(labels.shape[1])]  # names are not needed here
+    return add_no_finding(labels, columns)[0]
 
 
 def relevance_labels(labels: np.ndarray) -> np.ndarray:

@@ -6,15 +6,17 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from cxrhash.bench.grid import DEEP_BASELINES, PAPER_METHODS, SHALLOW
 from cxrhash.config import PROFILES, TrainConfig, make_config
 
 if TYPE_CHECKING:
+    from cxrhash.bench.runner import BenchSpec
     from cxrhash.retrieve import QueryResult
 
 app = typer.Typer(
@@ -42,9 +44,23 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code=2)
+
+
+def parse_params(items: list[str]) -> dict[str, float]:
+    """``["rho=3", "lambda_c=0"]`` → ``{"rho": 3.0, "lambda_c": 0.0}``; a clear error otherwise."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--param expects NAME=NUMBER, got {item!r}") from None
+    return out
 
 
 @app.command()
@@ -87,6 +103,13 @@ def train(
     beta: Annotated[float | None, typer.Option(help="Weight of the BCE term.")] = None,
     margin: Annotated[
         float | None, typer.Option(help="Contrastive margin m (default √bits).")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Method hyper-parameter NAME=VALUE (repeatable), e.g. --param rho=3 for osdh; "
+            "`cxrhash methods` lists each method's parameters and defaults."
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and order.")] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
@@ -132,10 +155,14 @@ def train(
                 seed=seed,
                 num_workers=workers,
                 official_split=str(official_split) if official_split else None,
+                method_params=parse_params(param or []) or None,
             )
         except ValueError as exc:
             _fail(str(exc))
-    result = run_train(config, out, resume=resume)
+    try:
+        result = run_train(config, out, resume=resume)
+    except ValueError as exc:
+        _fail(str(exc))
     console.print(
         f"trained {result.epochs_run} epochs in {result.train_seconds:.0f} s "
         f"({result.images_per_second:.1f} img/s); best val {config.val_metric} "
@@ -143,6 +170,96 @@ def train(
         f"{result.peak_memory_mb:.0f} MiB; skipped {len(result.skipped)} unreadable images"
     )
     console.print(f"checkpoints: {out / 'best.pt'}, {out / 'last.pt'}")
+
+
+@app.command(
+    help="Self-supervised pretraining of a backbone on unlabelled radiographs (no labels used)."
+    "\n\nWrites OUT/backbone.pt, the backbone's weights in torchvision key names: pass "
+    "OUT/backbone.pt as --backbone-weights to `cxrhash train` (with the same --backbone) to "
+    "start from it instead of random or ImageNet weights. OUT/last.pt is written every epoch; "
+    "--resume continues it."
+)
+def pretrain(
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Folder of unlabelled radiographs: manifest.csv with a 'file' column "
+            "(paths relative to the folder), or PNG/JPEG/TIFF/DICOM files found recursively."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="Output folder: backbone.pt, last.pt, history.json, curves PNG."),
+    ],
+    method: Annotated[
+        str, typer.Option(help="Pretraining method: c2l (MoCo + image/feature mixup).")
+    ] = "c2l",
+    backbone: Annotated[
+        str | None, typer.Option(help="resnet18 (default)|resnet34|resnet50|densenet121")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Square view size in pixels (default 64).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Default 20.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default 64.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Initial SGD lr, cosine to 0 (0.03).")] = None,
+    queue: Annotated[int | None, typer.Option(help="Negative keys kept (default 4096).")] = None,
+    max_images: Annotated[
+        int | None, typer.Option(help="Use a seeded random subset of this many images.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for init, order, augmentation.")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from last.pt (may raise --epochs).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Pretrain a backbone without labels; OUT/backbone.pt feeds `train --backbone-weights`."""
+    _setup_logging(verbose)
+    from dataclasses import fields
+
+    from cxrhash.data.dataset import DataFormatError
+    from cxrhash.pretrain import PRETRAIN_METHODS, PretrainError
+
+    if method not in PRETRAIN_METHODS:
+        _fail(f"unknown pretraining method {method!r}; known: {PRETRAIN_METHODS.names()}")
+    entry = PRETRAIN_METHODS.get(method)
+    given = {
+        "backbone": backbone,
+        "image_size": image_size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "queue": queue,
+        "max_images": max_images,
+        "seed": seed,
+        "num_workers": workers,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    names = {f.name for f in fields(entry.config_type)}
+    foreign = sorted(set(given) - names)
+    if foreign:
+        _fail(f"method {method!r} has no setting(s) {foreign}")
+    saved: dict = {}
+    if resume and (out / "config.json").exists():
+        saved = json.loads((out / "config.json").read_text())
+    try:
+        config = entry.config_type(**{k: v for k, v in {**saved, **given}.items() if k in names})
+        summary = entry.run(config, data, out, resume=resume, progress=not quiet)
+    except (PretrainError, DataFormatError) as exc:
+        _fail(str(exc))
+    console.print(
+        f"pretrained {config.backbone} with {method} for {summary['epochs_run']} epochs on "
+        f"{summary['images']} images in {summary['seconds']:.0f} s "
+        f"({summary['images_per_second']:.1f} img/s); final loss {summary['final_loss']:.4f}; "
+        f"skipped {summary['skipped_files']} unreadable images"
+    )
+    console.print(
+        f"backbone weights: {summary['backbone_weights']} → use with "
+        f"`cxrhash train --backbone {config.backbone} --backbone-weights "
+        f"{summary['backbone_weights']} ...`"
+    )
 
 
 @app.command("eval")
@@ -320,10 +437,148 @@ def methods() -> None:
     from cxrhash.models.backbones import BACKBONES
 
     for name in METHODS.names():
-        console.print(f"method    {name}: {METHODS.get(name).description}")
+        m = METHODS.get(name)
+        console.print(f"method    {name}: {m.description}")
+        if m.defaults:
+            console.print(
+                "          --param " + ", ".join(f"{k}={v:g}" for k, v in m.defaults.items())
+            )
+        if m.paper:
+            console.print(f"          paper: {m.paper}")
     console.print("backbones " + ", ".join(BACKBONES.names()))
     for name, values in PROFILES.items():
         console.print(f"profile   {name}: {values or '(paper defaults)'}")
+
+
+@app.command()
+def bench(
+    out: Annotated[
+        Path, typer.Option(help="Bench folder (runs, cached splits/features, report/).")
+    ],
+    data: Annotated[
+        str | None, typer.Option(help=DATA_HELP + " Omit to score only --external codes.")
+    ] = None,
+    profile: Annotated[
+        str, typer.Option(help=f"Training profile of every deep cell: {', '.join(PROFILES)}.")
+    ] = "bench",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated deep methods ('' for none).")
+    ] = ",".join(PAPER_METHODS + DEEP_BASELINES),
+    shallow: Annotated[
+        str,
+        typer.Option(help="Comma-separated shallow baselines on frozen features ('' for none)."),
+    ] = ",".join(SHALLOW),
+    bits: Annotated[str, typer.Option(help="Comma-separated code lengths.")] = "16,32,64",
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated seeds (split, init, order).")
+    ] = "0,1,2",
+    ablations: Annotated[
+        bool, typer.Option(help="Add the attention-fusion and OSDH ablations (and C2L vs scratch).")
+    ] = True,
+    ablation_bits: Annotated[int, typer.Option(help="Code length of the ablation cells.")] = 32,
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            help="Backbone weights (e.g. `cxrhash pretrain` OUT/backbone.pt): shallow baselines "
+            "hash its frozen features, and --pretrain-methods are also trained from it."
+        ),
+    ] = None,
+    pretrain_methods: Annotated[
+        str, typer.Option(help="Methods trained from --pretrained beside scratch.")
+    ] = "attention-fusion,saliency-fusion",
+    external: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=DIR of another toolkit's codes (query_codes.npy, db_codes.npy, "
+            "query_labels.npy, db_labels.npy), scored by the same evaluator. Repeatable."
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(help="Cells run in parallel (threads split between them).")
+    ] = 1,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Start no new cell after this many minutes.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the profile's epochs.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Override the profile's size.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Override the profile's backbone.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run methods × bits × seeds on one dataset and write Table 1/2, ablations and plots.
+
+    Resumable: finished cells are kept in OUT/cells and skipped when the same
+    command runs again; an interrupted training resumes from its last epoch.
+    The report is OUT/report/report.md, report.html (one self-contained page),
+    PNG plots and results.json.
+    """
+    _setup_logging(verbose)
+    from cxrhash.bench.grid import GridSpec
+    from cxrhash.bench.runner import BenchSpec, run_bench
+
+    def _names(text: str) -> tuple[str, ...]:
+        return tuple(t.strip() for t in text.split(",") if t.strip())
+
+    try:
+        ext = {}
+        for item in external or []:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise ValueError(f"--external expects NAME=DIR, got {item!r}")
+            ext[name] = Path(folder)
+        if not data and not ext:
+            raise ValueError("give --data (to run a grid) and/or --external NAME=DIR")
+        grid = GridSpec(
+            methods=_names(methods),
+            shallow=_names(shallow),
+            bits=tuple(int(b) for b in _names(bits)),
+            seeds=tuple(int(s) for s in _names(seeds)),
+            ablations=ablations,
+            ablation_bits=ablation_bits,
+            pretrained=pretrained is not None,
+            pretrain_methods=_names(pretrain_methods),
+        )
+        overrides = {"epochs": epochs, "image_size": image_size, "backbone": backbone}
+        spec = BenchSpec(
+            data=data or "",
+            profile=profile,
+            grid=grid,
+            overrides={k: v for k, v in overrides.items() if v is not None},
+            pretrained=str(pretrained) if pretrained else None,
+        )
+        _check_bench_names(spec)
+        summary = run_bench(
+            spec,
+            out,
+            jobs=jobs,
+            budget_minutes=budget_minutes,
+            external=ext,
+            progress=not quiet,
+            command="cxrhash bench " + " ".join(sys.argv[2:]),
+        )
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    console.print(
+        f"{summary['done']} cells in the report; {len(summary['pending'])} not run; "
+        f"{len(summary['failed'])} failed"
+    )
+    console.print(f"report: {summary['report']}")
+    if summary["failed"]:
+        raise typer.Exit(code=1)
+
+
+def _check_bench_names(spec: BenchSpec) -> None:
+    """Unknown method, shallow baseline or profile names fail before any work starts."""
+    from cxrhash.evaluation.shallow import SHALLOW_METHODS
+    from cxrhash.methods import METHODS
+
+    for name in spec.grid.methods + spec.grid.pretrain_methods:
+        METHODS.get(name)
+    unknown = [s for s in spec.grid.shallow if s not in SHALLOW_METHODS]
+    if unknown:
+        raise ValueError(f"unknown shallow baseline(s) {unknown}; known: {sorted(SHALLOW_METHODS)}")
+    if spec.profile not in PROFILES:
+        raise ValueError(f"unknown profile {spec.profile!r}; known: {', '.join(PROFILES)}")
 
 
 @app.command()

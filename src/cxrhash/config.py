@@ -42,6 +42,7 @@ class TrainConfig:
     alpha: float = 0.5
     beta: float = 0.5
     margin: float | None = None
+    method_params: dict[str, float] = field(default_factory=dict)  # see Method.defaults
     no_finding_class: bool = True
     augment: bool = True
     seed: int = 0
@@ -91,6 +92,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "epochs": 12,
         "batch_size": 32,
         "lr_step_epoch": 8,
+    },
+    "bench": {
+        "backbone": "resnet18",
+        "image_size": 64,
+        "epochs": 6,
+        "batch_size": 32,
+        "lr_step_epoch": 4,
     },
     "demo": {
         "backbone": "resnet18",

@@ -1,6 +1,17 @@
 """Hashing methods, registered by name; importing this package registers them all."""
 
-from cxrhash.methods import attention_fusion  # noqa: F401  (registers the method)
-from cxrhash.methods.base import METHODS, Method, register_method
+from cxrhash.methods import (  # noqa: F401  (each module registers its method)
+    ath,
+    attention_fusion,
+    dh,
+    dpsh,
+    drh,
+    dsh,
+    hashnet,
+    osdh,
+    saliency_fusion,
+    semantic_attention,
+)
+from cxrhash.methods.base import METHODS, EpochInfo, Method, register_method
 
-__all__ = ["METHODS", "Method", "register_method"]
+__all__ = ["METHODS", "EpochInfo", "Method", "register_method"]

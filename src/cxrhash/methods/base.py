@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -12,6 +12,16 @@ from cxrhash.config import TrainConfig
 from cxrhash.registry import Registry
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+EpochHook = Callable[[nn.Module, "EpochInfo", TrainConfig], None]
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """Where training stands when an epoch starts (for continuation schedules)."""
+
+    epoch: int  # 0-based
+    epochs: int
+    steps_per_epoch: int
 
 
 @dataclass(frozen=True)
@@ -25,12 +35,30 @@ class Method:
         loss: ``(output, labels, config) -> (loss, parts)``; ``labels`` already carry
             the ``No Finding`` column when the config asks for it.
         description: one line for ``--help`` listings.
+        defaults: the method's hyper-parameters (loss weights, margins, schedule);
+            ``TrainConfig.method_params`` overrides them by name (``--param``).
+        on_epoch: called with ``(model, EpochInfo, config)`` before each epoch —
+            continuation methods raise their tanh scale there.
+        paper: the method's published setting, for ``cxrhash methods``.
     """
 
     name: str
     build_model: Callable[[TrainConfig, int], nn.Module]
     loss: LossFn
     description: str = ""
+    defaults: Mapping[str, float] = field(default_factory=dict)
+    on_epoch: EpochHook | None = None
+    paper: str = ""
+
+    def params(self, config: TrainConfig) -> dict[str, float]:
+        """The defaults overridden by ``config.method_params``; unknown names are errors."""
+        unknown = sorted(set(config.method_params) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise ValueError(
+                f"method {self.name!r} has no parameter(s) {unknown}; its parameters: {known}"
+            )
+        return {**self.defaults, **{k: float(v) for k, v in config.method_params.items()}}
 
 
 METHODS: Registry[Method] = Registry("method")

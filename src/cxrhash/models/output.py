@@ -12,18 +12,24 @@ class HashOutput:
     """What a hashing network returns for a batch of B radiographs.
 
     Attributes:
-        hash: B×k pre-binarisation outputs f in (−1, 1) (tanh of the hash layer).
+        hash: B×k pre-binarisation outputs f (linear or tanh of the hash layer).
         logits: B×C classifier logits computed on ``hash`` (for the BCE term).
         features: B×D float embedding right before the hash layer; ranked by
             cosine it gives the float upper bound of the evaluation.
-        attention: B×1×h×w spatial attention map M(F'), or ``None`` for models
-            without an attention branch.
+        attention: B×1×h×w spatial attention map M(F') (or the class-activation
+            saliency map of the CAM-guided models), ``None`` for models without one.
+        aux_logits: B×C logits of an auxiliary classifier (the guiding global
+            network of ``saliency-fusion``), ``None`` otherwise.
+        hash_weight: the k×D hash-layer weight, for losses that regularise it
+            (DH's and DRH's bit independence), ``None`` when not exposed.
     """
 
     hash: Tensor
     logits: Tensor
     features: Tensor
     attention: Tensor | None = None
+    aux_logits: Tensor | None = None
+    hash_weight: Tensor | None = None
 
 
 def binarize(h: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ from cxrhash.encode import encode_dataset, make_loader
 from cxrhash.evaluation.evaluate import peak_memory_mb
 from cxrhash.evaluation.metrics import retrieval_metrics
 from cxrhash.index.codes import hamming_rank
-from cxrhash.methods import METHODS
+from cxrhash.methods import METHODS, EpochInfo
 from cxrhash.training.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from cxrhash.training.targets import (
     label_names,
@@ -133,7 +133,16 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 def _check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
     """Refuse to resume with a config that changes the model or the data."""
     mine = asdict(config)
-    fixed = ("data", "method", "backbone", "feature_stage", "variant", "bits", "image_size")
+    fixed = (
+        "data",
+        "method",
+        "backbone",
+        "feature_stage",
+        "variant",
+        "bits",
+        "image_size",
+        "method_params",
+    )
     diffs = [k for k in fixed if saved.get(k) != mine.get(k)]
     if diffs:
         raise TrainingError(
@@ -165,6 +174,7 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     method = METHODS.get(config.method)
+    method.params(config)  # unknown --param names fail before any work
     state: dict[str, Any] | None = None
     if resume:
         if not (run_dir / "last.pt").exists():
@@ -228,6 +238,8 @@ def train(
             generator=gen,
             drop_last=len(train_set) > config.batch_size,
         )
+        if method.on_epoch is not None:
+            method.on_epoch(model, EpochInfo(epoch, config.epochs, len(loader)), config)
         model.train()
         sums: dict[str, float] = {}
         n_batches = 0

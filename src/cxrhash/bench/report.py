@@ -1,0 +1,928 @@
+"""The bench report: Markdown, PNG figures, one self-contained HTML page and ``results.json``.
+
+``cxrhash bench`` writes one JSON dict per finished (method, variant, bits, seed)
+cell; :func:`write_report` turns a list of them into a report folder. Every
+figure and table is built from :func:`aggregate` (mean, population std and
+count over seeds), so ``report.md``, ``report.html`` and ``results.json`` always
+agree. The Markdown and the HTML page are rendered from one list of blocks.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrhash.evaluation.evaluate import HEADLINE, ROW_FLOAT, ROW_RANDOM
+
+LOG = logging.getLogger(__name__)
+
+PAPER_METHODS = ("attention-fusion", "osdh", "semantic-attention", "saliency-fusion")
+DEEP_BASELINES = ("dh", "dsh", "dpsh", "hashnet", "drh", "ath")
+SHALLOW_METHODS = ("lsh", "itq", "ssh", "sh")
+METHOD_ORDER = PAPER_METHODS + DEEP_BASELINES + SHALLOW_METHODS
+REFERENCE_ROWS = (ROW_FLOAT, ROW_RANDOM)
+AF_VARIANTS = ("full", "no-maxp-avgp", "no-fmax", "global-only", "local-only")
+OSDH_VARIANTS = ("ranking-only", "classification-only")
+PRETRAIN_VARIANTS = ("c2l", "scratch")
+# efficiency key → (column title, number format)
+EFFICIENCY = {
+    "feature_ms_per_image": ("feature ms/image", ".2f"),
+    "retrieval_ms_per_query": ("retrieval ms/query", ".3f"),
+    "train_seconds": ("training time (s)", ".1f"),
+    "peak_memory_mb": ("peak memory (MiB)", ".0f"),
+}
+PROTOCOL_TEXT = {
+    "strict": "queries and database both unseen and patient-disjoint from training",
+    "literature": "queries unseen in training, database = the training images "
+    "(what the papers report)",
+}
+DASH = "–"
+TARGET_BITS = 32
+_STD_NOTE = "mean ± std over seeds (std = numpy population std, ddof=0)"
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding: 0.3em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
+th.label, td.label { text-align: left; }
+th { background: #f3f3f3; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
+img { max-width: 100%; }
+"""
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def aggregate(cells: Sequence[Mapping[str, Any]], protocol: str = "strict") -> dict[str, Any]:
+    """Mean, population std (ddof=0) and count over seeds of every number in the cells.
+
+    Cells are grouped by (group, method, variant, bits); a repeated seed in one
+    group keeps the last cell given. Missing or non-finite values are left out
+    of a statistic and show in its ``n``. The result holds only JSON types, so
+    ``json.loads(json.dumps(result)) == result``.
+
+    Args:
+        cells: bench cell dicts (see ``cxrhash.bench.runner``).
+        protocol: which entry of each cell's ``metrics`` / ``references`` /
+            ``pr_curve`` / ``per_finding_ap`` to aggregate.
+
+    Returns:
+        ``{"protocol", "datasets", "seeds", "bits", "n_cells", "label_names",
+        "rows", "references"}``; each row is ``{"group", "kind", "method",
+        "variant", "bits", "n_seeds", "seeds", "metrics", "efficiency",
+        "per_finding_ap", "pr_curve"}`` with ``{"mean", "std", "n"}`` per number
+        and the PR curve averaged point-wise (or ``None``); ``references`` is a
+        list of ``{"name", "bits", "n_cells", "metrics"}`` averaged over the
+        main-group deep cells (methods and seeds) of each bit length.
+
+    Raises:
+        ValueError: ``cells`` is empty.
+    """
+    if not cells:
+        raise ValueError("no bench cells to report on: the list of cell results is empty")
+    groups: dict[tuple[str, str, str, int], dict[Any, Mapping[str, Any]]] = {}
+    for cell in cells:
+        key, seed = _group_key(cell), cell.get("seed")
+        by_seed = groups.setdefault(key, {})
+        if seed in by_seed:
+            LOG.warning("duplicate bench cell %s seed %s: keeping the last", key, seed)
+        by_seed[seed] = cell
+    rows = [
+        _aggregate_group(list(groups[key].values()), key, protocol)
+        for key in sorted(groups, key=_row_sort_key)
+    ]
+    refs: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for key in groups:
+        if key[0] != "main":
+            continue
+        for cell in groups[key].values():
+            for name, metrics in ((cell.get("references") or {}).get(protocol) or {}).items():
+                refs.setdefault((name, key[3]), []).append(metrics or {})
+    ref_order = {name: i for i, name in enumerate(REFERENCE_ROWS)}
+    references = [
+        {"name": name, "bits": bits, "n_cells": len(ms), "metrics": _stats(ms)}
+        for (name, bits), ms in sorted(
+            refs.items(), key=lambda kv: (kv[0][1], ref_order.get(kv[0][0], 99), kv[0][0])
+        )
+    ]
+    label_names = next((list(c["label_names"]) for c in cells if c.get("label_names")), [])
+    return {
+        "protocol": protocol,
+        "datasets": sorted({str(c.get("dataset", "")) for c in cells} - {""}),
+        "seeds": sorted({s for g in groups.values() for s in g if s is not None}),
+        "bits": sorted({key[3] for key in groups}),
+        "n_cells": sum(len(g) for g in groups.values()),
+        "label_names": label_names,
+        "rows": rows,
+        "references": references,
+    }
+
+
+def _group_key(cell: Mapping[str, Any]) -> tuple[str, str, str, int]:
+    """(group, method, variant, bits) of a cell; missing group means ``main``."""
+    return (
+        str(cell.get("group") or "main"),
+        str(cell["method"]),
+        str(cell.get("variant") or ""),
+        int(cell["bits"]),
+    )
+
+
+def method_sort_key(method: str, kind: str = "") -> tuple[int, int, str]:
+    """Papers' methods, deep baselines, shallow ones (fixed order), external, then unknown."""
+    if method in METHOD_ORDER:
+        return (0, METHOD_ORDER.index(method), "")
+    if method.startswith("ext:") or kind == "external":
+        return (1, 0, method)
+    return (2, 0, method)
+
+
+def _variant_sort_key(variant: str) -> tuple[int, str]:
+    known = ("", *AF_VARIANTS, *OSDH_VARIANTS, *PRETRAIN_VARIANTS)
+    return (known.index(variant), "") if variant in known else (len(known), variant)
+
+
+def _row_sort_key(key: tuple[str, str, str, int]) -> tuple[Any, ...]:
+    group, method, variant, bits = key
+    return (method_sort_key(method), _variant_sort_key(variant), group != "main", group, bits)
+
+
+def _aggregate_group(
+    cells: list[Mapping[str, Any]], key: tuple[str, str, str, int], protocol: str
+) -> dict[str, Any]:
+    group, method, variant, bits = key
+    return {
+        "group": group,
+        "kind": str(next((c["kind"] for c in cells if c.get("kind")), "")),
+        "method": method,
+        "variant": variant,
+        "bits": bits,
+        "n_seeds": len(cells),
+        "seeds": sorted(c["seed"] for c in cells if c.get("seed") is not None),
+        "metrics": _stats((c.get("metrics") or {}).get(protocol) or {} for c in cells),
+        "efficiency": _stats(c.get("efficiency") or {} for c in cells),
+        "per_finding_ap": _stats(
+            (c.get("per_finding_ap") or {}).get(protocol) or {} for c in cells
+        ),
+        "pr_curve": _mean_curve([(c.get("pr_curve") or {}).get(protocol) for c in cells]),
+    }
+
+
+def _number(v: Any) -> float | None:
+    """``v`` as a finite float, or ``None`` (missing, non-numeric, NaN, inf)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _stats(dicts: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float | int]]:
+    """``{key: {"mean", "std" (ddof=0), "n"}}`` over the dicts, keys in order of first sight."""
+    values: dict[str, list[float]] = {}
+    for d in dicts:
+        for k, v in d.items():
+            x = _number(v)
+            lst = values.setdefault(k, [])
+            if x is not None:
+                lst.append(x)
+    return {
+        k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+        for k, v in values.items()
+        if v
+    }
+
+
+def _mean_curve(curves: list[Any]) -> dict[str, list[float]] | None:
+    """Point-wise mean of PR curves (index = Hamming radius); ragged ones cut to the shortest."""
+    ok = [c for c in curves if c and c.get("precision") and c.get("recall")]
+    if not ok:
+        return None
+    out = {}
+    for part in ("precision", "recall"):
+        arrs = [np.asarray(c[part], dtype=np.float64) for c in ok]
+        n = min(len(a) for a in arrs)
+        mean = np.nanmean(np.stack([a[:n] for a in arrs]), axis=0)
+        out[part] = [float(x) if math.isfinite(x) else 0.0 for x in mean]
+    return out
+
+
+def closest_bits(bits: Iterable[int], target: int = TARGET_BITS) -> int:
+    """The code length nearest ``target`` (the shorter one on a tie)."""
+    return min(bits, key=lambda b: (abs(b - target), b))
+
+
+# ---------------------------------------------------------------- document blocks
+
+
+@dataclass
+class Cell:
+    """A table cell with optional emphasis."""
+
+    text: str
+    bold: bool = False
+    italic: bool = False
+
+
+@dataclass
+class Table:
+    """A captioned table; the first ``label_columns`` columns are row labels (left-aligned)."""
+
+    caption: str
+    header: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    label_columns: int = 1
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Text:
+    """Plain text (no markup)."""
+
+    text: str
+
+
+@dataclass
+class Code:
+    text: str
+
+
+@dataclass
+class Facts:
+    """A list of ``key: value`` lines."""
+
+    items: list[tuple[str, str]]
+
+
+@dataclass
+class Image:
+    """A PNG in the report folder."""
+
+    file: str
+    alt: str
+
+
+@dataclass
+class Notes:
+    """Free Markdown written by the caller."""
+
+    markdown: str
+
+
+Block = Heading | Text | Code | Facts | Table | Image | Notes
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    """Row label of a main-table row: the method, plus its variant when not the default."""
+    variant = row["variant"]
+    return row["method"] if variant in ("", "full") else f"{row['method']} ({variant})"
+
+
+def _fmt(stat: Mapping[str, Any] | None, n_total: int) -> str:
+    """``mean ± std`` at 3 decimals, ``(n=k)`` when fewer than all seeds contributed."""
+    if not stat:
+        return DASH
+    text = f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    return text + (f" (n={stat['n']})" if stat["n"] < n_total else "")
+
+
+def _bold_best(rows: list[list[Cell]], stats: list[list[Mapping[str, Any] | None]]) -> None:
+    """Bold, per column, every cell whose mean ties the column's best at 3 decimals."""
+    for col in range(len(stats[0]) if stats else 0):
+        column = [s[col] for s in stats]
+        best = max((st["mean"] for st in column if st), default=None)
+        if best is None:
+            continue
+        for row, st in zip(rows, column, strict=True):
+            if st and f"{st['mean']:.3f}" == f"{best:.3f}":
+                row[col + 1].bold = True
+
+
+def _main_by_label(agg: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """Main-group rows as ``{label: {bits: row}}`` in method order."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in agg["rows"]:
+        if row["group"] == "main" and row["metrics"]:
+            out.setdefault(_label(row), {})[row["bits"]] = row
+    return out
+
+
+def _refs_by_name(agg: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for ref in agg["references"]:
+        out.setdefault(ref["name"], {})[ref["bits"]] = ref["metrics"]
+    return out
+
+
+def _metric_by_bits_tables(agg: Mapping[str, Any], number: str, n_total: int) -> list[Table]:
+    """One table per headline metric: rows methods (then references), columns bit lengths."""
+    protocol = agg["protocol"]
+    methods = _main_by_label(agg)
+    bits = sorted({b for per in methods.values() for b in per})
+    refs = _refs_by_name(agg)
+    tables = []
+    for i, metric in enumerate(HEADLINE):
+        stats = [
+            [per[b]["metrics"].get(metric) if b in per else None for b in bits]
+            for per in methods.values()
+        ]
+        if not any(s for row in stats for s in row):
+            continue
+        rows = [
+            [Cell(label)] + [Cell(_fmt(s, n_total)) for s in st]
+            for label, st in zip(methods, stats, strict=True)
+        ]
+        _bold_best(rows, stats)
+        for name, per in refs.items():
+            cells = [per.get(b, {}).get(metric) for b in bits]
+            rows.append(
+                [Cell(f"{name} (reference)", italic=True)]
+                + [Cell(_fmt(s, 0), italic=True) for s in cells]
+            )
+        caption = (
+            f"Table {number}{chr(ord('a') + i)}. {metric}, {protocol} protocol: {_STD_NOTE}; "
+            "best method per column in bold"
+            + ("; italic rows are references, not methods." if refs else ".")
+        )
+        tables.append(Table(caption, ["method", *[f"{b} bits" for b in bits]], rows))
+    return tables
+
+
+def _metric_names(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every metric key present, headline ones first, the others in order of first sight."""
+    seen = [m for row in rows for m in row["metrics"]]
+    return [m for m in HEADLINE if m in seen] + list(
+        dict.fromkeys(m for m in seen if m not in HEADLINE)
+    )
+
+
+def _full_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
+    """One table per bit length with every metric: rows methods (then references)."""
+    methods = _main_by_label(agg)
+    refs = _refs_by_name(agg)
+    tables = []
+    for bits in sorted({b for per in methods.values() for b in per}):
+        here = {label: per[bits] for label, per in methods.items() if bits in per}
+        metrics = _metric_names(here.values())
+        stats = [[row["metrics"].get(m) for m in metrics] for row in here.values()]
+        rows = [
+            [Cell(label)] + [Cell(_fmt(s, n_total)) for s in st]
+            for label, st in zip(here, stats, strict=True)
+        ]
+        _bold_best(rows, stats)
+        for name, per in refs.items():
+            if bits in per:
+                rows.append(
+                    [Cell(f"{name} (reference)", italic=True)]
+                    + [Cell(_fmt(per[bits].get(m), 0), italic=True) for m in metrics]
+                )
+        caption = (
+            f"All metrics at {bits} bits, {agg['protocol']} protocol: {_STD_NOTE}; "
+            "best method per column in bold"
+            + ("; italic rows are references, not methods." if refs else ".")
+        )
+        tables.append(Table(caption, ["method", *metrics], rows))
+    return tables
+
+
+def _efficiency_table(agg: Mapping[str, Any], bits: int) -> Table:
+    """Table 2: cost per method at one bit length, mean over seeds; ``–`` = not measured."""
+    rows = []
+    for row in agg["rows"]:
+        if row["group"] != "main" or row["bits"] != bits:
+            continue
+        cells = [Cell(_label(row))]
+        for key, (_, fmt) in EFFICIENCY.items():
+            stat = row["efficiency"].get(key)
+            cells.append(Cell(format(stat["mean"], fmt) if stat else DASH))
+        rows.append(cells)
+    caption = f"Table 2. Efficiency at {bits} bits, mean over seeds; {DASH} = not measured."
+    return Table(caption, ["method", *[title for title, _ in EFFICIENCY.values()]], rows)
+
+
+def _delta_table(
+    caption: str,
+    label_header: list[str],
+    entries: list[tuple[list[str], Mapping[str, Any], Mapping[str, Any] | None]],
+    n_total: int,
+) -> Table:
+    """Headline metrics of ablation rows and Δ mAP against each entry's reference row."""
+    rows = []
+    for labels, row, ref in entries:
+        if ref is None or "mAP" not in ref["metrics"] or "mAP" not in row["metrics"]:
+            delta = DASH
+        elif row is ref:
+            delta = "ref"
+        else:
+            delta = f"{row['metrics']['mAP']['mean'] - ref['metrics']['mAP']['mean']:+.3f}"
+        rows.append(
+            [Cell(t) for t in labels]
+            + [Cell(_fmt(row["metrics"].get(m), n_total)) for m in HEADLINE]
+            + [Cell(delta)]
+        )
+    return Table(caption, [*label_header, *HEADLINE, "Δ mAP"], rows, len(label_header))
+
+
+def _ablation_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
+    """Attention-fusion variants, OSDH loss variants, pretraining, then any other ablation runs."""
+    ablation = [r for r in agg["rows"] if r["group"] == "ablation"]
+    main = {
+        (r["method"], r["bits"]): r
+        for r in agg["rows"]
+        if r["group"] == "main" and r["variant"] in ("", "full")
+    }
+    protocol = agg["protocol"]
+    tables = []
+    for bits in sorted({r["bits"] for r in ablation}):
+        here = [r for r in ablation if r["bits"] == bits]
+        note = f"{bits} bits, {protocol} protocol: {_STD_NOTE}; Δ mAP = difference of the means"
+
+        af = [
+            r
+            for r in here
+            if r["method"] == "attention-fusion" and r["variant"] not in PRETRAIN_VARIANTS
+        ]
+        if af:
+            full = main.get(("attention-fusion", bits))
+            ref = full or next((r for r in af if r["variant"] == "full"), None)
+            entries = [(["full (main run)"], full, ref)] if full else []
+            entries += [([r["variant"] or "(none)"], r, ref) for r in af]
+            tables.append(
+                _delta_table(
+                    f"Attention-fusion ablation, {note} vs the full model.",
+                    ["variant"],
+                    entries,
+                    n_total,
+                )
+            )
+
+        osdh = [r for r in here if r["method"] == "osdh" and r["variant"] not in PRETRAIN_VARIANTS]
+        if osdh:
+            full = main.get(("osdh", bits))
+            entries = [(["ranking + classification (main run)"], full, full)] if full else []
+            entries += [([r["variant"] or "(none)"], r, full) for r in osdh]
+            tables.append(
+                _delta_table(
+                    f"OSDH loss ablation, {note} vs ranking + classification.",
+                    ["loss"],
+                    entries,
+                    n_total,
+                )
+            )
+
+        pre = [r for r in here if r["variant"] in PRETRAIN_VARIANTS]
+        if pre:
+            entries = []
+            for method in dict.fromkeys(r["method"] for r in pre):
+                full = main.get((method, bits))
+                if full:
+                    entries.append(([method, "main run"], full, full))
+                entries += [([method, r["variant"]], r, full) for r in pre if r["method"] == method]
+            tables.append(
+                _delta_table(
+                    f"Pretraining comparison, {note} vs the main run of the same method.",
+                    ["method", "initialisation"],
+                    entries,
+                    n_total,
+                )
+            )
+
+        known = {id(r) for r in (*af, *osdh, *pre)}
+        other = [r for r in here if id(r) not in known]
+        if other:
+            entries = [
+                ([r["method"], r["variant"] or "(none)"], r, main.get((r["method"], bits)))
+                for r in other
+            ]
+            tables.append(
+                _delta_table(
+                    f"Other ablation runs, {note} vs the main run of the same method.",
+                    ["method", "variant"],
+                    entries,
+                    n_total,
+                )
+            )
+    return tables
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _styles(agg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """One colour per main-table label (same in every figure); shallow dashed, external dotted."""
+    import matplotlib
+
+    labels = {_label(r): r["kind"] for r in agg["rows"] if r["group"] == "main"}
+    cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    dash = {"shallow": "--", "external": ":"}
+    return {
+        label: {"color": cmap(i % cmap.N), "linestyle": dash.get(kind, "-")}
+        for i, (label, kind) in enumerate(labels.items())
+    }
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.savefig(path, dpi=110)
+
+
+def _new_figure(width: float, height: float) -> Any:
+    # Figure (not pyplot) renders through Agg without touching global backend state.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _legend(fig: Any, ax: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+
+
+def _plot_pr_curves(
+    agg: Mapping[str, Any], bits: int, styles: Mapping[str, Any], path: Path
+) -> bool:
+    rows = [r for r in agg["rows"] if r["group"] == "main" and r["bits"] == bits and r["pr_curve"]]
+    if not rows:
+        return False
+    fig = _new_figure(7.5, 4.5)
+    ax = fig.add_subplot()
+    for r in rows:
+        curve = r["pr_curve"]
+        ax.plot(
+            curve["recall"],
+            curve["precision"],
+            marker=".",
+            ms=4,
+            label=_label(r),
+            **styles[_label(r)],
+        )
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.set_title(
+        f"Hamming-radius PR curve, {bits} bits ({agg['protocol']}; mean over seeds)", fontsize=10
+    )
+    ax.grid(alpha=0.3)
+    _legend(fig, ax)
+    _save(fig, path)
+    return True
+
+
+def _plot_map_vs_bits(agg: Mapping[str, Any], styles: Mapping[str, Any], path: Path) -> bool:
+    methods = _main_by_label(agg)
+    metrics = [
+        m
+        for m in ("mAP", "nDCG@100")
+        if any(m in r["metrics"] for per in methods.values() for r in per.values())
+    ]
+    if not metrics:
+        return False
+    all_bits = sorted({b for per in methods.values() for b in per})
+    fig = _new_figure(5.0 * len(metrics) + 2.0, 4.0)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for label, per in methods.items():
+            pts = [
+                (b, per[b]["metrics"][metric]) for b in sorted(per) if metric in per[b]["metrics"]
+            ]
+            if pts:
+                ax.errorbar(
+                    [b for b, _ in pts],
+                    [s["mean"] for _, s in pts],
+                    yerr=[s["std"] for _, s in pts],
+                    marker="o",
+                    ms=4,
+                    capsize=3,
+                    label=label,
+                    **styles[label],
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_bits, [str(b) for b in all_bits])
+        ax.minorticks_off()
+        ax.set(xlabel="bits", ylabel=metric)
+        ax.set_title(f"{metric} vs code length ({agg['protocol']}; ± std over seeds)", fontsize=10)
+        ax.grid(alpha=0.3)
+    _legend(fig, axes[0])
+    _save(fig, path)
+    return True
+
+
+def _plot_loss_curves(
+    cells: Sequence[Mapping[str, Any]],
+    agg: Mapping[str, Any],
+    bits: int,
+    styles: Mapping[str, Any],
+    path: Path,
+) -> bool:
+    """loss_total per epoch of each main deep run at ``bits``, lowest seed only."""
+    from matplotlib.ticker import MaxNLocator
+
+    picked: dict[str, Mapping[str, Any]] = {}
+    for cell in sorted(cells, key=lambda c: (c.get("seed") is None, c.get("seed") or 0)):
+        if (cell.get("group") or "main") != "main" or int(cell["bits"]) != bits:
+            continue
+        history = [h for h in cell.get("history") or [] if _number(h.get("loss_total")) is not None]
+        label = _label({"method": cell["method"], "variant": cell.get("variant") or ""})
+        if history and label not in picked:
+            picked[label] = {"seed": cell.get("seed"), "history": history}
+    order = [label for label in styles if label in picked]
+    if not order:
+        return False
+    ncols = min(4, len(order))
+    nrows = math.ceil(len(order) / ncols)
+    fig = _new_figure(3.2 * ncols, 2.5 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, label in zip(axes, order, strict=False):
+        hist = picked[label]["history"]
+        ax.plot(
+            [h["epoch"] for h in hist],
+            [h["loss_total"] for h in hist],
+            marker="o",
+            ms=3,
+            color=styles[label]["color"],
+        )
+        ax.set_title(f"{label} (seed {picked[label]['seed']})", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("loss_total", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(order) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"Training loss, {bits} bits", fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _plot_per_finding_ap(
+    agg: Mapping[str, Any], bits: int, styles: Mapping[str, Any], path: Path
+) -> bool:
+    rows = [
+        r for r in agg["rows"] if r["group"] == "main" and r["bits"] == bits and r["per_finding_ap"]
+    ]
+    if not rows:
+        return False
+    present = list(dict.fromkeys(f for r in rows for f in r["per_finding_ap"]))
+    findings = [f for f in agg["label_names"] if f in present] + [
+        f for f in present if f not in agg["label_names"]
+    ]
+    width = 0.8 / len(rows)
+    x = np.arange(len(findings))
+    fig = _new_figure(min(20.0, 3.0 + 0.35 * len(findings) * max(1.0, len(rows) / 2)), 4.5)
+    ax = fig.add_subplot()
+    for i, r in enumerate(rows):
+        stats = [r["per_finding_ap"].get(f) for f in findings]
+        ax.bar(
+            x + (i - (len(rows) - 1) / 2) * width,
+            [s["mean"] if s else 0.0 for s in stats],
+            width,
+            label=_label(r),
+            color=styles[_label(r)]["color"],
+        )
+    ax.set_xticks(x, findings, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("AP")
+    ax.set_title(f"AP per finding, {bits} bits ({agg['protocol']}; mean over seeds)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    _legend(fig, ax)
+    _save(fig, path)
+    return True
+
+
+def _figures(
+    cells: Sequence[Mapping[str, Any]], agg: Mapping[str, Any], bits: int, out_dir: Path
+) -> list[Image]:
+    """Write every figure that has data; return the ones written, in report order."""
+    styles = _styles(agg)
+    images = []
+    main_bits = sorted({r["bits"] for r in agg["rows"] if r["group"] == "main"})
+    for b in main_bits:
+        if _plot_pr_curves(agg, b, styles, out_dir / f"pr_curves_{b}.png"):
+            images.append(Image(f"pr_curves_{b}.png", f"PR curves at {b} bits"))
+    if _plot_map_vs_bits(agg, styles, out_dir / "map_vs_bits.png"):
+        images.append(Image("map_vs_bits.png", "mAP and nDCG@100 vs bits"))
+    if _plot_loss_curves(cells, agg, bits, styles, out_dir / "loss_curves.png"):
+        images.append(Image("loss_curves.png", f"training loss at {bits} bits"))
+    if _plot_per_finding_ap(agg, bits, styles, out_dir / "per_finding_ap.png"):
+        images.append(Image("per_finding_ap.png", f"AP per finding at {bits} bits"))
+    return images
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _md_cell(cell: Cell) -> str:
+    text = cell.text.replace("|", "\\|")
+    if cell.bold:
+        text = f"**{text}**"
+    if cell.italic:
+        text = f"*{text}*"
+    return text
+
+
+def _render_markdown(blocks: list[Block]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append("#" * b.level + " " + b.text)
+        elif isinstance(b, Text):
+            out.append(b.text)
+        elif isinstance(b, Code):
+            out.append("```\n" + b.text + "\n```")
+        elif isinstance(b, Facts):
+            out.append("\n".join(f"- **{k}**: {v}" for k, v in b.items))
+        elif isinstance(b, Table):
+            lines = [
+                b.caption,
+                "",
+                "| " + " | ".join(h.replace("|", "\\|") for h in b.header) + " |",
+                "|" + ":---|" * b.label_columns + "---:|" * (len(b.header) - b.label_columns),
+            ]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+            out.append("\n".join(lines))
+        elif isinstance(b, Image):
+            out.append(f"![{b.alt}]({b.file})")
+        else:
+            out.append(b.markdown.strip())
+    return "\n\n".join(out) + "\n"
+
+
+def _html_cell(cell: Cell, label: bool) -> str:
+    text = html.escape(cell.text)
+    if cell.bold:
+        text = f"<b>{text}</b>"
+    if cell.italic:
+        text = f"<i>{text}</i>"
+    return f'<td class="label">{text}</td>' if label else f"<td>{text}</td>"
+
+
+def _notes_html(text: str) -> str:
+    """Notes through the ``markdown`` package when installed, else as preformatted text."""
+    try:
+        import markdown
+    except ImportError:
+        return f"<pre>{html.escape(text)}</pre>"
+    return str(markdown.markdown(text, extensions=["tables"]))
+
+
+def _render_html(blocks: list[Block], title: str, out_dir: Path) -> str:
+    """One self-contained page: images as base64 data URIs, no external references."""
+    esc = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+    ]
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{esc(b.text)}</h{b.level}>")
+        elif isinstance(b, Text):
+            out.append(f"<p>{esc(b.text)}</p>")
+        elif isinstance(b, Code):
+            out.append(f"<pre><code>{esc(b.text)}</code></pre>")
+        elif isinstance(b, Facts):
+            items = "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in b.items)
+            out.append(f"<ul>{items}</ul>")
+        elif isinstance(b, Table):
+            n = b.label_columns
+            head = "".join(
+                f'<th class="label">{esc(h)}</th>' if i < n else f"<th>{esc(h)}</th>"
+                for i, h in enumerate(b.header)
+            )
+            body = "".join(
+                "<tr>" + "".join(_html_cell(c, i < n) for i, c in enumerate(row)) + "</tr>"
+                for row in b.rows
+            )
+            out.append(
+                f"<table><caption>{esc(b.caption)}</caption><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>"
+            )
+        elif isinstance(b, Image):
+            data = base64.b64encode((out_dir / b.file).read_bytes()).decode("ascii")
+            out.append(f'<p><img src="data:image/png;base64,{data}" alt="{esc(b.alt)}"></p>')
+        else:
+            out.append(_notes_html(b.markdown))
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _protocols(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Protocols with metrics in any cell, ``literature`` / ``strict`` first."""
+    seen = dict.fromkeys(p for c in cells for p in (c.get("metrics") or {}))
+    return [p for p in ("literature", "strict") if p in seen] + [
+        p for p in seen if p not in ("literature", "strict")
+    ]
+
+
+def write_report(
+    cells: list[dict[str, Any]],
+    out_dir: Path,
+    *,
+    title: str,
+    command: str,
+    notes: str = "",
+    protocol: str = "strict",
+) -> Path:
+    """Write ``report.md``, ``report.html``, the PNG figures and ``results.json`` into ``out_dir``.
+
+    Args:
+        cells: bench cell dicts, one per finished (method, variant, bits, seed).
+        out_dir: report folder (created if missing).
+        title: report title.
+        command: the exact command that produced the cells (printed in the header).
+        notes: Markdown appended at the end.
+        protocol: the protocol of the full tables and figures; other protocols
+            present get the headline tables only.
+
+    Returns:
+        Path of ``report.html``.
+
+    Raises:
+        ValueError: no cells, or no cell has metrics for ``protocol``.
+    """
+    if not cells:
+        raise ValueError("no bench cells to report on: the list of cell results is empty")
+    protocols = _protocols(cells)
+    if protocol not in protocols:
+        raise ValueError(
+            f"no cell has metrics for protocol {protocol!r}; found: {protocols or 'none'}"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    aggs = {p: aggregate(cells, p) for p in protocols}
+    agg = aggs[protocol]
+    n_total = len(agg["seeds"])
+    main_bits = sorted({r["bits"] for r in agg["rows"] if r["group"] == "main"}) or agg["bits"]
+    eff_bits = closest_bits(main_bits)
+    n_ablation = sum(r["n_seeds"] for r in agg["rows"] if r["group"] == "ablation")
+
+    blocks: list[Block] = [
+        Heading(1, title),
+        Text("Command:"),
+        Code(command),
+        Facts(
+            [
+                ("dataset(s)", ", ".join(agg["datasets"]) or DASH),
+                (
+                    "cells",
+                    f"{agg['n_cells']} ({agg['n_cells'] - n_ablation} main, {n_ablation} ablation)",
+                ),
+                ("seeds", ", ".join(str(s) for s in agg["seeds"]) or DASH),
+                ("bits", ", ".join(str(b) for b in agg["bits"])),
+                (
+                    "protocol",
+                    f"{protocol}: {PROTOCOL_TEXT.get(protocol, 'as defined by the bench')}",
+                ),
+                (
+                    "statistics",
+                    f"{_STD_NOTE}; (n=k) marks a figure from only k of the {n_total} seeds",
+                ),
+            ]
+        ),
+        Heading(2, f"Table 1: retrieval quality ({protocol})"),
+        *_metric_by_bits_tables(agg, "1", n_total),
+        Heading(3, f"All metrics per code length ({protocol})"),
+        *_full_tables(agg, n_total),
+    ]
+    for i, other in enumerate(p for p in protocols if p != protocol):
+        blocks += [
+            Heading(3, f"Headline metrics, {other} protocol"),
+            Text(f"{other}: {PROTOCOL_TEXT.get(other, 'as defined by the bench')}."),
+            *_metric_by_bits_tables(aggs[other], f"1.{i + 1}", n_total),
+        ]
+    blocks += [Heading(2, "Table 2: efficiency"), _efficiency_table(agg, eff_bits)]
+    ablations = _ablation_tables(agg, n_total)
+    if ablations:
+        blocks += [Heading(2, "Ablations"), *ablations]
+    figures = _figures(cells, agg, eff_bits, out_dir)
+    if figures:
+        blocks += [Heading(2, "Figures"), *figures]
+    if notes.strip():
+        blocks += [Heading(2, "Notes"), Notes(notes)]
+
+    (out_dir / "report.md").write_text(_render_markdown(blocks), encoding="utf-8")
+    (out_dir / "results.json").write_text(
+        json.dumps({"title": title, "command": command, "protocols": aggs}, indent=2),
+        encoding="utf-8",
+    )
+    html_path = out_dir / "report.html"
+    html_path.write_text(_render_html(blocks, title, out_dir), encoding="utf-8")
+    LOG.info("bench report written to %s", out_dir)
+    return html_path

@@ -1,0 +1,37 @@
+"""Code-shape regularisers: bit balance, bit independence, smooth quantisation, variance."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def bit_balance_loss(u: Tensor) -> Tensor:
+    """Σ_bits (mean over the batch of u_bit)²: each bit should be +1 for half the images."""
+    if u.shape[0] == 0:
+        return u.sum() * 0.0
+    return u.mean(dim=0).pow(2).sum()
+
+
+def weight_orthogonality_loss(w: Tensor) -> Tensor:
+    """‖W Wᵀ − I‖²_F for the k×D hash-layer weight: bits as independent projections (DH, DRH)."""
+    gram = w @ w.T
+    return (gram - torch.eye(w.shape[0], dtype=w.dtype, device=w.device)).pow(2).sum()
+
+
+def log_cosh_quantization(u: Tensor) -> Tensor:
+    """Σ_bits log cosh(|u| − 1), mean over the batch: DRH's smooth quantisation loss."""
+    if u.shape[0] == 0:
+        return u.sum() * 0.0
+    x = u.abs() - 1.0
+    # log cosh x = |x| + log(1 + e^{−2|x|}) − log 2, stable for large |x|
+    ax = x.abs()
+    return (ax + torch.log1p(torch.exp(-2.0 * ax)) - torch.log(torch.tensor(2.0))).sum(1).mean()
+
+
+def variance_loss(u: Tensor) -> Tensor:
+    """−(1/N)·tr(Uᵀ U) over the centred batch: DH rewards informative (high-variance) bits."""
+    if u.shape[0] < 2:
+        return u.sum() * 0.0
+    c = u - u.mean(dim=0, keepdim=True)
+    return -(c.pow(2).sum()) / u.shape[0]

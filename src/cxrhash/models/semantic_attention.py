@@ -1,0 +1,67 @@
+"""SemanticAttentionNet (Zhu 2022, SPEC §3): classification-guided local descriptor + global one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from cxrhash.models.backbones import create_backbone
+from cxrhash.models.hash_head import HashHead
+from cxrhash.models.output import HashOutput, binarize
+from cxrhash.models.saliency import class_activation_map, normalize_maps, otsu_mask
+
+
+class SemanticAttentionNet(nn.Module):
+    """Backbone F → classifier (GAP + linear) → Grad-CAM → Otsu region → local descriptor.
+
+    * global descriptor g = GAP(F);
+    * the classification network's logits = Linear(g) (trained with BCE; they
+      guide the attention and are ``HashOutput.logits``);
+    * saliency = normalised Grad-CAM of the predicted findings (closed form,
+      ``models.saliency``), ``HashOutput.attention``;
+    * region = saliency > Otsu threshold; local descriptor l = mean of F over
+      the region (the region is a hard, non-differentiable selection);
+    * features = ReLU(FC([g; l])) → hash layer (linear) → u.
+    """
+
+    def __init__(
+        self,
+        *,
+        bits: int,
+        num_classes: int,
+        backbone: str = "resnet50",
+        feature_stage: int = 3,
+        backbone_weights: str | Path | None = None,
+        fc_dim: int = 512,
+    ) -> None:
+        super().__init__()
+        spec = create_backbone(backbone, feature_stage=feature_stage, weights=backbone_weights)
+        self.backbone = spec.module
+        self.bits = bits
+        self.cls = nn.Linear(spec.out_channels, num_classes)
+        self.fc = nn.Sequential(nn.Linear(2 * spec.out_channels, fc_dim), nn.ReLU(inplace=True))
+        self.head = HashHead(fc_dim, bits, num_classes, "identity")
+
+    def forward(self, x: Tensor) -> HashOutput:
+        """Run on B×1×S×S images in [0, 1]."""
+        fmap = self.backbone(x)
+        g = fmap.mean(dim=(2, 3))
+        logits = self.cls(g)
+        sal = normalize_maps(class_activation_map(fmap, self.cls.weight, torch.sigmoid(logits)))
+        region = otsu_mask(sal).to(fmap.dtype)
+        local = (fmap * region).sum(dim=(2, 3)) / region.sum(dim=(2, 3)).clamp_min(1.0)
+        features = self.fc(torch.cat([g, local], dim=1))
+        u, _ = self.head(features)
+        return HashOutput(hash=u, logits=logits, features=features, attention=sal)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Binary codes (B×k bool) computed in eval mode; the previous mode is restored."""
+        was = self.training
+        self.eval()
+        try:
+            return binarize(self.forward(x).hash)
+        finally:
+            self.train(was)

@@ -8,8 +8,13 @@ from cxrhash.bench.grid import AF_ABLATIONS, OSDH_ABLATIONS, GridSpec, build_gri
 
 
 def test_grid_holds_every_method_bits_seed_once_plus_ablations() -> None:
-    spec = GridSpec(methods=("attention-fusion", "osdh", "dsh"), shallow=("itq",),
-                    bits=(16, 32), seeds=(0, 1), pretrained=True)
+    spec = GridSpec(
+        methods=("attention-fusion", "osdh", "dsh"),
+        shallow=("itq",),
+        bits=(16, 32),
+        seeds=(0, 1),
+        pretrained=True,
+    )
     cells = build_grid(spec)
     ids = [c.cell_id for c in cells]
     assert len(ids) == len(set(ids))

@@ -83,8 +83,9 @@ def _external(tmp_path: Path, signs: bool = True) -> tuple[Path, np.ndarray, np.
 def test_external_codes_are_scored_by_the_same_evaluator(tmp_path: Path) -> None:
     folder, (q, q_lab), (db, db_lab) = _external(tmp_path)
     res = score_external("other", folder)
-    expect = code_metrics(pack_codes(q.astype(bool)), pack_codes(db.astype(bool)), q_lab, db_lab,
-                          (10, 100))
+    expect = code_metrics(
+        pack_codes(q.astype(bool)), pack_codes(db.astype(bool)), q_lab, db_lab, (10, 100)
+    )
     assert res["bits"] == 24 and res["method"] == "ext:other"
     assert res["metrics"]["strict"]["mAP"] == pytest.approx(expect["mAP"])
     assert res["metrics"]["strict"]["nDCG@100"] == pytest.approx(expect["nDCG@100"])

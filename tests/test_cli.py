@@ -23,7 +23,7 @@ def _ok(args: list[str]) -> str:
 
 def test_help_lists_commands() -> None:
     out = _ok(["--help"])
-    for cmd in ("train", "eval", "index", "search", "demo", "phantom"):
+    for cmd in ("train", "pretrain", "eval", "bench", "index", "search", "demo", "phantom"):
         assert cmd in out
 
 
@@ -103,3 +103,48 @@ def test_model_options_reach_the_saved_config(phantom_dir: Path, tmp_path: Path)
         "no-fmax",
         3.5,
     )
+
+
+def test_method_params_reach_config_and_bad_ones_fail(phantom_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "osdh"
+    _ok(
+        ["train", "--data", f"phantom:{phantom_dir}", "--out", str(run), "--profile", "test",
+         "--epochs", "1", "--method", "osdh", "--param", "rho=3", "--param", "lambda_c=0"]
+    )  # fmt: skip
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["method"] == "osdh" and cfg["method_params"] == {"rho": 3.0, "lambda_c": 0.0}
+    bad = runner.invoke(
+        app,
+        ["train", "--data", f"phantom:{phantom_dir}", "--out", str(tmp_path / "x"),
+         "--profile", "test", "--method", "dsh", "--param", "rho=3"],
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "has no parameter" in bad.output
+    bad = runner.invoke(app, ["train", "--data", "phantom:x", "--out", "y", "--param", "rho"])
+    assert bad.exit_code == 2 and "NAME=NUMBER" in bad.output
+
+
+def test_methods_lists_papers_baselines_and_parameters() -> None:
+    out = _ok(["methods"])
+    for name in ("osdh", "semantic-attention", "saliency-fusion", "hashnet", "ath"):
+        assert f"method    {name}" in out
+    assert "rho=5" in out
+
+
+def test_bench_cli_scores_external_codes_and_rejects_unknown_names(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    np.save(ext / "query_codes.npy", rng.integers(0, 2, (10, 16)))
+    np.save(ext / "db_codes.npy", rng.integers(0, 2, (30, 16)))
+    np.save(ext / "query_labels.npy", rng.integers(0, 2, (10, 3)).astype(float))
+    np.save(ext / "db_labels.npy", rng.integers(0, 2, (30, 3)).astype(float))
+    out = _ok(["bench", "--out", str(tmp_path / "b"), "--external", f"other={ext}", "-q"])
+    assert "1 cells in the report" in out
+    md = (tmp_path / "b" / "report" / "report.md").read_text()
+    assert "ext:other" in md
+    bad = runner.invoke(
+        app, ["bench", "--out", str(tmp_path / "c"), "--data", "phantom:x", "--methods", "nope"]
+    )
+    assert bad.exit_code == 2 and "unknown method 'nope'" in bad.output
+    bad = runner.invoke(app, ["bench", "--out", str(tmp_path / "c")])
+    assert bad.exit_code == 2 and "--external" in bad.output

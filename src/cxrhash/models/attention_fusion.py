@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from cxrhash.models.attention import DESCRIPTORS, SpatialAttention
 from cxrhash.models.backbones import create_backbone
-from cxrhash.models.output import HashOutput, binarize
+from cxrhash.models.output import HashModel, HashOutput
 from cxrhash.models.refinement import FeatureRefinement
 
 VARIANTS = ("full", "no-maxp-avgp", "no-fmax", "global-only", "local-only")
@@ -26,7 +26,7 @@ _VARIANT_LAYOUT: dict[str, tuple[bool, tuple[str, ...] | None]] = {
 }
 
 
-class AttentionFusionNet(nn.Module):
+class AttentionFusionNet(HashModel):
     """Backbone → global + attention-weighted local branches → fused FC → hash layer → classifier.
 
     Flow for x (B×1×S×S in [0, 1]):
@@ -116,16 +116,3 @@ class AttentionFusionNet(nn.Module):
         if self.hash_activation == "tanh":
             f = f.tanh()
         return HashOutput(hash=f, logits=self.classifier(f), features=features, attention=attention)
-
-    @torch.no_grad()
-    def encode(self, x: Tensor) -> Tensor:
-        """Binary codes (B×k bool, see ``binarize``) of a batch, computed in eval mode.
-
-        The previous train/eval mode is restored afterwards.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            return binarize(self.forward(x).hash)
-        finally:
-            self.train(was_training)

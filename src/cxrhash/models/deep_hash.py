@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from cxrhash.models.attention import DESCRIPTORS, SpatialAttention
 from cxrhash.models.backbones import create_backbone
 from cxrhash.models.hash_head import HashHead
-from cxrhash.models.output import HashOutput, binarize
+from cxrhash.models.output import HashModel, HashOutput
 
 
-class DeepHashNet(nn.Module):
+class DeepHashNet(HashModel):
     """The plain deep-hashing network of DH/DSH/DPSH/HashNet/DRH/OSDH, optionally with attention.
 
     x → backbone (full: ``feature_stage=4`` by default) → [spatial attention
@@ -57,13 +56,3 @@ class DeepHashNet(nn.Module):
             attention=att,
             hash_weight=self.head.hash_layer.weight,
         )
-
-    @torch.no_grad()
-    def encode(self, x: Tensor) -> Tensor:
-        """Binary codes (B×k bool) computed in eval mode; the previous mode is restored."""
-        was = self.training
-        self.eval()
-        try:
-            return binarize(self.forward(x).hash)
-        finally:
-            self.train(was)

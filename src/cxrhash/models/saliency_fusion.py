@@ -11,11 +11,11 @@ from torchvision.ops import roi_align
 
 from cxrhash.models.backbones import create_backbone
 from cxrhash.models.hash_head import HashHead
-from cxrhash.models.output import HashOutput, binarize
+from cxrhash.models.output import HashModel, HashOutput
 from cxrhash.models.saliency import class_activation_map, mask_boxes, normalize_maps, otsu_mask
 
 
-class SaliencyFusionNet(nn.Module):
+class SaliencyFusionNet(HashModel):
     """Global network → saliency map → Otsu mask → crop of the input → local network.
 
     * global network: backbone F_g, GAP, its own classifier (``aux_logits``,
@@ -74,13 +74,3 @@ class SaliencyFusionNet(nn.Module):
         features = self.fc(torch.cat([g, local], dim=1))
         u, logits = self.head(features)
         return HashOutput(hash=u, logits=logits, features=features, attention=sal, aux_logits=aux)
-
-    @torch.no_grad()
-    def encode(self, x: Tensor) -> Tensor:
-        """Binary codes (B×k bool) computed in eval mode; the previous mode is restored."""
-        was = self.training
-        self.eval()
-        try:
-            return binarize(self.forward(x).hash)
-        finally:
-            self.train(was)

@@ -9,11 +9,11 @@ from torch import Tensor, nn
 
 from cxrhash.models.backbones import create_backbone
 from cxrhash.models.hash_head import HashHead
-from cxrhash.models.output import HashOutput, binarize
+from cxrhash.models.output import HashModel, HashOutput
 from cxrhash.models.saliency import class_activation_map, normalize_maps, otsu_mask
 
 
-class SemanticAttentionNet(nn.Module):
+class SemanticAttentionNet(HashModel):
     """Backbone F → classifier (GAP + linear) → Grad-CAM → Otsu region → local descriptor.
 
     * global descriptor g = GAP(F);
@@ -55,13 +55,3 @@ class SemanticAttentionNet(nn.Module):
         features = self.fc(torch.cat([g, local], dim=1))
         u, _ = self.head(features)
         return HashOutput(hash=u, logits=logits, features=features, attention=sal)
-
-    @torch.no_grad()
-    def encode(self, x: Tensor) -> Tensor:
-        """Binary codes (B×k bool) computed in eval mode; the previous mode is restored."""
-        was = self.training
-        self.eval()
-        try:
-            return binarize(self.forward(x).hash)
-        finally:
-            self.train(was)

@@ -1,0 +1,124 @@
+"""The full bench of docs/benchmarks.md: C2L pretraining, then `cxrhash bench` on phantom and NIH films.
+
+Steps (each skipped or resumed when already done, so re-running continues):
+
+1. ``cxrhash pretrain --method c2l`` on ``../shared/data/cxr-unlabeled`` (ResNet-18, 64 px);
+2. a 1,000-film phantom dataset (``cxrhash phantom``);
+3. ``cxrhash bench`` on the phantom films and on ``../shared/data/cxr-dev`` (default grid:
+   10 deep methods × {16, 32, 64} bits × 3 seeds, 4 shallow baselines, ablations, C2L vs scratch);
+4. ``docs/benchmarks.md`` = ``docs/benchmarks-notes.md`` (the discussion) followed by both reports,
+   with their figures copied to ``docs/benchmarks/``.
+
+    python benchmarks/bench_all.py                      # everything
+    python benchmarks/bench_all.py --only phantom       # one dataset
+    python benchmarks/bench_all.py --doc-only           # rebuild the document from finished reports
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RUNS = REPO / "runs" / "bench"
+DOCS = REPO / "docs"
+
+
+def run(cmd: list[str]) -> None:
+    """Echo and run a command; fail loudly."""
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def cli(*args: str) -> list[str]:
+    """A ``cxrhash`` command line run with this interpreter."""
+    return [sys.executable, "-m", "cxrhash.cli", *args]
+
+
+def datasets() -> dict[str, str]:
+    """Bench name → dataset spec (real films only when ../shared/data is present)."""
+    out = {"phantom": f"phantom:{RUNS / 'phantom-data'}"}
+    if (SHARED / "cxr-dev").exists():
+        out["cxr-dev"] = f"nih:{SHARED / 'cxr-dev'}"
+    else:
+        print(f"{SHARED / 'cxr-dev'} not found: the real-data bench is left out", flush=True)
+    return out
+
+
+def pretrain(epochs: int) -> Path | None:
+    """Run (or resume) C2L pretraining; None when the unlabelled films are absent."""
+    out = RUNS / "c2l"
+    weights = out / "backbone.pt"
+    if weights.exists():
+        return weights
+    if not (SHARED / "cxr-unlabeled").exists():
+        print("no ../shared/data/cxr-unlabeled: benches run without C2L", flush=True)
+        return None
+    args = ["pretrain", "--method", "c2l", "--data", str(SHARED / "cxr-unlabeled")]
+    args += ["--out", str(out), "--backbone", "resnet18", "--image-size", "64"]
+    args += ["--epochs", str(epochs), "--quiet"]
+    if (out / "last.pt").exists():
+        args.append("--resume")
+    run(cli(*args))
+    return weights
+
+
+def _demote_headings(text: str) -> str:
+    return re.sub(r"^(#+)", r"#\1", text, flags=re.MULTILINE)
+
+
+def write_doc(names: list[str]) -> None:
+    """docs/benchmarks.md from the notes and each finished report (figures copied beside it)."""
+    parts = [(DOCS / "benchmarks-notes.md").read_text().rstrip() + "\n"]
+    fig_dir = DOCS / "benchmarks"
+    for name in names:
+        report = RUNS / name / "report" / "report.md"
+        if not report.exists():
+            parts.append(f"\n## {name}\n\nNot run yet.\n")
+            continue
+        target = fig_dir / name
+        target.mkdir(parents=True, exist_ok=True)
+        for png in report.parent.glob("*.png"):
+            shutil.copyfile(png, target / png.name)
+        text = _demote_headings(report.read_text())
+        text = re.sub(r"\]\(([^)/]+\.png)\)", rf"](benchmarks/{name}/\1)", text)
+        parts.append(f"\n## Bench: {name}\n\n" + text)
+    (DOCS / "benchmarks.md").write_text("\n".join(parts))
+    print(f"wrote {DOCS / 'benchmarks.md'}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--only", choices=["phantom", "cxr-dev"], default=None)
+    ap.add_argument("--pretrain-epochs", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--doc-only", action="store_true")
+    args = ap.parse_args()
+    names = list(datasets())
+    if args.only:
+        names = [n for n in names if n == args.only]
+    if not args.doc_only:
+        weights = pretrain(args.pretrain_epochs)
+        if not (RUNS / "phantom-data" / "labels.csv").exists():
+            run(cli("phantom", "--out", str(RUNS / "phantom-data"), "--n", "1000", "--size", "128"))
+        specs = datasets()
+        for name in names:
+            t0 = time.perf_counter()
+            cmd = ["bench", "--data", specs[name], "--out", str(RUNS / name)]
+            cmd += ["--jobs", str(args.jobs)]
+            if weights is not None:
+                cmd += ["--pretrained", str(weights)]
+            run(cli(*cmd))
+            print(f"{name}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    write_doc(names)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cxrhash.bench.report as report_module
 from cxrhash.bench.report import aggregate, closest_bits, method_sort_key, write_report
 from cxrhash.evaluation.evaluate import HEADLINE, ROW_FLOAT, ROW_RANDOM
 
@@ -301,6 +302,62 @@ def test_figures_are_valid_pngs_linked_from_markdown(report: Path) -> None:
             assert img.format == "PNG"
             img.verify()
         assert f"]({name})" in md
+
+
+def test_figures_get_main_rows_in_table_order(
+    cells: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What each figure is handed: main rows only, in table order; loss of the lowest seed."""
+    calls: dict[str, list[tuple[Any, ...]]] = {}
+
+    def recorder(name: str) -> Any:
+        def draw(*args: Any) -> str:
+            calls.setdefault(name, []).append(args)
+            return name
+
+        return draw
+
+    for name in ("pr_curves", "metric_vs_bits", "loss_curves", "per_finding_ap"):
+        monkeypatch.setattr(report_module, f"{name}_figure", recorder(name))
+    monkeypatch.setattr(report_module, "save_png", lambda fig, path: path.write_bytes(b"png"))
+    # an ablation run labelled like a main one, with the lowest seed: must not be picked
+    decoy = _cell(np.random.default_rng(2), "dsh", 32, -1, group="ablation")
+    all_cells = [*cells, *_ablation_cells(), decoy]
+    write_report(all_cells, tmp_path, title="t", command="c")
+    order = ["attention-fusion", "dsh", "itq", "ext:toolkit"]
+
+    def at(method: str, bits: int, seed: int | None = None) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in all_cells
+            if (c["method"], c["bits"], c["group"]) == (method, bits, "main")
+            and seed in (None, c["seed"])
+        ]
+
+    assert [args[1] for args in calls["pr_curves"]] == list(BITS)
+    curves, _, protocol, styles = calls["pr_curves"][1]
+    assert list(curves) == order and protocol == "strict"
+    dsh = np.mean([c["pr_curve"]["strict"]["precision"] for c in at("dsh", 32)], axis=0)
+    np.testing.assert_allclose(curves["dsh"]["precision"], dsh)
+    assert list(styles) == order and styles["itq"]["linestyle"] == "--"
+
+    ((series, metrics, _, _),) = calls["metric_vs_bits"]
+    assert list(series) == order and metrics == ["mAP", "nDCG@100"]
+    assert series["itq"][16]["mAP"]["mean"] == pytest.approx(
+        np.mean(_values(cells, "itq", 16, "mAP"))
+    )
+
+    ((runs, bits, _),) = calls["loss_curves"]
+    assert bits == 32 and list(runs) == ["attention-fusion", "dsh"]  # deep main runs only
+    for label, (seed, history) in runs.items():
+        assert seed == 0 and history == at(label, 32, 0)[0]["history"]
+
+    ((aps, findings, bits, _, _),) = calls["per_finding_ap"]
+    assert bits == 32 and list(aps) == order and findings == FINDINGS
+    ap = [c["per_finding_ap"]["strict"]["Effusion"] for c in at("dsh", 32)]
+    assert aps["dsh"]["Effusion"]["mean"] == pytest.approx(np.mean(ap))
+    md = (tmp_path / "report.md").read_text()
+    assert re.findall(r"\]\(([^)]+\.png)\)", md) == FIGURES
 
 
 def test_html_is_self_contained(report: Path) -> None:

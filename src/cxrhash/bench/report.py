@@ -5,6 +5,7 @@ cell; :func:`write_report` turns a list of them into a report folder. Every
 figure and table is built from :func:`aggregate` (mean, population std and
 count over seeds), so ``report.md``, ``report.html`` and ``results.json`` always
 agree. The Markdown and the HTML page are rendered from one list of blocks.
+This module picks the data of each figure; ``cxrhash.bench.figures`` draws it.
 """
 
 from __future__ import annotations
@@ -17,22 +18,34 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cxrhash.bench.figures import (
+    LossRun,
+    loss_curves_figure,
+    method_styles,
+    metric_vs_bits_figure,
+    per_finding_ap_figure,
+    pr_curves_figure,
+    save_png,
+)
+from cxrhash.bench.grid import AF_ABLATIONS, DEEP_BASELINES, OSDH_ABLATIONS, PAPER_METHODS
+from cxrhash.bench.grid import SHALLOW as SHALLOW_METHODS
 from cxrhash.evaluation.evaluate import HEADLINE, ROW_FLOAT, ROW_RANDOM
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LOG = logging.getLogger(__name__)
 
-PAPER_METHODS = ("attention-fusion", "osdh", "semantic-attention", "saliency-fusion")
-DEEP_BASELINES = ("dh", "dsh", "dpsh", "hashnet", "drh", "ath")
-SHALLOW_METHODS = ("lsh", "itq", "ssh", "sh")
 METHOD_ORDER = PAPER_METHODS + DEEP_BASELINES + SHALLOW_METHODS
 REFERENCE_ROWS = (ROW_FLOAT, ROW_RANDOM)
-AF_VARIANTS = ("full", "no-maxp-avgp", "no-fmax", "global-only", "local-only")
-OSDH_VARIANTS = ("ranking-only", "classification-only")
+AF_VARIANTS = ("full", *AF_ABLATIONS)
+OSDH_VARIANTS = tuple(OSDH_ABLATIONS)
 PRETRAIN_VARIANTS = ("c2l", "scratch")
+_DEFAULT_VARIANTS = ("", "full")  # a main-table row without a variant suffix
 # efficiency key → (column title, number format)
 EFFICIENCY = {
     "feature_ms_per_image": ("feature ms/image", ".2f"),
@@ -48,6 +61,7 @@ PROTOCOL_TEXT = {
 DASH = "–"
 TARGET_BITS = 32
 _STD_NOTE = "mean ± std over seeds (std = numpy population std, ddof=0)"
+_NO_CELLS = "no bench cells to report on: the list of cell results is empty"
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
@@ -90,7 +104,7 @@ def aggregate(cells: Sequence[Mapping[str, Any]], protocol: str = "strict") -> d
         ValueError: ``cells`` is empty.
     """
     if not cells:
-        raise ValueError("no bench cells to report on: the list of cell results is empty")
+        raise ValueError(_NO_CELLS)
     groups: dict[tuple[str, str, str, int], dict[Any, Mapping[str, Any]]] = {}
     for cell in cells:
         key, seed = _group_key(cell), cell.get("seed")
@@ -221,6 +235,12 @@ def closest_bits(bits: Iterable[int], target: int = TARGET_BITS) -> int:
     return min(bits, key=lambda b: (abs(b - target), b))
 
 
+def _known_first(items: Iterable[str], known: Sequence[str]) -> list[str]:
+    """Distinct ``items``: those in ``known`` in its order, then the rest as first seen."""
+    present = dict.fromkeys(items)
+    return [k for k in known if k in present] + [k for k in present if k not in known]
+
+
 # ---------------------------------------------------------------- document blocks
 
 
@@ -292,7 +312,7 @@ Block = Heading | Text | Code | Facts | Table | Image | Notes
 def _label(row: Mapping[str, Any]) -> str:
     """Row label of a main-table row: the method, plus its variant when not the default."""
     variant = row["variant"]
-    return row["method"] if variant in ("", "full") else f"{row['method']} ({variant})"
+    return row["method"] if variant in _DEFAULT_VARIANTS else f"{row['method']} ({variant})"
 
 
 def _fmt(stat: Mapping[str, Any] | None, n_total: int) -> str:
@@ -315,13 +335,28 @@ def _bold_best(rows: list[list[Cell]], stats: list[list[Mapping[str, Any] | None
                 row[col + 1].bold = True
 
 
+def _main_rows(agg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the main group (not ablations), in report order."""
+    return [r for r in agg["rows"] if r["group"] == "main"]
+
+
+def _main_bits(agg: Mapping[str, Any]) -> list[int]:
+    """Bit lengths of the main group, ascending."""
+    return sorted({r["bits"] for r in _main_rows(agg)})
+
+
 def _main_by_label(agg: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
-    """Main-group rows as ``{label: {bits: row}}`` in method order."""
+    """Main-group rows with metrics as ``{label: {bits: row}}`` in method order."""
     out: dict[str, dict[int, dict[str, Any]]] = {}
-    for row in agg["rows"]:
-        if row["group"] == "main" and row["metrics"]:
+    for row in _main_rows(agg):
+        if row["metrics"]:
             out.setdefault(_label(row), {})[row["bits"]] = row
     return out
+
+
+def _bits_of(by_label: Mapping[str, Mapping[int, Any]]) -> list[int]:
+    """Every bit length of a ``{label: {bits: ...}}`` mapping, ascending."""
+    return sorted({b for per in by_label.values() for b in per})
 
 
 def _refs_by_name(agg: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -331,46 +366,51 @@ def _refs_by_name(agg: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]
     return out
 
 
+def _ranked_table(
+    caption: str,
+    header: list[str],
+    methods: Mapping[str, list[Mapping[str, Any] | None]],
+    references: Mapping[str, list[Mapping[str, Any] | None]],
+    n_total: int,
+    has_references: bool,
+) -> Table:
+    """Method rows with each column's best in bold, then the reference rows in italics.
+
+    ``caption`` is extended to explain the bold (and, with ``has_references``, the italics).
+    """
+    stats = list(methods.values())
+    rows = [[Cell(label)] + [Cell(_fmt(s, n_total)) for s in st] for label, st in methods.items()]
+    _bold_best(rows, stats)
+    rows += [
+        [Cell(f"{name} (reference)", italic=True)] + [Cell(_fmt(s, 0), italic=True) for s in st]
+        for name, st in references.items()
+    ]
+    caption += "; best method per column in bold" + (
+        "; italic rows are references, not methods." if has_references else "."
+    )
+    return Table(caption, header, rows)
+
+
 def _metric_by_bits_tables(agg: Mapping[str, Any], number: str, n_total: int) -> list[Table]:
     """One table per headline metric: rows methods (then references), columns bit lengths."""
-    protocol = agg["protocol"]
     methods = _main_by_label(agg)
-    bits = sorted({b for per in methods.values() for b in per})
+    bits = _bits_of(methods)
     refs = _refs_by_name(agg)
     tables = []
     for i, metric in enumerate(HEADLINE):
-        stats = [
-            [per[b]["metrics"].get(metric) if b in per else None for b in bits]
-            for per in methods.values()
-        ]
-        if not any(s for row in stats for s in row):
+        stats = {
+            label: [per[b]["metrics"].get(metric) if b in per else None for b in bits]
+            for label, per in methods.items()
+        }
+        if not any(s for row in stats.values() for s in row):
             continue
-        rows = [
-            [Cell(label)] + [Cell(_fmt(s, n_total)) for s in st]
-            for label, st in zip(methods, stats, strict=True)
-        ]
-        _bold_best(rows, stats)
-        for name, per in refs.items():
-            cells = [per.get(b, {}).get(metric) for b in bits]
-            rows.append(
-                [Cell(f"{name} (reference)", italic=True)]
-                + [Cell(_fmt(s, 0), italic=True) for s in cells]
-            )
         caption = (
-            f"Table {number}{chr(ord('a') + i)}. {metric}, {protocol} protocol: {_STD_NOTE}; "
-            "best method per column in bold"
-            + ("; italic rows are references, not methods." if refs else ".")
+            f"Table {number}{chr(ord('a') + i)}. {metric}, {agg['protocol']} protocol: {_STD_NOTE}"
         )
-        tables.append(Table(caption, ["method", *[f"{b} bits" for b in bits]], rows))
+        ref_stats = {name: [per.get(b, {}).get(metric) for b in bits] for name, per in refs.items()}
+        header = ["method", *[f"{b} bits" for b in bits]]
+        tables.append(_ranked_table(caption, header, stats, ref_stats, n_total, bool(refs)))
     return tables
-
-
-def _metric_names(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Every metric key present, headline ones first, the others in order of first sight."""
-    seen = [m for row in rows for m in row["metrics"]]
-    return [m for m in HEADLINE if m in seen] + list(
-        dict.fromkeys(m for m in seen if m not in HEADLINE)
-    )
 
 
 def _full_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
@@ -378,35 +418,25 @@ def _full_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
     methods = _main_by_label(agg)
     refs = _refs_by_name(agg)
     tables = []
-    for bits in sorted({b for per in methods.values() for b in per}):
+    for bits in _bits_of(methods):
         here = {label: per[bits] for label, per in methods.items() if bits in per}
-        metrics = _metric_names(here.values())
-        stats = [[row["metrics"].get(m) for m in metrics] for row in here.values()]
-        rows = [
-            [Cell(label)] + [Cell(_fmt(s, n_total)) for s in st]
-            for label, st in zip(here, stats, strict=True)
-        ]
-        _bold_best(rows, stats)
-        for name, per in refs.items():
-            if bits in per:
-                rows.append(
-                    [Cell(f"{name} (reference)", italic=True)]
-                    + [Cell(_fmt(per[bits].get(m), 0), italic=True) for m in metrics]
-                )
-        caption = (
-            f"All metrics at {bits} bits, {agg['protocol']} protocol: {_STD_NOTE}; "
-            "best method per column in bold"
-            + ("; italic rows are references, not methods." if refs else ".")
+        metrics = _known_first((m for row in here.values() for m in row["metrics"]), HEADLINE)
+        stats = {label: [row["metrics"].get(m) for m in metrics] for label, row in here.items()}
+        ref_stats = {
+            name: [per[bits].get(m) for m in metrics] for name, per in refs.items() if bits in per
+        }
+        caption = f"All metrics at {bits} bits, {agg['protocol']} protocol: {_STD_NOTE}"
+        tables.append(
+            _ranked_table(caption, ["method", *metrics], stats, ref_stats, n_total, bool(refs))
         )
-        tables.append(Table(caption, ["method", *metrics], rows))
     return tables
 
 
 def _efficiency_table(agg: Mapping[str, Any], bits: int) -> Table:
     """Table 2: cost per method at one bit length, mean over seeds; ``–`` = not measured."""
     rows = []
-    for row in agg["rows"]:
-        if row["group"] != "main" or row["bits"] != bits:
+    for row in _main_rows(agg):
+        if row["bits"] != bits:
             continue
         cells = [Cell(_label(row))]
         for key, (_, fmt) in EFFICIENCY.items():
@@ -420,7 +450,7 @@ def _efficiency_table(agg: Mapping[str, Any], bits: int) -> Table:
 def _delta_table(
     caption: str,
     label_header: list[str],
-    entries: list[tuple[list[str], Mapping[str, Any], Mapping[str, Any] | None]],
+    entries: Sequence[tuple[list[str], Mapping[str, Any], Mapping[str, Any] | None]],
     n_total: int,
 ) -> Table:
     """Headline metrics of ablation rows and Δ mAP against each entry's reference row."""
@@ -444,9 +474,7 @@ def _ablation_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
     """Attention-fusion variants, OSDH loss variants, pretraining, then any other ablation runs."""
     ablation = [r for r in agg["rows"] if r["group"] == "ablation"]
     main = {
-        (r["method"], r["bits"]): r
-        for r in agg["rows"]
-        if r["group"] == "main" and r["variant"] in ("", "full")
+        (r["method"], r["bits"]): r for r in _main_rows(agg) if r["variant"] in _DEFAULT_VARIANTS
     }
     protocol = agg["protocol"]
     tables = []
@@ -525,201 +553,62 @@ def _ablation_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
 # ---------------------------------------------------------------- figures
 
 
-def _styles(agg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """One colour per main-table label (same in every figure); shallow dashed, external dotted."""
-    import matplotlib
-
-    labels = {_label(r): r["kind"] for r in agg["rows"] if r["group"] == "main"}
-    cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    dash = {"shallow": "--", "external": ":"}
-    return {
-        label: {"color": cmap(i % cmap.N), "linestyle": dash.get(kind, "-")}
-        for i, (label, kind) in enumerate(labels.items())
-    }
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-
-
-def _new_figure(width: float, height: float) -> Any:
-    # Figure (not pyplot) renders through Agg without touching global backend state.
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _legend(fig: Any, ax: Any) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
-
-
-def _plot_pr_curves(
-    agg: Mapping[str, Any], bits: int, styles: Mapping[str, Any], path: Path
-) -> bool:
-    rows = [r for r in agg["rows"] if r["group"] == "main" and r["bits"] == bits and r["pr_curve"]]
-    if not rows:
-        return False
-    fig = _new_figure(7.5, 4.5)
-    ax = fig.add_subplot()
-    for r in rows:
-        curve = r["pr_curve"]
-        ax.plot(
-            curve["recall"],
-            curve["precision"],
-            marker=".",
-            ms=4,
-            label=_label(r),
-            **styles[_label(r)],
-        )
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
-    ax.set_title(
-        f"Hamming-radius PR curve, {bits} bits ({agg['protocol']}; mean over seeds)", fontsize=10
-    )
-    ax.grid(alpha=0.3)
-    _legend(fig, ax)
-    _save(fig, path)
-    return True
-
-
-def _plot_map_vs_bits(agg: Mapping[str, Any], styles: Mapping[str, Any], path: Path) -> bool:
-    methods = _main_by_label(agg)
-    metrics = [
-        m
-        for m in ("mAP", "nDCG@100")
-        if any(m in r["metrics"] for per in methods.values() for r in per.values())
-    ]
-    if not metrics:
-        return False
-    all_bits = sorted({b for per in methods.values() for b in per})
-    fig = _new_figure(5.0 * len(metrics) + 2.0, 4.0)
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, metric in zip(axes, metrics, strict=True):
-        for label, per in methods.items():
-            pts = [
-                (b, per[b]["metrics"][metric]) for b in sorted(per) if metric in per[b]["metrics"]
-            ]
-            if pts:
-                ax.errorbar(
-                    [b for b, _ in pts],
-                    [s["mean"] for _, s in pts],
-                    yerr=[s["std"] for _, s in pts],
-                    marker="o",
-                    ms=4,
-                    capsize=3,
-                    label=label,
-                    **styles[label],
-                )
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(all_bits, [str(b) for b in all_bits])
-        ax.minorticks_off()
-        ax.set(xlabel="bits", ylabel=metric)
-        ax.set_title(f"{metric} vs code length ({agg['protocol']}; ± std over seeds)", fontsize=10)
-        ax.grid(alpha=0.3)
-    _legend(fig, axes[0])
-    _save(fig, path)
-    return True
-
-
-def _plot_loss_curves(
-    cells: Sequence[Mapping[str, Any]],
-    agg: Mapping[str, Any],
-    bits: int,
-    styles: Mapping[str, Any],
-    path: Path,
-) -> bool:
-    """loss_total per epoch of each main deep run at ``bits``, lowest seed only."""
-    from matplotlib.ticker import MaxNLocator
-
-    picked: dict[str, Mapping[str, Any]] = {}
-    for cell in sorted(cells, key=lambda c: (c.get("seed") is None, c.get("seed") or 0)):
-        if (cell.get("group") or "main") != "main" or int(cell["bits"]) != bits:
-            continue
-        history = [h for h in cell.get("history") or [] if _number(h.get("loss_total")) is not None]
-        label = _label({"method": cell["method"], "variant": cell.get("variant") or ""})
-        if history and label not in picked:
-            picked[label] = {"seed": cell.get("seed"), "history": history}
-    order = [label for label in styles if label in picked]
-    if not order:
-        return False
-    ncols = min(4, len(order))
-    nrows = math.ceil(len(order) / ncols)
-    fig = _new_figure(3.2 * ncols, 2.5 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, label in zip(axes, order, strict=False):
-        hist = picked[label]["history"]
-        ax.plot(
-            [h["epoch"] for h in hist],
-            [h["loss_total"] for h in hist],
-            marker="o",
-            ms=3,
-            color=styles[label]["color"],
-        )
-        ax.set_title(f"{label} (seed {picked[label]['seed']})", fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("loss_total", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in axes[len(order) :]:
-        ax.set_visible(False)
-    fig.suptitle(f"Training loss, {bits} bits", fontsize=10)
-    _save(fig, path)
-    return True
-
-
-def _plot_per_finding_ap(
-    agg: Mapping[str, Any], bits: int, styles: Mapping[str, Any], path: Path
-) -> bool:
-    rows = [
-        r for r in agg["rows"] if r["group"] == "main" and r["bits"] == bits and r["per_finding_ap"]
-    ]
-    if not rows:
-        return False
-    present = list(dict.fromkeys(f for r in rows for f in r["per_finding_ap"]))
-    findings = [f for f in agg["label_names"] if f in present] + [
-        f for f in present if f not in agg["label_names"]
-    ]
-    width = 0.8 / len(rows)
-    x = np.arange(len(findings))
-    fig = _new_figure(min(20.0, 3.0 + 0.35 * len(findings) * max(1.0, len(rows) / 2)), 4.5)
-    ax = fig.add_subplot()
-    for i, r in enumerate(rows):
-        stats = [r["per_finding_ap"].get(f) for f in findings]
-        ax.bar(
-            x + (i - (len(rows) - 1) / 2) * width,
-            [s["mean"] if s else 0.0 for s in stats],
-            width,
-            label=_label(r),
-            color=styles[_label(r)]["color"],
-        )
-    ax.set_xticks(x, findings, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("AP")
-    ax.set_title(f"AP per finding, {bits} bits ({agg['protocol']}; mean over seeds)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    _legend(fig, ax)
-    _save(fig, path)
-    return True
-
-
 def _figures(
     cells: Sequence[Mapping[str, Any]], agg: Mapping[str, Any], bits: int, out_dir: Path
 ) -> list[Image]:
-    """Write every figure that has data; return the ones written, in report order."""
-    styles = _styles(agg)
-    images = []
-    main_bits = sorted({r["bits"] for r in agg["rows"] if r["group"] == "main"})
-    for b in main_bits:
-        if _plot_pr_curves(agg, b, styles, out_dir / f"pr_curves_{b}.png"):
-            images.append(Image(f"pr_curves_{b}.png", f"PR curves at {b} bits"))
-    if _plot_map_vs_bits(agg, styles, out_dir / "map_vs_bits.png"):
-        images.append(Image("map_vs_bits.png", "mAP and nDCG@100 vs bits"))
-    if _plot_loss_curves(cells, agg, bits, styles, out_dir / "loss_curves.png"):
-        images.append(Image("loss_curves.png", f"training loss at {bits} bits"))
-    if _plot_per_finding_ap(agg, bits, styles, out_dir / "per_finding_ap.png"):
-        images.append(Image("per_finding_ap.png", f"AP per finding at {bits} bits"))
-    return images
+    """Draw and save every figure that has data; return the ones written, in report order.
+
+    PR curves at every main bit length, mAP and nDCG@100 against bits, then the
+    training loss and AP per finding at ``bits``.
+    """
+    protocol = agg["protocol"]
+    main = _main_rows(agg)
+    styles = method_styles({_label(r): r["kind"] for r in main})
+    drawn: list[tuple[Image, Figure]] = []
+    for b in _main_bits(agg):
+        curves = {_label(r): r["pr_curve"] for r in main if r["bits"] == b and r["pr_curve"]}
+        if curves:
+            image = Image(f"pr_curves_{b}.png", f"PR curves at {b} bits")
+            drawn.append((image, pr_curves_figure(curves, b, protocol, styles)))
+    methods = _main_by_label(agg)
+    series = {label: {b: r["metrics"] for b, r in per.items()} for label, per in methods.items()}
+    metrics = [
+        m
+        for m in ("mAP", "nDCG@100")
+        if any(m in ms for per in series.values() for ms in per.values())
+    ]
+    if metrics:
+        image = Image("map_vs_bits.png", "mAP and nDCG@100 vs bits")
+        drawn.append((image, metric_vs_bits_figure(series, metrics, protocol, styles)))
+    runs = _loss_runs(cells, bits)
+    runs = {label: runs[label] for label in styles if label in runs}
+    if runs:
+        image = Image("loss_curves.png", f"training loss at {bits} bits")
+        drawn.append((image, loss_curves_figure(runs, bits, styles)))
+    aps = {
+        _label(r): r["per_finding_ap"] for r in main if r["bits"] == bits and r["per_finding_ap"]
+    }
+    if aps:
+        findings = _known_first((f for ap in aps.values() for f in ap), agg["label_names"])
+        image = Image("per_finding_ap.png", f"AP per finding at {bits} bits")
+        drawn.append((image, per_finding_ap_figure(aps, findings, bits, protocol, styles)))
+    for image, fig in drawn:
+        save_png(fig, out_dir / image.file)
+    return [image for image, _ in drawn]
+
+
+def _loss_runs(cells: Sequence[Mapping[str, Any]], bits: int) -> dict[str, LossRun]:
+    """``{label: (seed, history)}`` of the lowest-seed main run at ``bits`` with a finite loss."""
+    runs: dict[str, LossRun] = {}
+    for cell in sorted(cells, key=lambda c: (c.get("seed") is None, c.get("seed") or 0)):
+        group, method, variant, cell_bits = _group_key(cell)
+        if group != "main" or cell_bits != bits:
+            continue
+        history = [h for h in cell.get("history") or [] if _number(h.get("loss_total")) is not None]
+        label = _label({"method": method, "variant": variant})
+        if history and label not in runs:
+            runs[label] = (cell.get("seed"), history)
+    return runs
 
 
 # ---------------------------------------------------------------- rendering
@@ -825,10 +714,9 @@ def _render_html(blocks: list[Block], title: str, out_dir: Path) -> str:
 
 def _protocols(cells: Sequence[Mapping[str, Any]]) -> list[str]:
     """Protocols with metrics in any cell, ``literature`` / ``strict`` first."""
-    seen = dict.fromkeys(p for c in cells for p in (c.get("metrics") or {}))
-    return [p for p in ("literature", "strict") if p in seen] + [
-        p for p in seen if p not in ("literature", "strict")
-    ]
+    return _known_first(
+        (p for c in cells for p in (c.get("metrics") or {})), ("literature", "strict")
+    )
 
 
 def write_report(
@@ -858,7 +746,7 @@ def write_report(
         ValueError: no cells, or no cell has metrics for ``protocol``.
     """
     if not cells:
-        raise ValueError("no bench cells to report on: the list of cell results is empty")
+        raise ValueError(_NO_CELLS)
     protocols = _protocols(cells)
     if protocol not in protocols:
         raise ValueError(
@@ -869,8 +757,7 @@ def write_report(
     aggs = {p: aggregate(cells, p) for p in protocols}
     agg = aggs[protocol]
     n_total = len(agg["seeds"])
-    main_bits = sorted({r["bits"] for r in agg["rows"] if r["group"] == "main"}) or agg["bits"]
-    eff_bits = closest_bits(main_bits)
+    eff_bits = closest_bits(_main_bits(agg) or agg["bits"])
     n_ablation = sum(r["n_seeds"] for r in agg["rows"] if r["group"] == "ablation")
 
     blocks: list[Block] = [

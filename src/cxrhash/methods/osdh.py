@@ -13,7 +13,7 @@ from cxrhash.methods.common import deep_hash_net, set_hash_scale
 from cxrhash.methods.continuation import staged_scale
 from cxrhash.models.output import HashOutput
 
-DEFAULTS = {"lambda_r": 0.1, "lambda_c": 1.0, "rho": 5.0, "stages": 10, "alpha_max": 100.0}
+DEFAULTS = {"lambda_r": 0.1, "lambda_c": 1.0, "rho": 5.0, "stages": 10, "alpha_max": 10.0}
 
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
@@ -50,6 +50,6 @@ OSDH = register_method(
         description="order-sensitive ranking over shared-label levels + BCE; continuation tanh(αh)",
         defaults=DEFAULTS,
         on_epoch=on_epoch,
-        paper="Chen et al., MICCAI 2018 (AlexNet, λ_R=0.1, λ_C=1, ρ=5, 10 α stages)",
+        paper="Chen et al., MICCAI 2018 (AlexNet, λ_R=0.1, λ_C=1, ρ=5, 10 α stages to ∞)",
     )
 )

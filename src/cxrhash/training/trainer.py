@@ -45,7 +45,6 @@ from cxrhash.training.targets import (
 )
 
 LOG = logging.getLogger(__name__)
-VAL_DATABASE_MAX = 2000
 
 
 class TrainingError(ValueError):
@@ -201,7 +200,7 @@ def train(
     val_set = dataset.subset(split["val"])
     # A fixed, seeded sample of training images serves as the validation database.
     rng = np.random.default_rng(config.seed)
-    n_db = min(len(split["train"]), VAL_DATABASE_MAX)
+    n_db = min(len(split["train"]), config.val_database_max)
     val_db_set = dataset.subset(np.sort(rng.choice(split["train"], n_db, replace=False)))
     val_db_labels = relevance_labels(with_no_finding_np(val_db_set.labels, config.no_finding_class))
     names = label_names(dataset.pathologies, config.no_finding_class)

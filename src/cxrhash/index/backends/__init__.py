@@ -2,7 +2,8 @@
 
 ``numpy`` (exact reference), ``flat`` (exact, FAISS brute force), ``distinct``
 (exact, scans each distinct code once), and the approximate ``multihash``,
-``hnsw`` and ``ivf``. Every backend ranks by (distance, id).
+``hnsw`` and ``ivf``; ``milvus`` (exact, in a Milvus collection; needs the
+``milvus`` extra). Every backend ranks by (distance, id).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cxrhash.index.backends.distinct import DistinctBackend
 from cxrhash.index.backends.flat import FlatBackend
 from cxrhash.index.backends.hnsw import HNSWBackend
 from cxrhash.index.backends.ivf import IVFBackend
+from cxrhash.index.backends.milvus import MilvusBackend
 from cxrhash.index.backends.multihash import MultiHashBackend
 from cxrhash.index.backends.numpy_ref import NumpyBackend
 from cxrhash.index.backends.recall import id_recall, tie_aware_recall
@@ -61,6 +63,7 @@ __all__ = [
     "HammingBackend",
     "IVFBackend",
     "IndexFileError",
+    "MilvusBackend",
     "MultiHashBackend",
     "NumpyBackend",
     "UnknownIdError",

@@ -4,8 +4,9 @@ The ``paper`` profile is the setting of Guan et al. 2023 (ResNet-50, 224 px,
 SGD 0.01 → 0.001 after epoch 20, 50 epochs, batch 64) and is meant for GPUs.
 The ``cpu`` profile (ResNet-18, 128 px) and the ``cpu-fast`` profile
 (ResNet-18, 64 px) finish a real benchmark on a 2-core machine in minutes;
-``bench`` (ResNet-18, 64 px, 4 epochs, validation against 300 training films) is what ``cxrhash bench`` trains for
-every cell so a 3-seed grid of all methods fits in 2 hours on 2 cores;
+``bench`` (ResNet-18, 64 px, 4 epochs, validation against 300 training films)
+is what ``cxrhash bench`` trains for every cell so a 3-seed grid of all methods
+fits in 2 hours on 2 cores;
 ``demo`` is what ``cxrhash demo`` trains on phantom data.
 """
 

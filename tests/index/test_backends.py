@@ -3,11 +3,15 @@
 Exact backends must equal the numpy reference, tie order included; the
 numpy reference itself is checked against ``hamming_rank`` on id-ordered rows.
 Approximate backends must reach a tie-aware recall@10 of 0.9 with generous
-parameters and return true distances sorted by (distance, id).
+parameters and return true distances sorted by (distance, id). The milvus
+backend runs on a Milvus Lite file made for this module (skipped, with the
+reason, where Milvus Lite cannot start); each backend gets its own collection.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +23,14 @@ from cxrhash.index.backends import (
     DuplicateIdError,
     HammingBackend,
     IndexFileError,
+    MilvusBackend,
     UnknownIdError,
     create_backend,
     id_recall,
     load_backend,
     tie_aware_recall,
 )
+from cxrhash.index.backends.milvus import CollectionMismatchError, _normalise_uri
 from cxrhash.index.backends.synthetic import clustered_codes, uniform_codes
 from cxrhash.index.codes import hamming_distances, hamming_rank
 
@@ -34,7 +40,10 @@ EXACT: list[tuple[str, dict[str, Any]]] = [
     ("flat", {}),
     ("flat", {"tie_check": "rerank"}),
     ("distinct", {}),
+    ("milvus", {}),
 ]
+# A tiny search limit: boundary groups are completed by the id walk, and k > 64 scans.
+MILVUS_SMALL_LIMIT: tuple[str, dict[str, Any]] = ("milvus", {"max_limit": 64, "slack": 0})
 APPROXIMATE: list[tuple[str, dict[str, Any]]] = [
     ("hnsw", {"m": 32, "ef_search": 256, "ef_construction": 200}),
     ("multihash", {"nhash": 8, "nflip": 2}),
@@ -48,9 +57,46 @@ def _label(config: tuple[str, dict[str, Any]]) -> str:
     return name + "".join(f"-{v}" for v in params.values())
 
 
+_MILVUS: dict[str, Any] = {}  # the Lite file of the running milvus test, and its open backends
+_COLLECTIONS = (f"t{i}" for i in itertools.count())
+
+
+@pytest.fixture(scope="module")
+def milvus_lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Milvus Lite database file; its server is stopped after the module."""
+    uri = str(tmp_path_factory.mktemp("milvus") / "lite.db")
+    try:
+        MilvusBackend(BITS, uri=uri, collection="probe").close()
+        from milvus_lite.server_manager import server_manager_instance
+    except Exception as err:  # noqa: BLE001 - any failure to start means: skip
+        pytest.skip(f"Milvus Lite cannot start on this machine: {type(err).__name__}: {err}")
+    yield uri
+    server_manager_instance.release_server(uri)
+
+
+@pytest.fixture(autouse=True)
+def _milvus_location(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Point ``_make`` at the Lite file for tests parametrized with a milvus config."""
+    callspec = getattr(request.node, "callspec", None)
+    config = callspec.params.get("config") if callspec else None
+    if config is None or config[0] != "milvus":
+        yield
+        return
+    _MILVUS.update(uri=request.getfixturevalue("milvus_lite"), open=[])
+    yield
+    for backend in _MILVUS.pop("open"):
+        backend.close()
+
+
 def _make(config: tuple[str, dict[str, Any]], bits: int = BITS) -> HammingBackend:
     name, params = config
-    return create_backend(name, bits, **params)
+    if name != "milvus":
+        return create_backend(name, bits, **params)
+    backend = create_backend(
+        name, bits, uri=_MILVUS["uri"], collection=next(_COLLECTIONS), **params
+    )
+    _MILVUS["open"].append(backend)
+    return backend
 
 
 def _codes(kind: str, n: int, bits: int = BITS, seed: int = 1) -> np.ndarray:
@@ -97,7 +143,7 @@ def test_numpy_reference_equals_hamming_rank(kind: str, bits: int) -> None:
 
 @pytest.mark.parametrize("bits", [BITS, 20])
 @pytest.mark.parametrize("kind", ["uniform", "clustered"])
-@pytest.mark.parametrize("config", EXACT[1:], ids=_label)
+@pytest.mark.parametrize("config", [*EXACT[1:], MILVUS_SMALL_LIMIT], ids=_label)
 def test_exact_backend_equals_reference(config, kind: str, bits: int) -> None:
     codes = _codes(kind, 600, bits)
     backend, ids = _filled(config, codes, bits)
@@ -319,9 +365,78 @@ def test_ivf_first_add_must_cover_nlist() -> None:
 
 
 def test_registry_lists_every_backend() -> None:
-    assert BACKENDS.names() == ["distinct", "flat", "hnsw", "ivf", "multihash", "numpy"]
+    assert BACKENDS.names() == ["distinct", "flat", "hnsw", "ivf", "milvus", "multihash", "numpy"]
     with pytest.raises(KeyError, match="known: distinct"):
         create_backend("annoy", BITS)
+
+
+# ----------------------------------------------------------------- milvus
+
+
+@pytest.mark.parametrize("config", [("milvus", {"max_limit": 16, "slack": 0})], ids=_label)
+def test_milvus_completes_tie_groups_beyond_the_search_limit(config, monkeypatch) -> None:
+    codes = _codes("uniform", 300)
+    codes[:200] = codes[0]  # one tie group of 200, far beyond max_limit=16
+    backend, ids = _filled(config, codes)
+    walks: list[bool] = []
+    walk = MilvusBackend._walk
+
+    def spy(self: MilvusBackend, queries: np.ndarray, k: int, band: int | None, *rest):
+        walks.append(band is not None)
+        return walk(self, queries, k, band, *rest)
+
+    monkeypatch.setattr(MilvusBackend, "_walk", spy)
+    near = codes[:2].copy()
+    near[:, 0] ^= 1  # one bit away from the group
+    queries = np.concatenate([codes[:2], near, codes[250:256]])
+    for k in (1, 5, 16, 40):
+        found_ids, found_d = backend.search(queries, k)
+        ref_ids, ref_d = _reference(ids, codes, queries, k)
+        np.testing.assert_array_equal(found_d, ref_d, err_msg=f"k={k}")
+        np.testing.assert_array_equal(found_ids, ref_ids, err_msg=f"k={k}")
+    assert True in walks and False in walks  # the boundary walk and the k > max_limit scan ran
+
+
+@pytest.mark.parametrize("config", [("milvus", {})], ids=_label)
+def test_milvus_rejects_ids_another_writer_added(config) -> None:
+    codes = _codes("uniform", 10)
+    first = _make(config)
+    where = {"uri": first.uri, "collection": first.collection}  # type: ignore[attr-defined]
+    second = MilvusBackend(BITS, **where)  # opened while the collection is empty
+    _MILVUS["open"].append(second)
+    first.add(np.arange(10), codes)
+    with pytest.raises(DuplicateIdError, match=r"already in the Milvus collection 't\d+': 5, 9"):
+        second.add(np.array([100, 9, 5]), codes[:3])
+    third = MilvusBackend(BITS, **where)  # adopts what is stored: the rejected add left nothing
+    _MILVUS["open"].append(third)
+    np.testing.assert_array_equal(third.ids, np.arange(10))
+    found_ids, found_d = third.search(codes[7], 2)
+    assert found_ids[0, 0] == 7 and found_d[0, 0] == 0 and found_d[0, 1] > 0
+
+
+@pytest.mark.parametrize("config", [("milvus", {})], ids=_label)
+def test_milvus_load_checks_the_collection(config, tmp_path: Path) -> None:
+    backend, ids = _filled(config, _codes("clustered", 100))
+    assert isinstance(backend, MilvusBackend)
+    path = tmp_path / "pointer.npz"
+    backend.save(path)
+    with pytest.raises(CollectionMismatchError, match="20-bit cxrhash codes \\(bits=64"):
+        MilvusBackend(20, uri=backend.uri, collection=backend.collection)
+    backend.remove(ids[:3])  # the collection no longer matches the saved count
+    with pytest.raises(IndexFileError, match="header records 100 codes but the data holds 97"):
+        load_backend(path)
+    backend.drop()
+    for _ in range(2):  # a failed load must not create the collection
+        with pytest.raises(IndexFileError, match="pointer.npz: no collection 't\\d+'"):
+            load_backend(path)
+
+
+def test_milvus_uri_forms(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _normalise_uri("codes.db") == str(tmp_path.resolve() / "codes.db")
+    assert _normalise_uri("http://milvus:19530") == "http://milvus:19530"
+    with pytest.raises(ValueError, match="ending in .db or a server address"):
+        MilvusBackend(BITS, uri="codes.sqlite")
 
 
 # ----------------------------------------------------------------- recall

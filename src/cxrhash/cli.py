@@ -473,18 +473,19 @@ def bench(
         str, typer.Option(help="Comma-separated seeds (split, init, order).")
     ] = "0,1,2",
     ablations: Annotated[
-        bool, typer.Option(help="Add the attention-fusion and OSDH ablations (and C2L vs scratch).")
+        bool, typer.Option(help="Add the attention-fusion and OSDH ablations (and scratch vs C2L).")
     ] = True,
     ablation_bits: Annotated[int, typer.Option(help="Code length of the ablation cells.")] = 32,
     pretrained: Annotated[
         Path | None,
         typer.Option(
-            help="Backbone weights (e.g. `cxrhash pretrain` OUT/backbone.pt): shallow baselines "
-            "hash its frozen features, and --pretrain-methods are also trained from it."
+            help="Backbone weights (e.g. `cxrhash pretrain` OUT/backbone.pt) that initialise every "
+            "deep cell; shallow baselines hash its frozen features; --pretrain-methods are also "
+            "trained from scratch to measure what it buys."
         ),
     ] = None,
     pretrain_methods: Annotated[
-        str, typer.Option(help="Methods trained from --pretrained beside scratch.")
+        str, typer.Option(help="Methods also trained from scratch when --pretrained is given.")
     ] = "attention-fusion,saliency-fusion",
     external: Annotated[
         list[str] | None,

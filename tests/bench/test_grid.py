@@ -21,12 +21,16 @@ def test_grid_holds_every_method_bits_seed_once_plus_ablations() -> None:
     main = [c for c in cells if c.group == "main"]
     assert len(main) == (3 + 1) * 2 * 2
     abl = [c for c in cells if c.group == "ablation"]
-    per_seed = len(AF_ABLATIONS) + len(OSDH_ABLATIONS) + 1  # + attention-fusion from C2L
+    per_seed = len(AF_ABLATIONS) + len(OSDH_ABLATIONS) + 1  # + attention-fusion from scratch
     assert len(abl) == per_seed * 2 and all(c.bits == 32 for c in abl)
     rank_only = next(c for c in abl if c.variant == "ranking-only")
     assert rank_only.method_params == {"lambda_c": 0.0}
     assert [c.kind for c in cells[:4]] == ["shallow"] * 4  # cheap cells first
     assert "deep-osdh-ranking-only-32b-s1" in ids
+    # one shared initialisation: everything pretrained except the scratch comparison cells
+    deep = [c for c in cells if c.kind == "deep"]
+    assert all(c.pretrained == (c.variant != "scratch") for c in deep)
+    assert sum(c.variant == "scratch" for c in deep) == 2
 
 
 def test_no_ablation_for_methods_not_in_the_grid() -> None:

@@ -57,35 +57,36 @@ class GridSpec:
 def build_grid(spec: GridSpec) -> list[Cell]:
     """Every cell of ``spec``, cheapest kinds first (shallow, then deep, then ablations).
 
-    With ``pretrained``, the main deep cells still train from scratch (so every
-    method has the same budget and initialisation) and extra ablation cells
-    train ``pretrain_methods`` from the pretrained backbone (variant ``c2l``)
-    beside the scratch cells at ``ablation_bits``.
+    With ``pretrained``, every deep cell (main grid and ablations) starts from
+    the pretrained backbone, so all methods share one initialisation, and extra
+    ablation cells train ``pretrain_methods`` from scratch (variant ``scratch``)
+    at ``ablation_bits`` to measure what pretraining buys.
     """
     if not spec.bits or not spec.seeds:
         raise ValueError("the grid needs at least one bit length and one seed")
+    pre = spec.pretrained
     cells: list[Cell] = []
     for bits in spec.bits:
         for seed in spec.seeds:
             cells += [Cell("shallow", m, bits, seed) for m in spec.shallow]
     for seed in spec.seeds:
         for bits in spec.bits:
-            cells += [Cell("deep", m, bits, seed) for m in spec.methods]
+            cells += [Cell("deep", m, bits, seed, pretrained=pre) for m in spec.methods]
     if spec.ablations:
         b = spec.ablation_bits
         for seed in spec.seeds:
             if "attention-fusion" in spec.methods:
                 cells += [
-                    Cell("deep", "attention-fusion", b, seed, "ablation", v) for v in AF_ABLATIONS
+                    Cell("deep", "attention-fusion", b, seed, "ablation", v, pretrained=pre)
+                    for v in AF_ABLATIONS
                 ]
             if "osdh" in spec.methods:
                 cells += [
-                    Cell("deep", "osdh", b, seed, "ablation", v, dict(p))
+                    Cell("deep", "osdh", b, seed, "ablation", v, dict(p), pretrained=pre)
                     for v, p in OSDH_ABLATIONS.items()
                 ]
-            if spec.pretrained:
+            if pre:
                 cells += [
-                    Cell("deep", m, b, seed, "ablation", "c2l", pretrained=True)
-                    for m in spec.pretrain_methods
+                    Cell("deep", m, b, seed, "ablation", "scratch") for m in spec.pretrain_methods
                 ]
     return cells

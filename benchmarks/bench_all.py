@@ -1,4 +1,4 @@
-"""The full bench of docs/benchmarks.md: C2L pretraining, then `cxrhash bench` on phantom and NIH films.
+"""The full bench of docs/benchmarks.md: C2L pretraining, then `cxrhash bench` on phantom + NIH.
 
 Steps (each skipped or resumed when already done, so re-running continues):
 

@@ -472,7 +472,8 @@ def test_sigkill_mid_add_reopens_at_a_committed_state(tmp_path: Path) -> None:
     count = len(index)
     n_done = count // _KILL_BATCH
     assert count == n_done * _KILL_BATCH and 1 <= n_done < _KILL_BATCHES
-    print(f"killed after {n_done} of {_KILL_BATCHES} batches")
+    on_disk = sum(f.stat().st_size for f in (path / "shards").iterdir()) // 8
+    print(f"killed after {n_done} of {_KILL_BATCHES} batches, {on_disk - count} rows uncommitted")
     expected = np.concatenate([_kill_codes(b) for b in range(n_done)])
     np.testing.assert_array_equal(index.codes, expected)
     meta = list(index.iter_metadata())

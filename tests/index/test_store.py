@@ -598,3 +598,46 @@ def test_ivf_shard_too_small_to_train_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(HashIndexError, match=r"ivf backend of .*0000\.codes.*nlist=64"):
         index.search_packed(uniform_codes(1, 64), 3)
     assert len(HashIndex.open(tmp_path / "idx")) == 10  # the committed data is untouched
+
+
+@pytest.mark.parametrize("backend", ["distinct", "hnsw"])
+def test_saved_backends_are_loaded_while_their_shard_is_unchanged(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cxrhash.index.store as store_mod
+
+    rng = np.random.default_rng(8)
+    codes, ids, findings, _ = _batch(rng, 0, 800, rng.integers(0, 2, size=(40, BITS)))
+    index = HashIndex.create(tmp_path / "idx", BITS, "m", backend=backend, shard_size=300)
+    index.add(codes[:700], ids[:700], findings[:700])
+    saved = index.save_backends()
+    assert [p.name for p in saved] == [f"{i:04d}.{backend}.npz" for i in range(3)]
+    index.add(codes[700:], ids[700:], findings[700:])  # shard 2 changes: its file is stale
+    index.remove([ids[5], ids[650]])
+    index.close()
+
+    built: list[str] = []
+    real_create = store_mod.create_backend
+
+    def counting_create(name: str, bits: int, **params: Any):
+        built.append(name)
+        return real_create(name, bits, **params)
+
+    reopened = HashIndex.open(tmp_path / "idx")
+    monkeypatch.setattr(store_mod, "create_backend", counting_create)
+    alive = np.setdiff1d(np.arange(800), [5, 650])
+    rows, dists = reopened.search_packed(codes[:40], 50)
+    assert built == [backend]  # shards 0 and 1 were loaded, shard 2 rebuilt
+    want_pos, want_d = hamming_rank(codes[:40], codes[alive], 50)
+    if backend == "distinct":
+        np.testing.assert_array_equal(rows, alive[want_pos])
+    assert 5 not in rows and 650 not in rows  # removals made after saving still apply
+    assert tie_aware_recall(dists, want_d, 50) >= 0.9
+    reopened.close()
+
+    sidecar = tmp_path / "idx" / "shards" / f"0000.{backend}.json"
+    sidecar.write_text(sidecar.read_text().replace('"rows": 300', '"rows": 299'))
+    again = HashIndex.open(tmp_path / "idx")
+    built.clear()
+    again.search_packed(codes[:1], 5)
+    assert built == [backend, backend]  # the mismatched sidecar makes shard 0 rebuild

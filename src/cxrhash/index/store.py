@@ -32,6 +32,7 @@ random salt per index, kept in ``index.json``.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import secrets
@@ -45,7 +46,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cxrhash.index.backends import HammingBackend, create_backend
+from cxrhash.index.backends import HammingBackend, create_backend, load_backend
 from cxrhash.index.codes import code_bytes
 from cxrhash.index.errors import (
     ConcurrentWriteError,
@@ -61,8 +62,10 @@ from cxrhash.index.shards import (
     DEFAULT_SHARD_SIZE,
     MANIFEST_NAME,
     Manifest,
+    ShardEntry,
     ShardStore,
     read_manifest,
+    write_json_atomic,
 )
 
 LOG = logging.getLogger(__name__)
@@ -425,6 +428,23 @@ class HashIndex:
         """Yield ``(row, case_id, findings)`` for every item not removed, in insertion order."""
         yield from self._meta.iter_items(self.n_rows)
 
+    def save_backends(self) -> list[Path]:
+        """Save each shard's search backend beside it, for later opens to load, not rebuild.
+
+        ``shards/NNNN.<backend>.npz`` plus a ``.json`` sidecar with the shard's
+        committed rows and CRC-32 at saving time. A saved backend is used only
+        while its shard is unchanged (so every full shard, for good), and removals
+        made since are applied to it. Worth it for the approximate backends, whose
+        build is slow; ``flat`` rebuilds from the memory map about as fast as it loads.
+        """
+        written = []
+        for s, backend in enumerate(self._synced_backends()):
+            target = self._saved_backend_path(s)
+            backend.save(target)  # then the sidecar: a crash between leaves them unmatched
+            write_json_atomic(target.with_suffix(".json"), self._saved_info(s))
+            written.append(target)
+        return written
+
     # ------------------------------------------------------------------ properties
 
     def __len__(self) -> int:
@@ -558,10 +578,13 @@ class HashIndex:
         size = self.shard_size
         for s, entry in enumerate(self._shards.manifest.shards):
             if s == len(self._backends):
-                self._backends.append(
-                    create_backend(self._backend_name, self.bits, **self._backend_params)
-                )
-                self._synced.append(0)
+                saved = self._load_saved_backend(s, entry)
+                if saved is None:
+                    saved = create_backend(self._backend_name, self.bits, **self._backend_params)
+                    self._synced.append(0)
+                else:
+                    self._synced.append(entry.rows)
+                self._backends.append(saved)
             done = self._synced[s]
             if done == entry.rows:
                 continue
@@ -580,6 +603,43 @@ class HashIndex:
                 ) from err
             self._synced[s] = entry.rows
         return self._backends
+
+    def _saved_backend_path(self, s: int) -> Path:
+        return (self._path / self._shards.manifest.shards[s].file).with_suffix(
+            f".{self._backend_name}.npz"
+        )
+
+    def _saved_info(self, s: int) -> dict[str, Any]:
+        entry = self._shards.manifest.shards[s]
+        return {"backend": self._backend_name, "rows": entry.rows, "crc32": entry.crc32}
+
+    def _load_saved_backend(self, s: int, entry: ShardEntry) -> HammingBackend | None:
+        """Shard ``s``'s saved backend if saved from exactly its committed rows, else None."""
+        target = self._saved_backend_path(s)
+        try:
+            info = json.loads(target.with_suffix(".json").read_text(encoding="utf-8"))
+            if info != self._saved_info(s):
+                return None
+            backend = load_backend(target, **self._backend_params)
+        except (OSError, ValueError) as err:  # missing, stale, corrupt or other parameters
+            LOG.info("not using the saved backend %s: %s", target, err)
+            return None
+        lo = s * self.shard_size
+        rows = np.arange(lo, lo + entry.rows, dtype=np.int64)
+        dead = self._meta.deleted_rows(lo, lo + entry.rows)
+        stored = backend.ids
+        if (
+            backend.name != self._backend_name
+            or len(np.setdiff1d(stored, rows))
+            or len(np.setdiff1d(np.setdiff1d(rows, dead), stored))
+        ):
+            LOG.warning("%s does not hold the ids of its shard; rebuilding it", target)
+            return None
+        removed_since = np.intersect1d(stored, dead)
+        if len(removed_since):
+            backend.remove(removed_since)
+        LOG.info("loaded the saved backend %s", target)
+        return backend
 
 
 def merge_top_k(

@@ -74,7 +74,13 @@ def test_search_accepts_a_dicom_query(phantom_dir: Path, tmp_path: Path) -> None
     run, idx = tmp_path / "run", tmp_path / "idx"
     data = f"phantom:{phantom_dir}"
     _ok(["train", "--data", data, "--out", str(run), "--profile", "test", "--epochs", "1"])
-    _ok(["index", "--checkpoint", str(run), "--data", data, "--out", str(idx)])
+    index_args = ["index", "--checkpoint", str(run), "--data", data, "--out", str(idx)]
+    _ok([*index_args, "--backend", "distinct", "--shard-size", "50"])
+    manifest = json.loads((idx / "index.json").read_text())
+    assert manifest["backend"]["name"] == "distinct" and manifest["shard_size"] == 50
+    assert [s["rows"] for s in manifest["shards"]] == [50, 50, 20]  # 120 phantom films
+    res = runner.invoke(app, [*index_args, "--backend", "flat"])
+    assert res.exit_code != 0 and "'distinct' backend, not 'flat'" in str(res.exception)
     ds = open_dataset(data, 32)
     dcm = tmp_path / "query.dcm"
     png = np.asarray(Image.open(str(ds.paths[0])), dtype=np.uint16) * 16

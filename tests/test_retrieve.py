@@ -20,13 +20,27 @@ def checkpoint(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return run / "best.pt"
 
 
-def test_small_commits_equal_one_commit(phantom_dir: Path, checkpoint: Path, tmp_path: Path):
+def test_small_commits_and_workers_equal_one_commit(
+    phantom_dir: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     ds = open_dataset(f"phantom:{phantom_dir}", 32)
     build_index(checkpoint, ds, tmp_path / "one", progress=False)
-    build_index(checkpoint, ds, tmp_path / "many", progress=False, commit_every=7, batch_size=5)
+    report = build_index(
+        checkpoint,
+        ds,
+        tmp_path / "many",
+        commit_every=7,
+        batch_size=5,
+        num_workers=2,
+        shard_size=16,
+        backend="distinct",
+    )
+    assert "img/s" in capsys.readouterr().err  # the progress bar shows the indexing rate
+    assert report.images_per_second > 0 and report.unreadable_summary() == ""
     a, b = HashIndex.open(tmp_path / "one"), HashIndex.open(tmp_path / "many")
-    assert len(a) == len(b) == len(ds)
+    assert len(a) == len(b) == len(ds) and (a.n_shards, b.n_shards) == (1, 8)
     assert np.array_equal(np.asarray(a.codes), np.asarray(b.codes))
+    assert np.array_equal(a.search_packed(a.codes[:9], 20)[0], b.search_packed(a.codes[:9], 20)[0])
     rows = list(b.iter_metadata())
     assert [r[1] for r in rows] == ds.case_ids
     assert rows[0][2] == findings_text(ds.labels[0], ds.pathologies)
@@ -46,8 +60,12 @@ def test_unreadable_film_is_reported_and_not_indexed(
     data = tmp_path / "data"
     shutil.copytree(phantom_dir, data)
     ds = open_dataset(f"phantom:{data}", 32)
-    Path(str(ds.paths[3])).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    report = build_index(checkpoint, ds, tmp_path / "idx", progress=False)
-    assert [s.case_id for s in report.skipped] == [ds.case_ids[3]]
-    assert report.added == len(ds) - 1
+    for bad in (3, 50):
+        Path(str(ds.paths[bad])).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    report = build_index(checkpoint, ds, tmp_path / "idx", progress=False, num_workers=2)
+    assert [s.case_id for s in report.skipped] == [ds.case_ids[3], ds.case_ids[50]]
+    assert report.added == len(ds) - 2 and report.unreadable == 2
+    assert report.unreadable_summary(limit=1) == f"2 unreadable: {ds.paths[3]}, … (1 more)"
     assert HashIndex.open(tmp_path / "idx").contains([ds.case_ids[3]]) == [False]
+    again = build_index(checkpoint, ds, tmp_path / "idx", progress=False)
+    assert (again.added, again.already_indexed, again.unreadable) == (0, len(ds) - 2, 2)

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -329,6 +329,23 @@ def index(
     ] = None,
     batch_size: Annotated[int, typer.Option()] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    commit_every: Annotated[
+        int, typer.Option(help="Images per atomic commit (an interrupted run resumes after it).")
+    ] = 8192,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Search backend of a new index: flat (default, exact), distinct (exact, for "
+            "many repeated codes), hnsw, ivf, multihash (approximate)."
+        ),
+    ] = None,
+    backend_param: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE parameter of the backend of a new index (repeatable)."),
+    ] = None,
+    shard_size: Annotated[
+        int | None, typer.Option(help="Most codes per shard file of a new index (default 2^22).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Encode a dataset into a persistent Hamming index (appends; skips what is indexed)."""
@@ -338,6 +355,7 @@ def index(
     from cxrhash.retrieve import build_index
     from cxrhash.training.checkpoint import load_checkpoint
 
+    params = _key_values(backend_param or [], "--backend-param")
     payload = load_checkpoint(checkpoint)
     dataset = open_dataset(data, payload["config"]["image_size"])
     if part is not None:
@@ -346,15 +364,39 @@ def index(
             _fail(f"no split part {part!r}; parts: {sorted(split)}")
         dataset = dataset.subset(split[part])
     report = build_index(
-        Path(payload["path"]), dataset, out, batch_size=batch_size, num_workers=workers
+        Path(payload["path"]),
+        dataset,
+        out,
+        batch_size=batch_size,
+        num_workers=workers,
+        commit_every=commit_every,
+        backend=backend,
+        backend_params=params or None,
+        shard_size=shard_size,
     )
-    rate = report.added / report.seconds if report.seconds else 0.0
     console.print(
-        f"added {report.added} images ({rate:.1f} img/s), {report.already_indexed} already "
-        f"indexed, {len(report.skipped)} unreadable skipped; index {out} holds {report.total}"
+        f"added {report.added} images ({report.images_per_second:.1f} img/s), "
+        f"{report.already_indexed} already indexed, {report.unreadable} unreadable skipped; "
+        f"index {out} holds {report.total}"
     )
     for s in report.skipped[:20]:
         err.print(f"  unreadable: {s.path or s.case_id}: {s.reason}")
+    if report.unreadable > 20:
+        err.print(f"  … and {report.unreadable - 20} more unreadable (see the log)")
+
+
+def _key_values(items: list[str], option: str) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` options; a value is JSON where it parses (``8``, ``true``), else text."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"{option} expects KEY=VALUE, got {item!r}")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
 
 
 @app.command()

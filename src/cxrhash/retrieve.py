@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.images import load_image, resize_square
 from cxrhash.encode import iter_encoded_batches
 from cxrhash.index.codes import pack_codes
+from cxrhash.index.shards import write_json_atomic
 from cxrhash.index.store import HashIndex, SearchHit
 from cxrhash.models.output import HashOutput
 from cxrhash.training.checkpoint import load_model
@@ -32,13 +34,31 @@ def findings_text(row: np.ndarray, pathologies: list[str]) -> str:
 
 @dataclass
 class IndexReport:
-    """What ``cxrhash index`` did."""
+    """What ``cxrhash index`` did; ``skipped`` are the unreadable images (not indexed)."""
 
     added: int
     already_indexed: int
     skipped: list[SkippedSample] = field(default_factory=list)
     seconds: float = 0.0
     total: int = 0
+
+    @property
+    def unreadable(self) -> int:
+        """How many images could not be read."""
+        return len(self.skipped)
+
+    @property
+    def images_per_second(self) -> float:
+        """Indexing throughput of this run (0 when nothing was added)."""
+        return self.added / self.seconds if self.seconds > 0 else 0.0
+
+    def unreadable_summary(self, limit: int = 5) -> str:
+        """``"N unreadable: path, path, … (M more)"``, or ``""`` when every image was read."""
+        if not self.skipped:
+            return ""
+        shown = ", ".join(s.path or s.case_id for s in self.skipped[:limit])
+        more = self.unreadable - limit
+        return f"{self.unreadable} unreadable: {shown}" + (f", … ({more} more)" if more > 0 else "")
 
 
 def build_index(
@@ -50,32 +70,75 @@ def build_index(
     num_workers: int = 0,
     progress: bool = True,
     commit_every: int = 8192,
+    backend: str | None = None,
+    backend_params: dict[str, Any] | None = None,
+    shard_size: int | None = None,
 ) -> IndexReport:
     """Encode ``dataset`` and append it to the index at ``index_dir`` (created if new).
 
-    Codes are committed every ``commit_every`` images (each commit is atomic and
-    rewrites the code file, so large batches keep archive-scale indexing linear).
-    Images already in the index (same case id) are skipped, so re-running after an
-    interruption or with a grown folder only adds what is new.
+    Images are decoded by ``num_workers`` DataLoader processes; the progress bar
+    shows images/s. Codes are committed every ``commit_every`` images (each commit
+    is atomic and appends to the shard files, so it costs the batch, not the
+    index). Images already in the index (same case id) are skipped, so re-running
+    after an interruption or with a grown folder only adds what is new.
+    Unreadable images are listed in the report (and logged), not indexed.
+    ``backend``, ``backend_params`` and ``shard_size`` apply when the index is
+    created (see :meth:`HashIndex.create`); for an existing index they must match.
     """
     model, payload = load_model(checkpoint)
     config = payload["config"]
     index_dir = Path(index_dir)
-    index = HashIndex.open_or_create(index_dir, config["bits"], payload["model_id"])
-    (index_dir / MODEL_REF).write_text(
-        json.dumps(
+    with HashIndex.open_or_create(
+        index_dir,
+        config["bits"],
+        payload["model_id"],
+        backend=backend,
+        backend_params=backend_params,
+        shard_size=shard_size,
+    ) as index:
+        write_json_atomic(
+            index_dir / MODEL_REF,
             {"checkpoint": str(Path(payload["path"]).resolve()), "model_id": payload["model_id"]},
-            indent=2,
         )
-    )
-    present = index.contains(dataset.case_ids)
-    todo = [i for i, p in enumerate(present) if not p]
-    report = IndexReport(added=0, already_indexed=len(dataset) - len(todo))
-    if not todo:
+        present = index.contains(dataset.case_ids)
+        todo = [i for i, p in enumerate(present) if not p]
+        report = IndexReport(added=0, already_indexed=len(dataset) - len(todo))
+        if todo:
+            t0 = time.perf_counter()
+            _append_encoded(
+                index,
+                model,
+                dataset,
+                np.asarray(todo),
+                config["image_size"],
+                report,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                progress=progress,
+                commit_every=commit_every,
+            )
+            report.seconds = time.perf_counter() - t0
         report.total = len(index)
-        return report
-    sub = dataset.with_image_size(config["image_size"], augment=False).subset(np.asarray(todo))
-    t0 = time.perf_counter()
+    for s in report.skipped:
+        LOG.warning("not indexed, unreadable: %s (%s): %s", s.case_id, s.path, s.reason)
+    return report
+
+
+def _append_encoded(
+    index: HashIndex,
+    model: nn.Module,
+    dataset: CXRDataset,
+    todo: np.ndarray,
+    image_size: int,
+    report: IndexReport,
+    *,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    commit_every: int,
+) -> None:
+    """Encode ``dataset[todo]`` and add it to ``index``, one atomic commit per ``commit_every``."""
+    sub = dataset.with_image_size(image_size, augment=False).subset(todo)
     pending: dict[str, list] = {
         "codes": [],
         "case_ids": [],
@@ -115,11 +178,6 @@ def build_index(
         if len(pending["case_ids"]) >= commit_every:
             flush()  # each commit is atomic: an interrupted run resumes after it
     flush()
-    report.seconds = time.perf_counter() - t0
-    report.total = len(index)
-    for s in report.skipped:
-        LOG.warning("not indexed, unreadable: %s (%s): %s", s.case_id, s.path, s.reason)
-    return report
 
 
 @dataclass
@@ -167,9 +225,9 @@ def search_images(
     """Top-``k`` Hamming neighbours of each query image in the index."""
     ckpt = resolve_checkpoint(index_dir, checkpoint)
     model, payload = load_model(ckpt)
-    index = HashIndex.open(index_dir, model_id=payload["model_id"])
-    codes, images, out = encode_images(model, paths, payload["config"]["image_size"])
-    hits = index.search(codes, k)
+    with HashIndex.open(index_dir, model_id=payload["model_id"]) as index:
+        codes, images, out = encode_images(model, paths, payload["config"]["image_size"])
+        hits = index.search(codes, k)
     probs = torch.sigmoid(out.logits).numpy()
     results = []
     for i, p in enumerate(paths):

@@ -1,27 +1,41 @@
-"""Tests for cxrhash.index.store.HashIndex: persistence, exact search, crash safety."""
+"""Tests for cxrhash.index.store.HashIndex: sharded persistence, exact search, crash safety."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from cxrhash.index.codes import hamming_rank, pack_codes
+import cxrhash
+from cxrhash.index.backends import tie_aware_recall
+from cxrhash.index.backends.synthetic import clustered_codes, uniform_codes
+from cxrhash.index.codes import hamming_distances, hamming_rank, pack_codes
+from cxrhash.index.meta import MetaStore
 from cxrhash.index.store import (
+    ConcurrentWriteError,
     DuplicateCaseIdError,
     HashIndex,
+    HashIndexError,
     IndexCorruptError,
     IndexMismatchError,
     SearchHit,
+    UnknownCaseIdError,
+    merge_top_k,
 )
 
 BITS = 16
+SRC = str(Path(cxrhash.__file__).resolve().parents[1])  # the package under test, for subprocesses
 
 
 def _batch(rng: np.random.Generator, start: int, n: int, distinct: np.ndarray | None = None):
@@ -36,23 +50,35 @@ def _batch(rng: np.random.Generator, start: int, n: int, distinct: np.ndarray | 
     return pack_codes(bits), ids, findings, patients
 
 
-def _filled(tmp_path: Path, n: int = 40, seed: int = 0) -> tuple[HashIndex, np.ndarray, list[str]]:
+def _filled(
+    tmp_path: Path, n: int = 40, seed: int = 0, **create: Any
+) -> tuple[HashIndex, np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
     codes, ids, findings, patients = _batch(rng, 0, n)
-    index = HashIndex.create(tmp_path / "idx", BITS, "model-a")
+    index = HashIndex.create(tmp_path / "idx", BITS, "model-a", **create)
     index.add(codes, ids, findings, patient_ids=patients)
     return index, codes, ids
+
+
+def _subprocess_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+# ----------------------------------------------------------------- basics
 
 
 def test_create_add_reopen_search(tmp_path: Path) -> None:
     index, codes, ids = _filled(tmp_path)
     assert len(index) == 40 and index.bits == BITS and index.model_id == "model-a"
+    assert (index.backend, index.n_shards, index.shard_size) == ("flat", 1, 1 << 22)
     index.close()
-    for name in ("index.json", "codes.npy", "meta.sqlite"):
+    for name in ("index.json", "shards/0000.codes", "meta.sqlite"):
         assert (tmp_path / "idx" / name).is_file()
+    assert (tmp_path / "idx" / "shards" / "0000.codes").read_bytes() == codes.tobytes()
 
     reopened = HashIndex.open(tmp_path / "idx", model_id="model-a")
     assert len(reopened) == 40
+    assert isinstance(reopened.codes, np.memmap)
     np.testing.assert_array_equal(reopened.codes, codes)
     assert reopened.contains(["c00003", "nope"]) == [True, False]
     hits = reopened.search(codes[3], k=5)
@@ -67,39 +93,104 @@ def test_create_add_reopen_search(tmp_path: Path) -> None:
     assert [h.rank for h in hits[0]] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("backend", ["flat", "distinct"])
 @pytest.mark.parametrize("k", [1, 10, 150, 2000, 5000])
-def test_search_equals_stable_hamming_rank_with_many_ties(tmp_path: Path, k: int) -> None:
+def test_sharded_search_equals_stable_hamming_rank_with_many_ties(
+    tmp_path: Path, backend: str, k: int
+) -> None:
     rng = np.random.default_rng(k)
     distinct = rng.integers(0, 2, size=(20, BITS))
     codes, ids, findings, _ = _batch(rng, 0, 2000, distinct)
-    index = HashIndex.create(tmp_path / "idx", BITS, "m")
-    index.add(codes, ids, findings)
+    index = HashIndex.create(tmp_path / "idx", BITS, "m", backend=backend, shard_size=600)
+    index.add(codes[:1500], ids[:1500], findings[:1500])  # 3 shards, then one more
+    index.add(codes[1500:], ids[1500:], findings[1500:])
+    assert index.n_shards == 4
     queries = pack_codes(rng.integers(0, 2, size=(30, BITS)))
     rows, dists = index.search_packed(queries, k)
     want_rows, want_d = hamming_rank(queries, codes, k)
     np.testing.assert_array_equal(rows, want_rows)
     np.testing.assert_array_equal(dists, want_d)
+    hits = index.search(queries[:2], min(k, 20))
+    assert [[h.case_id for h in q] for q in hits] == [
+        [ids[r] for r in row] for row in want_rows[:2, : min(k, 20)]
+    ]
 
 
-def test_two_batches_equal_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cxrhash.index.store as store_mod
+def test_merge_is_exact_by_distance_then_id() -> None:
+    ids_a, d_a = np.array([[0, 1, 2]]), np.array([[1, 3, 3]], np.int32)
+    ids_b, d_b = np.array([[10, 11, -1]]), np.array([[0, 3, -1]], np.int32)
+    ids, d = merge_top_k([(ids_b, d_b), (ids_a, d_a)], 4)
+    assert ids.tolist() == [[10, 0, 1, 2]] and d.tolist() == [[0, 1, 3, 3]]
 
-    monkeypatch.setattr(store_mod, "_COPY_ROWS", 7)  # rewrite codes.npy in several steps
+
+def test_open_with_another_backend_for_this_session(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    codes, ids, findings, _ = _batch(rng, 0, 500, rng.integers(0, 2, size=(15, BITS)))
+    index = HashIndex.create(tmp_path / "idx", BITS, "m", shard_size=200)
+    index.add(codes, ids, findings)
+    index.close()
+    other = HashIndex.open(tmp_path / "idx", backend="distinct")
+    assert other.backend == "distinct"
+    np.testing.assert_array_equal(
+        other.search_packed(codes[:25], 60)[0], hamming_rank(codes[:25], codes, 60)[0]
+    )
+    other.close()
+    assert json.loads((tmp_path / "idx" / "index.json").read_text())["backend"]["name"] == "flat"
+    with pytest.raises(ValueError, match="milvus.*cannot serve"):
+        HashIndex.open(tmp_path / "idx", backend="milvus")
+
+
+@pytest.mark.parametrize(
+    "backend, params",
+    [
+        ("hnsw", {"m": 16, "ef_search": 128, "ef_construction": 100}),
+        ("ivf", {"nlist": 4, "nprobe": 2}),
+        ("multihash", {"nhash": 8, "nflip": 2}),
+    ],
+)
+def test_approximate_backends_sorted_true_distances_and_recall(
+    tmp_path: Path, backend: str, params: dict[str, Any]
+) -> None:
+    bits = 64
+    codes = clustered_codes(1800, bits, 1, n_clusters=40)
+    index = HashIndex.create(
+        tmp_path / "idx", bits, "m", backend=backend, backend_params=params, shard_size=600
+    )
+    index.add(codes, [f"c{i}" for i in range(len(codes))], ["x"] * len(codes))
+    queries = np.concatenate([codes[::60], clustered_codes(30, bits, 2, n_clusters=40)])
+    rows, dists = index.search_packed(queries, 10)
+    _, exact_d = hamming_rank(queries, codes, 10)
+    recall = tie_aware_recall(dists, exact_d, 10)
+    print(f"{backend} tie-aware recall@10 over 3 shards: {recall:.3f}")
+    assert recall >= 0.9
+    for q, r, d in zip(queries, rows, dists, strict=True):
+        real = r >= 0
+        assert np.all(real[:-1] >= real[1:]), "padding must come last"
+        np.testing.assert_array_equal(d[real], hamming_distances(q, codes[r[real]])[0])
+        np.testing.assert_array_equal(np.lexsort((r[real], d[real])), np.arange(real.sum()))
+
+
+def test_batches_across_shard_boundaries_equal_one_batch(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     codes, ids, findings, patients = _batch(rng, 0, 60)
-    one = HashIndex.create(tmp_path / "one", BITS, "m")
+    one = HashIndex.create(tmp_path / "one", BITS, "m", shard_size=7)
     one.add(codes, ids, findings, patients)
-    two = HashIndex.create(tmp_path / "two", BITS, "m")
-    two.add(codes[:25], ids[:25], findings[:25], patients[:25])
-    two.add(codes[25:], ids[25:], findings[25:], patients[25:])
+    many = HashIndex.create(tmp_path / "many", BITS, "m", shard_size=7)
+    for s, e in [(0, 3), (3, 7), (7, 25), (25, 26), (26, 60)]:
+        many.add(codes[s:e], ids[s:e], findings[s:e], patients[s:e])
     queries = codes[::7]
-    assert one.search(queries, 12) == two.search(queries, 12)
-    assert list(one.iter_metadata()) == list(two.iter_metadata())
+    assert one.search(queries, 12) == many.search(queries, 12)
+    assert list(one.iter_metadata()) == list(many.iter_metadata())
+    np.testing.assert_array_equal(many.codes, codes)
     one.close()
-    two.close()
-    assert (tmp_path / "one" / "codes.npy").read_bytes() == (
-        tmp_path / "two" / "codes.npy"
-    ).read_bytes()
+    many.close()
+    files = sorted(p.name for p in (tmp_path / "many" / "shards").iterdir())
+    assert files == [f"{i:04d}.codes" for i in range(9)]
+    for name in files:
+        i = int(name[:4])
+        data = (tmp_path / "many" / "shards" / name).read_bytes()
+        assert data == codes[7 * i : 7 * i + 7].tobytes()
+        assert data == (tmp_path / "one" / "shards" / name).read_bytes()
 
 
 def test_duplicate_case_ids_rejected(tmp_path: Path) -> None:
@@ -108,7 +199,7 @@ def test_duplicate_case_ids_rejected(tmp_path: Path) -> None:
         index.add(codes[:2], ["c00002", "new"], ["a", "b"])
     with pytest.raises(DuplicateCaseIdError, match="more than once.*'x'"):
         index.add(codes[:2], ["x", "x"], ["a", "b"])
-    assert len(index) == 10
+    assert len(index) == 10 and index.contains(["new"]) == [False]
 
 
 def test_wrong_code_length_rejected(tmp_path: Path) -> None:
@@ -121,6 +212,8 @@ def test_wrong_code_length_rejected(tmp_path: Path) -> None:
         index.search_packed(unpacked, 3)
     with pytest.raises(ValueError, match="findings has 1 entries but packed_codes has 2 rows"):
         index.add(pack_codes(np.ones((2, BITS))), ["a", "b"], ["only one"])
+    assert len(index) == 4
+    assert (tmp_path / "idx" / "shards" / "0000.codes").stat().st_size == 4 * 2
 
 
 def test_padding_bits_must_be_zero(tmp_path: Path) -> None:
@@ -129,17 +222,31 @@ def test_padding_bits_must_be_zero(tmp_path: Path) -> None:
         index.add(np.array([[0, 0], [0, 1]], np.uint8), ["a", "b"], ["", ""])
 
 
-def test_model_and_bits_mismatch(tmp_path: Path) -> None:
-    index, _, _ = _filled(tmp_path, n=3)
+def test_bad_create_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="shard_size"):
+        HashIndex.create(tmp_path / "a", BITS, "m", shard_size=0)
+    with pytest.raises(ValueError, match="'nope' cannot serve"):
+        HashIndex.create(tmp_path / "b", BITS, "m", backend="nope")
+    with pytest.raises(ValueError, match="bad parameters for the hnsw backend"):
+        HashIndex.create(tmp_path / "c", BITS, "m", backend="hnsw", backend_params={"mm": 3})
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_model_bits_backend_and_shard_size_mismatch(tmp_path: Path) -> None:
+    index, _, _ = _filled(tmp_path, n=3, shard_size=100)
     index.close()
     with pytest.raises(IndexMismatchError, match="'model-a'.*'model-b'"):
         HashIndex.open(tmp_path / "idx", model_id="model-b")
     with pytest.raises(IndexMismatchError, match="16-bit.*32 bits"):
         HashIndex.open_or_create(tmp_path / "idx", 32, "model-a")
-    again = HashIndex.open_or_create(tmp_path / "idx", BITS, "model-a")
+    with pytest.raises(IndexMismatchError, match="'flat' backend, not 'distinct'"):
+        HashIndex.open_or_create(tmp_path / "idx", BITS, "model-a", backend="distinct")
+    with pytest.raises(IndexMismatchError, match="shards of 100 codes, not 50"):
+        HashIndex.open_or_create(tmp_path / "idx", BITS, "model-a", shard_size=50)
+    again = HashIndex.open_or_create(tmp_path / "idx", BITS, "model-a", backend="flat")
     assert len(again) == 3
-    fresh = HashIndex.open_or_create(tmp_path / "new", 64, "model-c")
-    assert len(fresh) == 0 and fresh.bits == 64
+    fresh = HashIndex.open_or_create(tmp_path / "new", 64, "model-c", backend="distinct")
+    assert len(fresh) == 0 and fresh.bits == 64 and fresh.backend == "distinct"
 
 
 def test_create_refuses_non_empty_directory(tmp_path: Path) -> None:
@@ -156,7 +263,7 @@ def test_patient_ids_never_stored(tmp_path: Path) -> None:
     expected_hash = index.patient_hash("PATIENT-SECRET-0007")
     index.close()
     files = [p for p in (tmp_path / "idx").rglob("*") if p.is_file()]
-    assert {p.name for p in files} >= {"index.json", "codes.npy", "meta.sqlite"}
+    assert {p.name for p in files} >= {"index.json", "0000.codes", "meta.sqlite"}
     for path in files:
         assert b"PATIENT-SECRET" not in path.read_bytes(), path
     conn = sqlite3.connect(tmp_path / "idx" / "meta.sqlite")
@@ -166,6 +273,65 @@ def test_patient_ids_never_stored(tmp_path: Path) -> None:
     # the salt differs per index, so the same patient gets a different pseudonym
     other = HashIndex.create(tmp_path / "other", BITS, "m")
     assert other.patient_hash("PATIENT-SECRET-0007") != expected_hash
+
+
+def test_empty_index_search(tmp_path: Path) -> None:
+    index = HashIndex.create(tmp_path / "idx", BITS, "m")
+    rows, dists = index.search_packed(np.zeros((3, 2), np.uint8), 5)
+    assert rows.shape == dists.shape == (3, 0)
+    assert index.search(np.zeros((2, 2), np.uint8), 5) == [[], []]
+    index.close()
+    assert len(HashIndex.open(tmp_path / "idx")) == 0
+
+
+# ----------------------------------------------------------------- removal
+
+
+@pytest.mark.parametrize("backend", ["flat", "distinct"])
+def test_removed_items_never_come_back(tmp_path: Path, backend: str) -> None:
+    rng = np.random.default_rng(11)
+    codes, ids, findings, _ = _batch(rng, 0, 300, rng.integers(0, 2, size=(12, BITS)))
+    index = HashIndex.create(tmp_path / "idx", BITS, "m", backend=backend, shard_size=100)
+    index.add(codes[:250], ids[:250], findings[:250])
+    index.search_packed(codes[:1], 1)  # backends built: removal must reach them
+    gone = sorted(rng.choice(250, size=60, replace=False).tolist())
+    assert index.remove([ids[r] for r in gone[:30]]) == 30
+    index.add(codes[250:], ids[250:], findings[250:])
+    assert index.remove([ids[r] for r in gone[30:]]) == 30  # removed before the next sync
+    alive = np.setdiff1d(np.arange(300), gone)
+    queries = pack_codes(rng.integers(0, 2, size=(20, BITS)))
+
+    def check(ix: HashIndex) -> None:
+        assert len(ix) == 240 and ix.n_rows == 300
+        rows, dists = ix.search_packed(queries, 300)
+        want_pos, want_d = hamming_rank(queries, codes[alive], 240)
+        np.testing.assert_array_equal(rows, alive[want_pos])
+        np.testing.assert_array_equal(dists, want_d)
+        assert [r for r, _, _ in ix.iter_metadata()] == alive.tolist()
+        assert ix.contains([ids[gone[0]], ids[alive[0]]]) == [False, True]
+
+    check(index)
+    index.close()
+    check(HashIndex.open(tmp_path / "idx"))
+
+
+def test_remove_errors_and_re_adding_a_removed_case(tmp_path: Path) -> None:
+    index, codes, ids = _filled(tmp_path, n=20)
+    with pytest.raises(UnknownCaseIdError, match=r"2 case id\(s\).*'ghost-1', 'ghost-2'"):
+        index.remove(["c00001", "ghost-1", "ghost-2"])
+    assert len(index) == 20 and index.contains(["c00001"]) == [True]  # nothing removed
+    with pytest.raises(DuplicateCaseIdError, match="more than once"):
+        index.remove(["c00001", "c00001"])
+    index.remove(["c00001"])
+    with pytest.raises(UnknownCaseIdError, match="removed already"):
+        index.remove(["c00001"])
+    index.add(codes[1:2], ["c00001"], ["new findings"])  # the same case, re-indexed
+    (hit,) = index.search(codes[1], 1)[0]
+    assert (hit.row, hit.case_id, hit.findings) == (20, "c00001", "new findings")
+    assert len(index) == 20 and index.n_rows == 21
+
+
+# ----------------------------------------------------------------- crash safety
 
 
 def _assert_previous_state(path: Path, codes: np.ndarray, ids: list[str]) -> None:
@@ -182,19 +348,25 @@ def _assert_previous_state(path: Path, codes: np.ndarray, ids: list[str]) -> Non
 def test_failed_sqlite_transaction_keeps_previous_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    index, codes, ids = _filled(tmp_path, n=30)
+    index, codes, ids = _filled(tmp_path, n=30, shard_size=32)
     late = pack_codes(np.zeros((4, BITS)))
 
-    def insert_then_fail(self: HashIndex, start: int, rows: list) -> None:
+    def insert_then_fail(self: MetaStore, start: int, rows: list) -> None:
         with self._conn:
-            self._conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)", rows)
+            self._conn.executemany(
+                "INSERT INTO items (row, case_id, findings, patient_hash, source_path) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
             raise RuntimeError("simulated crash before commit")
 
-    monkeypatch.setattr(HashIndex, "_insert_rows", insert_then_fail)
+    monkeypatch.setattr(MetaStore, "insert", insert_then_fail)
     with pytest.raises(RuntimeError, match="simulated"):
         index.add(late, [f"late-{i}" for i in range(4)], ["x"] * 4)
-    # codes.npy already holds the 4 new codes; the manifest count still says 30
-    assert np.load(tmp_path / "idx" / "codes.npy").shape[0] == 34
+    # the shards already hold the 4 new codes (one in a new shard); the manifest says 30
+    shards = tmp_path / "idx" / "shards"
+    assert (shards / "0000.codes").stat().st_size == 32 * 2
+    assert (shards / "0001.codes").stat().st_size == 2 * 2
     assert len(index) == 30
     index.close()
     _assert_previous_state(tmp_path / "idx", codes, ids)
@@ -204,63 +376,207 @@ def test_failed_manifest_write_keeps_previous_state_and_recovers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index, codes, ids = _filled(tmp_path, n=30)
-    late = pack_codes(np.zeros((4, BITS)))
+    late = pack_codes(np.ones((4, BITS)))
     late_ids = [f"late-{i}" for i in range(4)]
 
-    def fail(self: HashIndex, count: int) -> None:
+    def fail(self: HashIndex, manifest: Any) -> None:
         raise RuntimeError("simulated crash before the manifest")
 
-    monkeypatch.setattr(HashIndex, "_write_manifest", fail)
+    monkeypatch.setattr(HashIndex, "_commit", fail)
     with pytest.raises(RuntimeError, match="simulated"):
         index.add(late, late_ids, ["x"] * 4)
     monkeypatch.undo()
     # the SQLite rows were committed; the same object must still ignore them and
     # accept the same batch again
     assert index.contains(late_ids) == [False] * 4
+    rows, _ = index.search_packed(late[:1], 40)
+    assert rows.max() < 30
     index.close()
     _assert_previous_state(tmp_path / "idx", codes, ids)
     index = HashIndex.open(tmp_path / "idx")
     index.add(late, late_ids, ["x"] * 4)
     assert len(index) == 34 and index.contains(late_ids) == [True] * 4
+    assert index.search(late[0], 1)[0][0].case_id == "late-0"
 
 
-def test_killed_process_between_steps(tmp_path: Path) -> None:
-    index, codes, ids = _filled(tmp_path, n=20)
+@pytest.mark.parametrize("step", ["_insert_rows", "_commit"])
+def test_process_exiting_between_steps(tmp_path: Path, step: str) -> None:
+    index, codes, ids = _filled(tmp_path, n=20, shard_size=21)
     index.close()
     script = textwrap.dedent(
-        """
+        f"""
         import os, sys
         import numpy as np
         from cxrhash.index.store import HashIndex
-        HashIndex._write_manifest = lambda self, count: os._exit(3)
+        HashIndex.{step} = lambda self, *args: os._exit(3)
         index = HashIndex.open(sys.argv[1])
-        index.add(np.zeros((5, 2), np.uint8), [f"late-{i}" for i in range(5)], ["x"] * 5)
+        index.add(np.zeros((5, 2), np.uint8), [f"late-{{i}}" for i in range(5)], ["x"] * 5)
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "idx")], capture_output=True, timeout=120
+        [sys.executable, "-c", script, str(tmp_path / "idx")],
+        capture_output=True,
+        timeout=120,
+        env=_subprocess_env(),
     )
     assert done.returncode == 3, done.stderr.decode()
+    assert (tmp_path / "idx" / "shards" / "0001.codes").stat().st_size == 4 * 2  # staged
     _assert_previous_state(tmp_path / "idx", codes, ids)
-
-
-def test_truncated_codes_file_is_reported(tmp_path: Path) -> None:
-    index, _, _ = _filled(tmp_path, n=30)
+    index = HashIndex.open(tmp_path / "idx")
+    index.add(np.full((5, 2), 7, np.uint8), [f"late-{i}" for i in range(5)], ["y"] * 5)
     index.close()
-    codes_path = tmp_path / "idx" / "codes.npy"
-    data = codes_path.read_bytes()
-    codes_path.write_bytes(data[:-7])
-    with pytest.raises(IndexCorruptError, match="codes.npy"):
+    again = HashIndex.open(tmp_path / "idx")
+    np.testing.assert_array_equal(again.codes[20:], np.full((5, 2), 7, np.uint8))
+    assert [f for _, _, f in again.iter_metadata()][20:] == ["y"] * 5
+
+
+_KILL_BATCHES, _KILL_BATCH = 20, 10_000
+
+
+def _kill_codes(b: int) -> np.ndarray:
+    return uniform_codes(_KILL_BATCH, 64, seed=1000 + b)
+
+
+def test_sigkill_mid_add_reopens_at_a_committed_state(tmp_path: Path) -> None:
+    path = tmp_path / "idx"
+    HashIndex.create(path, 64, "m", shard_size=25_000).close()  # boundaries mid-batch
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from cxrhash.index.backends.synthetic import uniform_codes
+        from cxrhash.index.store import HashIndex
+        index = HashIndex.open(sys.argv[1])
+        for b in range({_KILL_BATCHES}):
+            codes = uniform_codes({_KILL_BATCH}, 64, seed=1000 + b)
+            ids = [f"k{{b}}-{{i}}" for i in range({_KILL_BATCH})]
+            paths = [f"/img/{{b}}/{{i}}.png" for i in range({_KILL_BATCH})]
+            index.add(codes, ids, [f"f{{b}}"] * {_KILL_BATCH}, source_paths=paths)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)], env=_subprocess_env(), stderr=subprocess.PIPE
+    )
+    manifest = path / "index.json"
+    deadline = time.monotonic() + 120
+    while json.loads(manifest.read_text())["count"] == 0:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "no batch committed within 120 s"
+        time.sleep(0.005)
+    time.sleep(np.random.default_rng().uniform(0.0, 0.6))
+    assert proc.poll() is None, "the writer finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    index = HashIndex.open(path)
+    count = len(index)
+    n_done = count // _KILL_BATCH
+    assert count == n_done * _KILL_BATCH and 1 <= n_done < _KILL_BATCHES
+    on_disk = sum(f.stat().st_size for f in (path / "shards").iterdir()) // 8
+    print(f"killed after {n_done} of {_KILL_BATCHES} batches, {on_disk - count} rows uncommitted")
+    expected = np.concatenate([_kill_codes(b) for b in range(n_done)])
+    np.testing.assert_array_equal(index.codes, expected)
+    meta = list(index.iter_metadata())
+    assert [m[1] for m in meta] == [f"k{b}-{i}" for b in range(n_done) for i in range(_KILL_BATCH)]
+    assert index.contains([f"k{n_done}-0", f"k{n_done - 1}-{_KILL_BATCH - 1}"]) == [False, True]
+    sample = np.random.default_rng(0).choice(count, size=200, replace=False)
+    for row, hits in zip(sample, index.search(expected[sample], 1), strict=True):
+        b, i = divmod(int(row), _KILL_BATCH)
+        assert hits == [SearchHit(0, int(row), f"k{b}-{i}", 0, f"f{b}", f"/img/{b}/{i}.png")]
+    rows, _ = index.search_packed(_kill_codes(n_done)[:50], 5)
+    assert rows.max() < count  # nothing of the interrupted batch is searchable
+
+    index.add(_kill_codes(n_done), [f"k{n_done}-{i}" for i in range(_KILL_BATCH)], ["g"] * 10_000)
+    index.close()
+    grown = HashIndex.open(path)
+    assert len(grown) == count + _KILL_BATCH
+    np.testing.assert_array_equal(grown.codes[count:], _kill_codes(n_done))
+    assert grown.search(_kill_codes(n_done)[7], 1)[0][0].case_id == f"k{n_done}-7"
+
+
+def test_a_second_writer_is_refused(tmp_path: Path) -> None:
+    index, codes, _ = _filled(tmp_path, n=10)
+    stale = HashIndex.open(tmp_path / "idx")
+    index.add(codes[:1], ["new-1"], ["x"])
+    with pytest.raises(ConcurrentWriteError, match="changed by another process.*11 rows"):
+        stale.add(codes[:1], ["new-2"], ["x"])
+    with open(tmp_path / "idx" / "write.lock", "ab") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(ConcurrentWriteError, match="another process is writing"):
+            index.add(codes[:1], ["new-3"], ["x"])
+    index.add(codes[:1], ["new-3"], ["x"])
+    assert len(index) == 12
+
+
+# ----------------------------------------------------------------- corrupt files
+
+
+def test_truncated_shard_file_is_reported(tmp_path: Path) -> None:
+    index, _, _ = _filled(tmp_path, n=30, shard_size=12)
+    index.close()
+    shard = tmp_path / "idx" / "shards" / "0001.codes"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:-3])
+    with pytest.raises(IndexCorruptError, match=r"0001\.codes is truncated: it holds 21 bytes"):
         HashIndex.open(tmp_path / "idx")
-    codes_path.write_bytes(data[:20])
-    with pytest.raises(IndexCorruptError, match="codes.npy"):
+    shard.unlink()
+    with pytest.raises(IndexCorruptError, match=r"0001\.codes is missing"):
         HashIndex.open(tmp_path / "idx")
 
 
-def test_missing_sqlite_rows_are_reported(tmp_path: Path) -> None:
+def test_modified_shard_bytes_fail_the_checksum(tmp_path: Path) -> None:
+    index, codes, _ = _filled(tmp_path, n=30, shard_size=12)
+    index.close()
+    shard = tmp_path / "idx" / "shards" / "0002.codes"
+    data = bytearray(shard.read_bytes())
+    data[5] ^= 0x10
+    shard.write_bytes(bytes(data))
+    with pytest.raises(IndexCorruptError, match=r"0002\.codes.*CRC-32"):
+        HashIndex.open(tmp_path / "idx")
+    unchecked = HashIndex.open(tmp_path / "idx", verify=False)
+    assert unchecked.codes[24:].tobytes() == bytes(data)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"{ truncated", "index.json is not valid JSON"),
+        (b"\xff\xfe garbage", "index.json is not readable"),
+        (b"[1, 2]", "does not hold a JSON object"),
+        (b'{"format_version": 1}', "format-1 index"),
+        (b'{"format_version": 2, "bits": 16}', "lacks the field"),
+    ],
+)
+def test_garbage_manifest_is_reported(tmp_path: Path, content: bytes, message: str) -> None:
+    index, _, _ = _filled(tmp_path, n=5)
+    index.close()
+    (tmp_path / "idx" / "index.json").write_bytes(content)
+    with pytest.raises(IndexCorruptError, match=message):
+        HashIndex.open(tmp_path / "idx")
+
+
+def test_inconsistent_manifest_fields_are_reported(tmp_path: Path) -> None:
+    index, _, _ = _filled(tmp_path, n=30, shard_size=12)
+    index.close()
+    manifest_path = tmp_path / "idx" / "index.json"
+    good = json.loads(manifest_path.read_text())
+    for change, message in [
+        ({"count": 31}, "do not form the id ranges"),
+        ({"shard_size": 10}, "do not form the id ranges"),
+        ({"code_bytes": 3}, "16 bits need 2 bytes"),
+        ({"bits": "16"}, "malformed field"),
+        ({"backend": {"name": "nope", "params": {}}}, "bad search backend"),
+    ]:
+        manifest_path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(IndexCorruptError, match=message):
+            HashIndex.open(tmp_path / "idx")
+
+
+def test_sqlite_problems_are_reported(tmp_path: Path) -> None:
     index, _, _ = _filled(tmp_path, n=10)
     index.close()
-    conn = sqlite3.connect(tmp_path / "idx" / "meta.sqlite")
+    meta = tmp_path / "idx" / "meta.sqlite"
+    conn = sqlite3.connect(meta)
     with conn:
         conn.execute("DELETE FROM items WHERE row = 4")
     conn.close()
@@ -268,11 +584,60 @@ def test_missing_sqlite_rows_are_reported(tmp_path: Path) -> None:
         IndexCorruptError, match="meta.sqlite holds 9 items but index.json records 10"
     ):
         HashIndex.open(tmp_path / "idx")
+    meta.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(IndexCorruptError, match="meta.sqlite is not a readable index database"):
+        HashIndex.open(tmp_path / "idx")
+    meta.unlink()
+    with pytest.raises(IndexCorruptError, match="meta.sqlite is missing"):
+        HashIndex.open(tmp_path / "idx")
 
 
-def test_empty_index_search(tmp_path: Path) -> None:
-    index = HashIndex.create(tmp_path / "idx", BITS, "m")
-    rows, dists = index.search_packed(np.zeros((3, 2), np.uint8), 5)
-    assert rows.shape == dists.shape == (3, 0)
-    assert index.search(np.zeros((2, 2), np.uint8), 5) == [[], []]
-    assert os.listdir(tmp_path / "idx")
+def test_ivf_shard_too_small_to_train_is_a_clear_error(tmp_path: Path) -> None:
+    index = HashIndex.create(tmp_path / "idx", 64, "m", backend="ivf", backend_params={"nlist": 64})
+    index.add(uniform_codes(10, 64), [f"c{i}" for i in range(10)], ["x"] * 10)
+    with pytest.raises(HashIndexError, match=r"ivf backend of .*0000\.codes.*nlist=64"):
+        index.search_packed(uniform_codes(1, 64), 3)
+    assert len(HashIndex.open(tmp_path / "idx")) == 10  # the committed data is untouched
+
+
+@pytest.mark.parametrize("backend", ["distinct", "hnsw"])
+def test_saved_backends_are_loaded_while_their_shard_is_unchanged(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cxrhash.index.store as store_mod
+
+    rng = np.random.default_rng(8)
+    codes, ids, findings, _ = _batch(rng, 0, 800, rng.integers(0, 2, size=(40, BITS)))
+    index = HashIndex.create(tmp_path / "idx", BITS, "m", backend=backend, shard_size=300)
+    index.add(codes[:700], ids[:700], findings[:700])
+    saved = index.save_backends()
+    assert [p.name for p in saved] == [f"{i:04d}.{backend}.npz" for i in range(3)]
+    index.add(codes[700:], ids[700:], findings[700:])  # shard 2 changes: its file is stale
+    index.remove([ids[5], ids[650]])
+    index.close()
+
+    built: list[str] = []
+    real_create = store_mod.create_backend
+
+    def counting_create(name: str, bits: int, **params: Any):
+        built.append(name)
+        return real_create(name, bits, **params)
+
+    reopened = HashIndex.open(tmp_path / "idx")
+    monkeypatch.setattr(store_mod, "create_backend", counting_create)
+    alive = np.setdiff1d(np.arange(800), [5, 650])
+    rows, dists = reopened.search_packed(codes[:40], 50)
+    assert built == [backend]  # shards 0 and 1 were loaded, shard 2 rebuilt
+    want_pos, want_d = hamming_rank(codes[:40], codes[alive], 50)
+    if backend == "distinct":
+        np.testing.assert_array_equal(rows, alive[want_pos])
+    assert 5 not in rows and 650 not in rows  # removals made after saving still apply
+    assert tie_aware_recall(dists, want_d, 50) >= 0.9
+    reopened.close()
+
+    sidecar = tmp_path / "idx" / "shards" / f"0000.{backend}.json"
+    sidecar.write_text(sidecar.read_text().replace('"rows": 300', '"rows": 299'))
+    again = HashIndex.open(tmp_path / "idx")
+    built.clear()
+    again.search_packed(codes[:1], 5)
+    assert built == [backend, backend]  # the mismatched sidecar makes shard 0 rebuild

@@ -8,21 +8,25 @@ from cxrhash.index.codes import (
     unpack_codes,
 )
 from cxrhash.index.store import (
+    ConcurrentWriteError,
     DuplicateCaseIdError,
     HashIndex,
     HashIndexError,
     IndexCorruptError,
     IndexMismatchError,
     SearchHit,
+    UnknownCaseIdError,
 )
 
 __all__ = [
+    "ConcurrentWriteError",
     "DuplicateCaseIdError",
     "HashIndex",
     "HashIndexError",
     "IndexCorruptError",
     "IndexMismatchError",
     "SearchHit",
+    "UnknownCaseIdError",
     "code_bytes",
     "hamming_distances",
     "hamming_rank",

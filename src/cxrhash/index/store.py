@@ -1,21 +1,29 @@
-"""A persistent on-disk index of packed hash codes with case metadata (SPEC §5).
+"""A persistent, sharded index of packed hash codes with case metadata (SPEC §5).
 
 An index is a directory::
 
-    DIR/index.json   manifest: format version, bits, model id, created, count, salt
-    DIR/codes.npy    N×B uint8 packed codes, the source of truth (memory-mapped)
-    DIR/meta.sqlite  table items(row, case_id, findings, patient_hash, source_path)
+    DIR/index.json          the manifest and commit point: format version, bits,
+                            model id, salt, shard size, search backend + params,
+                            and per shard its committed rows and their CRC-32
+    DIR/shards/NNNN.codes   shard NNNN: raw uint8 rows of ids [NNNN·S, (NNNN+1)·S),
+                            B bytes each, append-only, memory-mapped for reading
+    DIR/meta.sqlite         items(row, case_id, findings, patient_hash, source_path, deleted)
+    DIR/write.lock          flock-ed by the one process adding or removing
 
-The FAISS ``IndexBinaryFlat`` is not stored: it is rebuilt from ``codes.npy``
-on open (a memory copy, linear in N), so there is exactly one copy of the codes
-on disk and nothing that can disagree with it.
+A code's id is its row number: insertion order, so ties by id are SPEC §5's
+"database order". ``add`` is atomic: (1) the rows are appended to the shard
+files and fsync-ed, (2) their metadata inserted in one SQLite transaction,
+(3) ``index.json`` replaced (temp file, fsync, ``os.replace``). A crash before
+(3) leaves bytes and SQLite rows past the committed count, which every read
+ignores and the next ``add`` overwrites, so the index reopens as it was after
+the last completed ``add``. ``remove`` is one SQLite transaction that marks
+rows deleted (no compaction: the codes stay, the search backends drop them).
 
-Crash safety: ``index.json``'s ``count`` is the commit point. An ``add`` first
-replaces ``codes.npy`` (temp file + ``os.replace``), then inserts the SQLite
-rows in one transaction, then replaces ``index.json`` with the new count.
-``open`` trusts the manifest: extra codes beyond ``count`` are ignored and extra
-SQLite rows are deleted, so a crash at any point reopens to the last completed
-``add``. One writer at a time is assumed.
+Search fans out over one backend per shard (``flat`` by default; ``distinct``
+and the approximate ones selectable), each built from its shard's memory map
+at the first search after ``open`` or ``add`` (so bulk indexing never pays for
+it), and merges the per-shard top-k exactly by (distance, id). The metadata of
+the hits is then read with one SQL query per batch of queries.
 
 Patient identifiers are never stored: only ``sha256(salt + patient_id)`` with a
 random salt per index, kept in ``index.json``.
@@ -23,64 +31,71 @@ random salt per index, kept in ``index.json``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import secrets
-import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import faiss
 import numpy as np
 
+from cxrhash.index.backends import HammingBackend, create_backend, load_backend
 from cxrhash.index.codes import code_bytes
+from cxrhash.index.errors import (
+    ConcurrentWriteError,
+    DuplicateCaseIdError,
+    HashIndexError,
+    IndexCorruptError,
+    IndexMismatchError,
+    UnknownCaseIdError,
+    few,
+)
+from cxrhash.index.meta import META_NAME, ItemRow, MetaStore
+from cxrhash.index.shards import (
+    DEFAULT_SHARD_SIZE,
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    ShardStore,
+    read_manifest,
+    write_json_atomic,
+)
 
 LOG = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "index.json"
-CODES_NAME = "codes.npy"
-META_NAME = "meta.sqlite"
+LOCK_NAME = "write.lock"
+DEFAULT_BACKEND = "flat"
+#: Backends that can serve a shard (milvus keeps its own copy of the codes in a server).
+STORE_BACKENDS = ("flat", "distinct", "numpy", "hnsw", "ivf", "multihash")
 
-_SQL_BATCH = 500  # parameters per IN (...) query, below SQLite's limit
-_COPY_ROWS = 1 << 20  # rows copied per step when rewriting codes.npy
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    row INTEGER PRIMARY KEY,
-    case_id TEXT UNIQUE NOT NULL,
-    findings TEXT,
-    patient_hash TEXT,
-    source_path TEXT
-)
-"""
-
-
-class HashIndexError(ValueError):
-    """Base class for errors about a hash index or the data given to it."""
+__all__ = [
+    "DEFAULT_BACKEND",
+    "DEFAULT_SHARD_SIZE",
+    "STORE_BACKENDS",
+    "ConcurrentWriteError",
+    "DuplicateCaseIdError",
+    "HashIndex",
+    "HashIndexError",
+    "IndexCorruptError",
+    "IndexMismatchError",
+    "SearchHit",
+    "UnknownCaseIdError",
+]
 
 
-class IndexMismatchError(HashIndexError):
-    """The index was built by another model (or with another code length)."""
+class SearchHit(NamedTuple):
+    """One search result: its rank (0 = best), database row (= id), and metadata.
 
-
-class IndexCorruptError(HashIndexError):
-    """A file of the index is missing, truncated or inconsistent with the others."""
-
-
-class DuplicateCaseIdError(HashIndexError):
-    """A case id occurs twice in a batch or is already in the index."""
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    """One search result: its rank (0 = best), database row, and metadata."""
+    A named tuple rather than a frozen dataclass: building k of them per query
+    is part of the search time the store must keep near FAISS's.
+    """
 
     rank: int
     row: int
@@ -91,39 +106,58 @@ class SearchHit:
 
 
 class HashIndex:
-    """Exact Hamming search over an on-disk store of packed codes.
+    """Hamming search over an on-disk, sharded store of packed codes with case metadata.
 
     Build with :meth:`create`, :meth:`open` or :meth:`open_or_create`, not with
-    the constructor. Results equal :func:`cxrhash.index.codes.hamming_rank`:
-    ascending distance, ties broken by insertion order.
+    the constructor. With an exact backend (``flat``, ``distinct``, ``numpy``)
+    results equal :func:`cxrhash.index.codes.hamming_rank` over the items not
+    removed: ascending distance, ties broken by insertion order.
     """
 
     def __init__(
-        self, path: Path, manifest: dict[str, Any], codes: np.ndarray, conn: sqlite3.Connection
+        self, path: Path, shards: ShardStore, meta: MetaStore, backend: str, params: dict[str, Any]
     ) -> None:
         self._path = path
-        self._manifest = manifest
-        self._codes = codes
-        self._conn = conn
-        self._faiss = faiss.IndexBinaryFlat(8 * self.code_bytes)
-        if len(codes):
-            self._faiss.add(np.ascontiguousarray(codes))
+        self._shards = shards
+        self._meta = meta
+        self._backend_name = backend
+        self._backend_params = params
+        self._backends: list[HammingBackend] = []  # one per shard, built by _synced_backends
+        self._synced: list[int] = []  # rows of each shard already in its backend
+        self._n_deleted = meta.count_deleted(shards.manifest.count)
 
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], bits: int, model_id: str) -> HashIndex:
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        bits: int,
+        model_id: str,
+        *,
+        backend: str = DEFAULT_BACKEND,
+        backend_params: dict[str, Any] | None = None,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+    ) -> HashIndex:
         """Create an empty index in a new or empty directory.
 
         Args:
             path: the index directory (created with its parents if needed).
             bits: code length k.
             model_id: identifies the checkpoint that makes the codes.
+            backend: search backend of every shard (one of ``STORE_BACKENDS``).
+            backend_params: its constructor parameters (recorded in the manifest).
+            shard_size: most codes per shard file.
 
         Raises:
             FileExistsError: ``path`` is a file or a non-empty directory.
+            ValueError: bad bits, backend, parameters or shard size.
         """
         path = Path(path)
+        code_bytes(bits)  # validates bits
+        params = _check_backend(backend, bits, backend_params)
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
         if path.exists():
             if not path.is_dir():
                 raise FileExistsError(f"cannot create a hash index at {path}: it is a file")
@@ -132,33 +166,41 @@ class HashIndex:
                     f"refusing to create a hash index in non-empty directory {path}; "
                     "use HashIndex.open for an existing index or choose an empty directory"
                 )
-        n_bytes = code_bytes(bits)
         path.mkdir(parents=True, exist_ok=True)
-        empty = np.zeros((0, n_bytes), np.uint8)
-        _write_codes_file(path / CODES_NAME, empty, empty)
-        conn = sqlite3.connect(path / META_NAME)
-        with conn:
-            conn.execute(_SCHEMA)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "bits": int(bits),
-            "code_bytes": n_bytes,
-            "model_id": str(model_id),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "count": 0,
-            "salt": secrets.token_hex(16),
-        }
-        _write_json_atomic(path / MANIFEST_NAME, manifest)
-        LOG.info("created %d-bit hash index for model %s at %s", bits, model_id, path)
-        return cls(path, manifest, empty, conn)
+        meta = MetaStore.create(path / META_NAME)
+        manifest = Manifest(
+            bits=int(bits),
+            model_id=str(model_id),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            salt=secrets.token_hex(16),
+            shard_size=shard_size,
+            backend=backend,
+            backend_params=params,
+        )
+        shards = ShardStore.create(path, manifest)  # the manifest is written last
+        LOG.info("created %d-bit hash index (%s) for model %s at %s", bits, backend, model_id, path)
+        return cls(path, shards, meta, backend, params)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], model_id: str | None = None) -> HashIndex:
-        """Open an existing index, recovering from an interrupted ``add``.
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        model_id: str | None = None,
+        *,
+        backend: str | None = None,
+        backend_params: dict[str, Any] | None = None,
+        verify: bool = True,
+    ) -> HashIndex:
+        """Open an existing index as of its last completed ``add``.
 
         Args:
             path: the index directory.
             model_id: if given, must equal the model id stored in the index.
+            backend: search with this backend instead of the recorded one (this
+                session only; the codes on disk do not depend on it).
+            backend_params: parameters for this session's backend (default: the
+                recorded ones when the backend is the recorded one).
+            verify: check every shard's CRC-32 (reads all codes once).
 
         Raises:
             FileNotFoundError: no index at ``path``.
@@ -171,30 +213,67 @@ class HashIndex:
             raise FileNotFoundError(
                 f"no hash index at {path}: {MANIFEST_NAME} not found (create one first)"
             )
-        manifest = _read_manifest(manifest_path)
-        if model_id is not None and model_id != manifest["model_id"]:
+        manifest = read_manifest(manifest_path)
+        if model_id is not None and model_id != manifest.model_id:
             raise IndexMismatchError(
-                f"index at {path} holds codes made by checkpoint {manifest['model_id']!r}, "
+                f"index at {path} holds codes made by checkpoint {manifest.model_id!r}, "
                 f"not by {model_id!r}; re-index with this model or search with that checkpoint"
             )
-        count = manifest["count"]
-        codes = _read_codes(path / CODES_NAME, manifest)
-        conn = _open_meta(path / META_NAME, count)
-        return cls(path, manifest, codes[:count], conn)
+        shards = ShardStore(path, manifest)
+        if verify:
+            shards.verify()
+        meta = MetaStore.open(path / META_NAME, manifest.count, MANIFEST_NAME)
+        name = manifest.backend if backend is None else backend
+        base = manifest.backend_params if name == manifest.backend else {}
+        try:
+            params = _check_backend(name, manifest.bits, {**base, **(backend_params or {})})
+        except ValueError as err:
+            meta.close()
+            if backend is None and backend_params is None:
+                raise IndexCorruptError(f"{manifest_path}: bad search backend: {err}") from err
+            raise
+        return cls(path, shards, meta, name, params)
 
     @classmethod
-    def open_or_create(cls, path: str | os.PathLike[str], bits: int, model_id: str) -> HashIndex:
-        """Open the index at ``path`` if there is one (checking bits and model), else create it."""
-        if (Path(path) / MANIFEST_NAME).is_file():
-            index = cls.open(path, model_id=model_id)
-            if index.bits != bits:
-                stored = index.bits
-                index.close()
-                raise IndexMismatchError(
-                    f"index at {path} holds {stored}-bit codes, but {bits} bits were requested"
-                )
-            return index
-        return cls.create(path, bits, model_id)
+    def open_or_create(
+        cls,
+        path: str | os.PathLike[str],
+        bits: int,
+        model_id: str,
+        *,
+        backend: str | None = None,
+        backend_params: dict[str, Any] | None = None,
+        shard_size: int | None = None,
+    ) -> HashIndex:
+        """Open the index at ``path`` if there is one (checking bits, model, backend and
+        shard size where given), else create it (``flat`` and 2^22 codes per shard by default).
+        """
+        if not (Path(path) / MANIFEST_NAME).is_file():
+            return cls.create(
+                path,
+                bits,
+                model_id,
+                backend=backend or DEFAULT_BACKEND,
+                backend_params=backend_params,
+                shard_size=shard_size or DEFAULT_SHARD_SIZE,
+            )
+        index = cls.open(path, model_id=model_id, backend_params=backend_params)
+        manifest = index._shards.manifest
+        problems = []
+        if index.bits != bits:
+            problems.append(f"holds {index.bits}-bit codes, but {bits} bits were requested")
+        if backend is not None and backend != manifest.backend:
+            problems.append(
+                f"was created with the {manifest.backend!r} backend, not {backend!r} "
+                "(the backend is fixed at create; HashIndex.open(backend=...) searches with "
+                "another one)"
+            )
+        if shard_size is not None and shard_size != manifest.shard_size:
+            problems.append(f"has shards of {manifest.shard_size} codes, not {shard_size}")
+        if problems:
+            index.close()
+            raise IndexMismatchError(f"index at {path} " + "; ".join(problems))
+        return index
 
     def add(
         self,
@@ -202,12 +281,9 @@ class HashIndex:
         case_ids: Sequence[str],
         findings: Sequence[str],
         patient_ids: Sequence[str] | None = None,
-        source_paths: Sequence[str | None] | None = None,
+        source_paths: Sequence[str | os.PathLike[str] | None] | None = None,
     ) -> None:
-        """Append a batch of cases atomically.
-
-        Rewrites ``codes.npy`` completely, so one call costs O(N) disk I/O;
-        fine for batch indexing, a sharded store is a later step.
+        """Append a batch of cases atomically (cost linear in the batch, not the index).
 
         Args:
             packed_codes: n×B ``uint8`` codes from :func:`pack_codes`.
@@ -219,6 +295,7 @@ class HashIndex:
         Raises:
             ValueError: wrong code width or argument lengths.
             DuplicateCaseIdError: a case id repeats or is already indexed.
+            ConcurrentWriteError: another process is writing, or wrote since ``open``.
         """
         codes = self._check_codes(packed_codes, "packed_codes")
         n = codes.shape[0]
@@ -232,34 +309,70 @@ class HashIndex:
         repeated = [c for c, times in Counter(case_ids).items() if times > 1]
         if repeated:
             raise DuplicateCaseIdError(
-                f"{len(repeated)} case id(s) occur more than once in this batch: {_few(repeated)}"
-            )
-        present = [c for c, hit in zip(case_ids, self.contains(case_ids), strict=True) if hit]
-        if present:
-            raise DuplicateCaseIdError(
-                f"{len(present)} case id(s) are already in the index at {self._path}: "
-                f"{_few(present)}"
+                f"{len(repeated)} case id(s) occur more than once in this batch: {few(repeated)}"
             )
         if n == 0:
             return
-        start = len(self)
-        hashes = [None] * n if patient_ids is None else [self.patient_hash(p) for p in patient_ids]
-        paths = [None] * n if source_paths is None else source_paths
-        rows = [
-            (start + i, case_ids[i], str(findings[i]), hashes[i], _opt_str(paths[i]))
-            for i in range(n)
-        ]
-        self._write_codes(codes)
-        self._insert_rows(start, rows)
-        self._write_manifest(start + n)
-        self._codes = _read_codes(self._path / CODES_NAME, self._manifest)[: start + n]
-        self._faiss.add(codes)
-        LOG.info("added %d codes to %s (now %d)", n, self._path, start + n)
+        with self._writing():
+            present = self._meta.live_rows(case_ids, self.n_rows)
+            if present:
+                listed = [c for c in case_ids if c in present]
+                raise DuplicateCaseIdError(
+                    f"{len(listed)} case id(s) are already in the index at {self._path}: "
+                    f"{few(listed)}"
+                )
+            start = self.n_rows
+            hashes = [None] * n if patient_ids is None else [*map(self.patient_hash, patient_ids)]
+            paths = [None] * n if source_paths is None else source_paths
+            rows: list[ItemRow] = [
+                (start + i, case_ids[i], str(findings[i]), hashes[i], _opt_str(paths[i]))
+                for i in range(n)
+            ]
+            staged = self._shards.stage(codes)
+            self._insert_rows(start, rows)
+            self._commit(staged)
+        LOG.info("added %d codes to %s (now %d rows)", n, self._path, self.n_rows)
+
+    def remove(self, case_ids: Sequence[str]) -> int:
+        """Remove cases from search results and metadata (one transaction); returns how many.
+
+        The codes stay in their shard (no compaction); a removed case id may be added again.
+
+        Raises:
+            UnknownCaseIdError: a case id is not in the index (nothing is removed).
+            DuplicateCaseIdError: a case id repeats in ``case_ids``.
+        """
+        ids = [str(c) for c in case_ids]
+        repeated = [c for c, times in Counter(ids).items() if times > 1]
+        if repeated:
+            raise DuplicateCaseIdError(
+                f"{len(repeated)} case id(s) occur more than once in the removal: {few(repeated)}"
+            )
+        if not ids:
+            return 0
+        with self._writing():
+            found = self._meta.live_rows(ids, self.n_rows)
+            unknown = [c for c in ids if c not in found]
+            if unknown:
+                raise UnknownCaseIdError(
+                    f"cannot remove {len(unknown)} case id(s) that are not in the index at "
+                    f"{self._path} (never added, or removed already): {few(unknown)}"
+                )
+            rows = np.sort(np.fromiter(found.values(), dtype=np.int64, count=len(found)))
+            self._meta.mark_deleted(rows)
+        self._n_deleted += len(rows)
+        size = self.shard_size
+        for s, backend in enumerate(self._backends):
+            mine = rows[(rows >= s * size) & (rows < s * size + self._synced[s])]
+            if len(mine):
+                backend.remove(mine)
+        LOG.info("removed %d cases from %s", len(rows), self._path)
+        return len(rows)
 
     # ------------------------------------------------------------------ queries
 
     def search(self, query_packed: np.ndarray, k: int) -> list[list[SearchHit]]:
-        """The ``k`` nearest cases per query, with their metadata.
+        """The ``k`` nearest cases per query, with their metadata (one SQL query in all).
 
         Args:
             query_packed: Q×B packed codes (or one code as a 1-D array).
@@ -269,83 +382,80 @@ class HashIndex:
             One list of :class:`SearchHit` per query, best first.
         """
         rows, dists = self.search_packed(query_packed, k)
-        meta = self._metadata(np.unique(rows))
-        return [
-            [
-                SearchHit(
-                    rank=j,
-                    row=r,
-                    case_id=meta[r][0],
-                    distance=d,
-                    findings=meta[r][1],
-                    source_path=meta[r][2],
-                )
-                for j, (r, d) in enumerate(zip(q_rows, q_dists, strict=True))
-            ]
-            for q_rows, q_dists in zip(rows.tolist(), dists.tolist(), strict=True)
-        ]
+        meta = self._meta.lookup(rows[rows >= 0])
+        hits = []
+        for q_rows, q_dists in zip(rows.tolist(), dists.tolist(), strict=True):
+            found = []
+            for j, (r, d) in enumerate(zip(q_rows, q_dists, strict=True)):
+                if r >= 0:
+                    case_id, findings, source_path = meta[r]
+                    found.append(SearchHit(j, r, case_id, d, findings, source_path))
+            hits.append(found)
+        return hits
 
     def search_packed(self, query_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact, stable top-``k`` search without metadata (for benchmarks).
-
-        FAISS returns the right distances but may order ties arbitrarily and
-        cut them anywhere at the k-th place. So the k-th distance d_k from
-        FAISS is used as a radius: every item with distance ≤ d_k is collected
-        by ``range_search`` and sorted by (distance, row) before taking k.
+        """Top-``k`` search without metadata: every shard's backend, merged by (distance, id).
 
         Returns:
-            ``(rows, distances)``: Q×min(k, N) ``int64`` rows and ``int32`` distances.
+            ``(rows, distances)``: Q×min(k, len(self)) ``int64`` rows and ``int32``
+            distances. Exact backends fill every place; an approximate one may
+            leave −1 / −1 padding where it found fewer items.
         """
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         queries = self._check_codes(query_packed, "query_packed")
-        keep = min(k, len(self))
-        rows = np.empty((len(queries), keep), dtype=np.int64)
-        dists = np.empty((len(queries), keep), dtype=np.int32)
+        keep = min(int(k), len(self))
         if keep == 0 or len(queries) == 0:
-            return rows, dists
-        kth, _ = self._faiss.search(queries, keep)
-        kth = kth[:, -1]
-        # range_search takes one radius per call: group queries by d_k.
-        for radius in np.unique(kth):
-            chosen = np.flatnonzero(kth == radius)
-            lims, found_d, found_i = self._faiss.range_search(queries[chosen], int(radius) + 1)
-            for j, qi in enumerate(chosen):
-                d = found_d[lims[j] : lims[j + 1]]
-                i = found_i[lims[j] : lims[j + 1]]
-                best = np.lexsort((i, d))[:keep]
-                rows[qi] = i[best]
-                dists[qi] = d[best]
-        return rows, dists
+            shape = (len(queries), keep)
+            return np.empty(shape, np.int64), np.empty(shape, np.int32)
+        parts = [b.search(queries, min(keep, len(b))) for b in self._synced_backends() if len(b)]
+        if len(parts) == 1:
+            return parts[0]
+        return merge_top_k(parts, keep)
 
     def contains(self, case_ids: Sequence[str]) -> list[bool]:
-        """For each case id, whether it is in the index."""
+        """For each case id, whether it is in the index (added and not removed)."""
         ids = [str(c) for c in case_ids]
-        found: set[str] = set()
-        for s in range(0, len(ids), _SQL_BATCH):
-            chunk = ids[s : s + _SQL_BATCH]
-            marks = ",".join("?" * len(chunk))
-            cur = self._conn.execute(
-                f"SELECT case_id FROM items WHERE row < ? AND case_id IN ({marks})",
-                (len(self), *chunk),
-            )
-            found.update(r[0] for r in cur)
+        found = self._meta.live_rows(ids, self.n_rows)
         return [c in found for c in ids]
 
     def patient_hash(self, patient_id: str) -> str:
         """The stored pseudonym of a patient id: ``sha256(salt + patient_id)`` in hex."""
-        return sha256((self._manifest["salt"] + str(patient_id)).encode("utf-8")).hexdigest()
+        salt = self._shards.manifest.salt
+        return sha256((salt + str(patient_id)).encode("utf-8")).hexdigest()
 
     def iter_metadata(self) -> Iterator[tuple[int, str, str]]:
-        """Yield ``(row, case_id, findings)`` for every item in insertion order."""
-        yield from self._conn.execute(
-            "SELECT row, case_id, findings FROM items WHERE row < ? ORDER BY row", (len(self),)
-        )
+        """Yield ``(row, case_id, findings)`` for every item not removed, in insertion order."""
+        yield from self._meta.iter_items(self.n_rows)
+
+    def save_backends(self) -> list[Path]:
+        """Save each shard's search backend beside it, for later opens to load, not rebuild.
+
+        ``shards/NNNN.<backend>.npz`` plus a ``.json`` sidecar with the shard's
+        committed rows and CRC-32 at saving time. A saved backend is used only
+        while its shard is unchanged (so every full shard, for good), and removals
+        made since are applied to it. Worth it for the approximate backends, whose
+        build is slow; ``flat`` rebuilds from the memory map about as fast as it loads.
+        """
+        written = []
+        for s, backend in enumerate(self._synced_backends()):
+            target = self._saved_backend_path(s)
+            backend.save(target)  # then the sidecar: a crash between leaves them unmatched
+            write_json_atomic(target.with_suffix(".json"), self._saved_info(s))
+            written.append(target)
+        return written
 
     # ------------------------------------------------------------------ properties
 
     def __len__(self) -> int:
-        return int(self._manifest["count"])
+        """Searchable items: committed rows minus removed ones."""
+        return self.n_rows - self._n_deleted
+
+    def __repr__(self) -> str:
+        return (
+            f"HashIndex({str(self._path)!r}, bits={self.bits}, items={len(self)}, "
+            f"shards={self.n_shards}, backend={self._backend_name!r})"
+        )
 
     def __enter__(self) -> HashIndex:
         return self
@@ -354,8 +464,9 @@ class HashIndex:
         self.close()
 
     def close(self) -> None:
-        """Close the SQLite connection (the index stays valid on disk)."""
-        self._conn.close()
+        """Close the SQLite connection and drop the in-memory backends (the index stays on disk)."""
+        self._meta.close()
+        self._backends, self._synced = [], []
 
     @property
     def path(self) -> Path:
@@ -365,22 +476,48 @@ class HashIndex:
     @property
     def bits(self) -> int:
         """Code length k."""
-        return int(self._manifest["bits"])
+        return self._shards.manifest.bits
 
     @property
     def code_bytes(self) -> int:
         """Bytes per packed code."""
-        return int(self._manifest["code_bytes"])
+        return self._shards.manifest.code_bytes
 
     @property
     def model_id(self) -> str:
         """Identifier of the checkpoint whose codes the index holds."""
-        return str(self._manifest["model_id"])
+        return self._shards.manifest.model_id
+
+    @property
+    def n_rows(self) -> int:
+        """Committed rows (ids ``0 … n_rows − 1``), removed ones included."""
+        return self._shards.manifest.count
+
+    @property
+    def shard_size(self) -> int:
+        """Most codes per shard."""
+        return self._shards.manifest.shard_size
+
+    @property
+    def n_shards(self) -> int:
+        """Number of shard files."""
+        return len(self._shards.manifest.shards)
+
+    @property
+    def backend(self) -> str:
+        """Name of the search backend of this session."""
+        return self._backend_name
+
+    @property
+    def backend_params(self) -> dict[str, Any]:
+        """Parameters of this session's search backend."""
+        return dict(self._backend_params)
 
     @property
     def codes(self) -> np.ndarray:
-        """The N×B packed codes (read-only, memory-mapped)."""
-        return self._codes
+        """All ``n_rows`` packed codes by id, removed ones included (read-only memory map
+        for one shard, an in-memory copy for several)."""
+        return self._shards.all_codes()
 
     # ------------------------------------------------------------------ internals
 
@@ -399,155 +536,145 @@ class HashIndex:
         if arr.dtype != np.uint8:
             raise ValueError(f"{name} must be uint8 packed codes (pack_codes), got {arr.dtype}")
         pad = 8 * self.code_bytes - self.bits
-        if pad and len(arr) and np.any(arr[:, -1] & np.uint8((1 << pad) - 1)):
-            bad = int(np.flatnonzero(arr[:, -1] & np.uint8((1 << pad) - 1))[0])
-            raise ValueError(
-                f"{name} row {bad}: the last {pad} padding bits of a {self.bits}-bit code "
-                "must be zero (pack the codes with pack_codes)"
-            )
+        if pad and len(arr):
+            bad = np.flatnonzero(arr[:, -1] & np.uint8((1 << pad) - 1))
+            if len(bad):
+                raise ValueError(
+                    f"{name} row {int(bad[0])}: the last {pad} padding bits of a {self.bits}-bit "
+                    "code must be zero (pack the codes with pack_codes)"
+                )
         return np.ascontiguousarray(arr)
 
-    def _write_codes(self, new_codes: np.ndarray) -> None:
-        """Step 1 of ``add``: replace codes.npy by the committed codes + ``new_codes``."""
-        _write_codes_file(self._path / CODES_NAME, self._codes, new_codes)
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the write lock, and refuse if another process committed since ``open``."""
+        with open(self._path / LOCK_NAME, "ab") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConcurrentWriteError(
+                    f"another process is writing the index at {self._path}; wait for it to finish"
+                ) from None
+            on_disk = read_manifest(self._path / MANIFEST_NAME)
+            if on_disk.shards != self._shards.manifest.shards:
+                raise ConcurrentWriteError(
+                    f"the index at {self._path} was changed by another process since it was "
+                    f"opened (it now holds {on_disk.count} rows, this handle {self.n_rows}); "
+                    "open it again"
+                )
+            yield  # the lock is released when the file closes
 
-    def _insert_rows(self, start: int, rows: list[tuple[Any, ...]]) -> None:
-        """Step 2 of ``add``: one transaction (rows left by an interrupted add are dropped)."""
-        with self._conn:
-            self._conn.execute("DELETE FROM items WHERE row >= ?", (start,))
-            self._conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)", rows)
+    def _insert_rows(self, start: int, rows: list[ItemRow]) -> None:
+        """Step 2 of ``add``: the metadata in one transaction."""
+        self._meta.insert(start, rows)
 
-    def _write_manifest(self, count: int) -> None:
-        """Step 3 of ``add``, the commit point: record the new count."""
-        manifest = {**self._manifest, "count": int(count)}
-        _write_json_atomic(self._path / MANIFEST_NAME, manifest)
-        self._manifest = manifest
+    def _commit(self, manifest: Manifest) -> None:
+        """Step 3 of ``add``, the commit point: replace the manifest."""
+        self._shards.commit(manifest)
 
-    def _metadata(self, rows: np.ndarray) -> dict[int, tuple[str, str, str | None]]:
-        wanted = rows.tolist()
-        meta: dict[int, tuple[str, str, str | None]] = {}
-        for s in range(0, len(wanted), _SQL_BATCH):
-            chunk = wanted[s : s + _SQL_BATCH]
-            marks = ",".join("?" * len(chunk))
-            cur = self._conn.execute(
-                f"SELECT row, case_id, findings, source_path FROM items WHERE row IN ({marks})",
-                chunk,
-            )
-            meta.update((r, (c, f, p)) for r, c, f, p in cur)
-        return meta
+    def _synced_backends(self) -> list[HammingBackend]:
+        """Every shard's backend, after adding the rows committed since it was last brought up
+        to date (removed rows left out, read in one SQL query per shard)."""
+        size = self.shard_size
+        for s, entry in enumerate(self._shards.manifest.shards):
+            if s == len(self._backends):
+                saved = self._load_saved_backend(s, entry)
+                if saved is None:
+                    saved = create_backend(self._backend_name, self.bits, **self._backend_params)
+                    self._synced.append(0)
+                else:
+                    self._synced.append(entry.rows)
+                self._backends.append(saved)
+            done = self._synced[s]
+            if done == entry.rows:
+                continue
+            ids = np.arange(s * size + done, s * size + entry.rows, dtype=np.int64)
+            codes = self._shards.shard_codes(s)[done:]
+            dead = self._meta.deleted_rows(int(ids[0]), int(ids[-1]) + 1)
+            if len(dead):
+                alive = ~np.isin(ids, dead)
+                ids, codes = ids[alive], codes[alive]
+            try:
+                self._backends[s].add(ids, codes)
+            except ValueError as err:
+                raise HashIndexError(
+                    f"cannot build the {self._backend_name} backend of {self._path / entry.file}: "
+                    f"{err}"
+                ) from err
+            self._synced[s] = entry.rows
+        return self._backends
+
+    def _saved_backend_path(self, s: int) -> Path:
+        return (self._path / self._shards.manifest.shards[s].file).with_suffix(
+            f".{self._backend_name}.npz"
+        )
+
+    def _saved_info(self, s: int) -> dict[str, Any]:
+        entry = self._shards.manifest.shards[s]
+        return {"backend": self._backend_name, "rows": entry.rows, "crc32": entry.crc32}
+
+    def _load_saved_backend(self, s: int, entry: ShardEntry) -> HammingBackend | None:
+        """Shard ``s``'s saved backend if saved from exactly its committed rows, else None."""
+        target = self._saved_backend_path(s)
+        try:
+            info = json.loads(target.with_suffix(".json").read_text(encoding="utf-8"))
+            if info != self._saved_info(s):
+                return None
+            backend = load_backend(target, **self._backend_params)
+        except (OSError, ValueError) as err:  # missing, stale, corrupt or other parameters
+            LOG.info("not using the saved backend %s: %s", target, err)
+            return None
+        lo = s * self.shard_size
+        rows = np.arange(lo, lo + entry.rows, dtype=np.int64)
+        dead = self._meta.deleted_rows(lo, lo + entry.rows)
+        stored = backend.ids
+        if (
+            backend.name != self._backend_name
+            or len(np.setdiff1d(stored, rows))
+            or len(np.setdiff1d(np.setdiff1d(rows, dead), stored))
+        ):
+            LOG.warning("%s does not hold the ids of its shard; rebuilding it", target)
+            return None
+        removed_since = np.intersect1d(stored, dead)
+        if len(removed_since):
+            backend.remove(removed_since)
+        LOG.info("loaded the saved backend %s", target)
+        return backend
 
 
-def _read_manifest(manifest_path: Path) -> dict[str, Any]:
+def merge_top_k(
+    parts: Sequence[tuple[np.ndarray, np.ndarray]], keep: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard Q×k_i ``(ids, distances)`` into the Q×``keep`` best by (distance, id).
+
+    Exact when each part is its shard's exact top-k_i with k_i ≥ min(keep, shard size):
+    any item of the global top-``keep`` is in its own shard's top-``keep``.
+    Padding (id −1) sorts last.
+    """
+    ids = np.concatenate([p[0] for p in parts], axis=1)
+    dists = np.concatenate([p[1] for p in parts], axis=1)
+    sort_d = np.where(ids < 0, np.iinfo(np.int32).max, dists)
+    order = np.lexsort((ids, sort_d), axis=-1)[:, :keep]
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(dists, order, 1)
+
+
+def _check_backend(name: str, bits: int, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The full parameters of backend ``name`` (defaults filled in); ValueError if unusable."""
+    if name not in STORE_BACKENDS:
+        raise ValueError(
+            f"backend {name!r} cannot serve the shards of a hash index; choose one of "
+            f"{', '.join(STORE_BACKENDS)}"
+        )
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise IndexCorruptError(f"{manifest_path} is not readable JSON: {err}") from err
-    required = ("format_version", "bits", "code_bytes", "model_id", "count", "salt")
-    missing = [key for key in required if key not in manifest]
-    if missing:
-        raise IndexCorruptError(f"{manifest_path} lacks the field(s) {', '.join(missing)}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise IndexCorruptError(
-            f"{manifest_path} has format version {manifest['format_version']}, "
-            f"this cxrhash reads version {FORMAT_VERSION}"
-        )
-    if manifest["code_bytes"] != code_bytes(manifest["bits"]):
-        raise IndexCorruptError(
-            f"{manifest_path}: {manifest['bits']} bits need {code_bytes(manifest['bits'])} "
-            f"bytes per code, not {manifest['code_bytes']}"
-        )
-    return manifest
-
-
-def _read_codes(codes_path: Path, manifest: dict[str, Any]) -> np.ndarray:
-    """Memory-map codes.npy and check it against the manifest."""
-    try:
-        codes = np.load(codes_path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise IndexCorruptError(
-            f"{codes_path} is missing, truncated or not a .npy file: {err}"
-        ) from err
-    width = manifest["code_bytes"]
-    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != width:
-        raise IndexCorruptError(
-            f"{codes_path} holds {codes.dtype} {codes.shape}, expected uint8 N×{width}"
-        )
-    count = manifest["count"]
-    if len(codes) < count:
-        raise IndexCorruptError(
-            f"{codes_path} holds {len(codes)} codes but {MANIFEST_NAME} records {count}"
-        )
-    if len(codes) > count:
-        LOG.warning("%s: ignoring %d codes of an interrupted add", codes_path, len(codes) - count)
-    return codes
-
-
-def _open_meta(meta_path: Path, count: int) -> sqlite3.Connection:
-    """Open meta.sqlite, drop rows of an interrupted add, check it holds rows 0..count-1."""
-    if not meta_path.is_file():
-        raise IndexCorruptError(f"{meta_path} is missing")
-    conn = sqlite3.connect(meta_path)
-    try:
-        with conn:
-            dropped = conn.execute("DELETE FROM items WHERE row >= ?", (count,)).rowcount
-        (kept,) = conn.execute("SELECT COUNT(*) FROM items").fetchone()
-    except sqlite3.DatabaseError as err:
-        conn.close()
-        raise IndexCorruptError(f"{meta_path} is not a readable index database: {err}") from err
-    if dropped:
-        LOG.warning("%s: dropped %d rows of an interrupted add", meta_path, dropped)
-    if kept != count:
-        conn.close()
-        raise IndexCorruptError(
-            f"{meta_path} holds {kept} items but {MANIFEST_NAME} records {count}"
-        )
-    return conn
-
-
-def _write_codes_file(target: Path, old: np.ndarray, new: np.ndarray) -> None:
-    """Write ``old`` + ``new`` rows to ``target`` via a temp file and ``os.replace``."""
-    width = old.shape[1]
-    total = len(old) + len(new)
-    tmp = target.with_name(target.name + ".tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, width))
-    for s in range(0, len(old), _COPY_ROWS):
-        e = min(s + _COPY_ROWS, len(old))
-        out[s:e] = old[s:e]
-    if len(new):
-        out[len(old) :] = new
-    out.flush()
-    del out
-    _fsync_path(tmp)
-    os.replace(tmp, target)
-    _fsync_path(target.parent)
-
-
-def _write_json_atomic(target: Path, payload: dict[str, Any]) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    _fsync_path(target.parent)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        probe = create_backend(name, bits, **(params or {}))
+    except TypeError as err:
+        raise ValueError(f"bad parameters for the {name} backend: {err}") from err
+    return dict(probe.params)
 
 
 def _check_length(name: str, values: Sequence[Any], expected: int) -> None:
     if len(values) != expected:
         raise ValueError(f"{name} has {len(values)} entries but packed_codes has {expected} rows")
-
-
-def _few(values: list[str], limit: int = 5) -> str:
-    shown = ", ".join(repr(v) for v in values[:limit])
-    return shown + (f", … ({len(values) - limit} more)" if len(values) > limit else "")
 
 
 def _opt_str(value: str | os.PathLike[str] | None) -> str | None:

@@ -1,0 +1,147 @@
+"""Case metadata of a hash index in SQLite: one row per code, keyed by its id.
+
+Table ``items(row, case_id, findings, patient_hash, source_path, deleted)``;
+``row`` is the code's id. A case id is unique among the rows not removed
+(a partial unique index), so a removed case can be indexed again.
+
+Rows at or beyond the manifest's committed count belong to an interrupted
+add: every read here takes the committed count and ignores them, and the next
+:meth:`MetaStore.insert` deletes them in its own transaction. Reads never
+write, so a reader opening the index while a writer is between its SQLite
+commit and its manifest commit cannot damage the writer's state.
+
+Sets of rows or case ids are passed as one JSON array parameter
+(``IN (SELECT value FROM json_each(?))``): one query per call, whatever its size.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cxrhash.index.errors import IndexCorruptError
+
+META_NAME = "meta.sqlite"
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS items (
+        row INTEGER PRIMARY KEY,
+        case_id TEXT NOT NULL,
+        findings TEXT,
+        patient_hash TEXT,
+        source_path TEXT,
+        deleted INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE UNIQUE INDEX IF NOT EXISTS live_case_id ON items(case_id) WHERE deleted = 0",
+)
+_COLUMNS = "row, case_id, findings, patient_hash, source_path, deleted"
+_IN_JSON = "IN (SELECT value FROM json_each(?))"
+
+#: ``(row, case_id, findings, patient_hash, source_path)`` of one new item.
+ItemRow = tuple[int, str, str, str | None, str | None]
+
+
+class MetaStore:
+    """The SQLite metadata of one index directory."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    @classmethod
+    def create(cls, path: Path) -> MetaStore:
+        """A new, empty database."""
+        conn = sqlite3.connect(path)
+        with conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        return cls(path, conn)
+
+    @classmethod
+    def open(cls, path: Path, count: int, manifest_name: str) -> MetaStore:
+        """Open the database and check that it holds exactly the rows ``0 … count − 1``.
+
+        Raises:
+            IndexCorruptError: the file is missing, not a database of this schema,
+                or lacks committed rows.
+        """
+        if not path.is_file():
+            raise IndexCorruptError(f"{path} is missing")
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute(f"SELECT {_COLUMNS} FROM items LIMIT 0")
+            (kept,) = conn.execute("SELECT COUNT(*) FROM items WHERE row < ?", (count,)).fetchone()
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise IndexCorruptError(f"{path} is not a readable index database: {err}") from err
+        if kept != count:
+            conn.close()
+            raise IndexCorruptError(
+                f"{path} holds {kept} items but {manifest_name} records {count}"
+            )
+        return cls(path, conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def insert(self, start: int, rows: Sequence[ItemRow]) -> None:
+        """Insert new items in one transaction, dropping leftovers of an interrupted add first."""
+        with self._conn:
+            self._conn.execute("DELETE FROM items WHERE row >= ?", (start,))
+            self._conn.executemany(
+                "INSERT INTO items (row, case_id, findings, patient_hash, source_path) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def live_rows(self, case_ids: Sequence[str], count: int) -> dict[str, int]:
+        """``case_id → row`` for those of ``case_ids`` that are committed and not removed."""
+        cur = self._conn.execute(
+            f"SELECT case_id, row FROM items WHERE deleted = 0 AND row < ? AND case_id {_IN_JSON}",
+            (count, json.dumps(list(case_ids))),
+        )
+        return dict(cur.fetchall())
+
+    def mark_deleted(self, rows: np.ndarray) -> None:
+        """Mark rows removed, in one transaction."""
+        with self._conn:
+            self._conn.execute(
+                f"UPDATE items SET deleted = 1 WHERE row {_IN_JSON}", (json.dumps(rows.tolist()),)
+            )
+
+    def deleted_rows(self, lo: int, hi: int) -> np.ndarray:
+        """The removed rows in ``[lo, hi)``, ascending."""
+        cur = self._conn.execute(
+            "SELECT row FROM items WHERE deleted = 1 AND row >= ? AND row < ? ORDER BY row",
+            (lo, hi),
+        )
+        return np.array([r for (r,) in cur], dtype=np.int64)
+
+    def count_deleted(self, count: int) -> int:
+        """How many committed rows are removed."""
+        (n,) = self._conn.execute(
+            "SELECT COUNT(*) FROM items WHERE deleted = 1 AND row < ?", (count,)
+        ).fetchone()
+        return int(n)
+
+    def lookup(self, rows: np.ndarray) -> dict[int, tuple[str, str, str | None]]:
+        """``row → (case_id, findings, source_path)`` of ``rows`` (repeats allowed), one query."""
+        cur = self._conn.execute(
+            f"SELECT row, case_id, findings, source_path FROM items WHERE row {_IN_JSON}",
+            (json.dumps(rows.tolist()),),
+        )
+        return {r: (c, f, p) for r, c, f, p in cur}
+
+    def iter_items(self, count: int) -> Iterator[tuple[int, str, str]]:
+        """``(row, case_id, findings)`` of every committed item not removed, by row."""
+        yield from self._conn.execute(
+            "SELECT row, case_id, findings FROM items WHERE deleted = 0 AND row < ? ORDER BY row",
+            (count,),
+        )

@@ -1,0 +1,303 @@
+"""Append-only shard files of packed codes, committed by an atomically replaced manifest.
+
+Shard ``i`` is the file ``shards/NNNN.codes`` (``NNNN`` = ``i``, zero-padded)
+holding the raw ``uint8`` rows of ids ``i·shard_size`` … ``(i+1)·shard_size − 1``,
+``code_bytes`` bytes per row, no header. Every shard but the last is full.
+
+The manifest ``index.json`` is the commit point: it records per shard the
+committed row count and the CRC-32 of those bytes. Bytes beyond the committed
+rows (left by an interrupted append) are never read and are overwritten by the
+next append. :meth:`ShardStore.stage` writes and fsyncs new rows without
+committing them; :meth:`ShardStore.commit` replaces the manifest (temp file,
+fsync, ``os.replace``, fsync of the directory), after which the rows exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrhash.index.codes import code_bytes
+from cxrhash.index.errors import IndexCorruptError
+
+LOG = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2
+MANIFEST_NAME = "index.json"
+SHARD_DIR = "shards"
+DEFAULT_SHARD_SIZE = 1 << 22
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as the manifest records it: file (relative to the index), rows, CRC-32."""
+
+    file: str
+    rows: int
+    crc32: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The committed state of an index (the content of ``index.json``)."""
+
+    bits: int
+    model_id: str
+    created: str
+    salt: str
+    shard_size: int
+    backend: str
+    backend_params: dict[str, Any]
+    shards: tuple[ShardEntry, ...] = ()
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes per packed code."""
+        return code_bytes(self.bits)
+
+    @property
+    def count(self) -> int:
+        """Committed rows (ids ``0 … count − 1``), removed ones included."""
+        return sum(s.rows for s in self.shards)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written to ``index.json``."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "bits": self.bits,
+            "code_bytes": self.code_bytes,
+            "model_id": self.model_id,
+            "created": self.created,
+            "salt": self.salt,
+            "shard_size": self.shard_size,
+            "backend": {"name": self.backend, "params": self.backend_params},
+            "count": self.count,
+            "shards": [asdict(s) for s in self.shards],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: Path) -> Manifest:
+        """Parse and check ``index.json``'s content; IndexCorruptError names ``source``."""
+        if not isinstance(data, dict):
+            raise IndexCorruptError(f"{source} does not hold a JSON object")
+        version = data.get("format_version")
+        if version == 1:
+            raise IndexCorruptError(
+                f"{source} is a format-1 index (one codes.npy) from an older cxrhash; "
+                "re-index the images into a new directory"
+            )
+        if version != FORMAT_VERSION:
+            raise IndexCorruptError(
+                f"{source} has format version {version!r}, this cxrhash reads {FORMAT_VERSION}"
+            )
+        required = ("bits", "code_bytes", "model_id", "created", "salt", "shard_size")
+        missing = [key for key in (*required, "backend", "count", "shards") if key not in data]
+        if missing:
+            raise IndexCorruptError(f"{source} lacks the field(s) {', '.join(missing)}")
+        try:
+            manifest = cls(
+                bits=_positive(data["bits"], "bits"),
+                model_id=str(data["model_id"]),
+                created=str(data["created"]),
+                salt=str(data["salt"]),
+                shard_size=_positive(data["shard_size"], "shard_size"),
+                backend=str(data["backend"]["name"]),
+                backend_params=dict(data["backend"]["params"]),
+                shards=tuple(
+                    ShardEntry(str(s["file"]), _count(s["rows"]), _count(s["crc32"]))
+                    for s in data["shards"]
+                ),
+            )
+        except (TypeError, KeyError, ValueError) as err:
+            raise IndexCorruptError(f"{source} has a malformed field: {err}") from err
+        if data["code_bytes"] != manifest.code_bytes:
+            raise IndexCorruptError(
+                f"{source}: {manifest.bits} bits need {manifest.code_bytes} bytes per code, "
+                f"not {data['code_bytes']}"
+            )
+        expected = shard_layout(manifest.count, manifest.shard_size)
+        recorded = [(s.file, s.rows) for s in manifest.shards]
+        if data["count"] != manifest.count or recorded != expected:
+            raise IndexCorruptError(
+                f"{source}: shards {recorded} and count {data['count']} do not form the id "
+                f"ranges of {manifest.count} rows in shards of {manifest.shard_size}"
+            )
+        return manifest
+
+
+def shard_file(i: int) -> str:
+    """The path of shard ``i`` relative to the index directory."""
+    return f"{SHARD_DIR}/{i:04d}.codes"
+
+
+def shard_layout(count: int, shard_size: int) -> list[tuple[str, int]]:
+    """``(file, rows)`` of every shard holding ``count`` rows: all full but the last."""
+    n_shards = -(-count // shard_size)
+    return [(shard_file(i), min(shard_size, count - i * shard_size)) for i in range(n_shards)]
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Read and check ``index.json``; FileNotFoundError if absent, IndexCorruptError if bad."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as err:
+        raise IndexCorruptError(f"{path} is not readable: {err}") from err
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise IndexCorruptError(f"{path} is not valid JSON (truncated or corrupt?): {err}") from err
+    return Manifest.from_json(data, path)
+
+
+def write_json_atomic(target: Path, payload: dict[str, Any]) -> None:
+    """Replace ``target`` by ``payload``: readers see the old or the new file, never a mix."""
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    fsync_path(target.parent)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory by path (a directory's fsync makes renames in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardStore:
+    """The committed codes of an index directory, one read-only memory map per shard."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+        self._maps = [self._map(i) for i in range(len(manifest.shards))]
+
+    @classmethod
+    def create(cls, root: Path, manifest: Manifest) -> ShardStore:
+        """Write the manifest of an empty index (the last step of creating one)."""
+        (root / SHARD_DIR).mkdir(exist_ok=True)
+        write_json_atomic(root / MANIFEST_NAME, manifest.to_json())
+        return cls(root, manifest)
+
+    def verify(self) -> None:
+        """Check every shard's committed bytes against the CRC-32 in the manifest."""
+        for entry, rows in zip(self.manifest.shards, self._maps, strict=True):
+            if zlib.crc32(rows.data) != entry.crc32:
+                raise IndexCorruptError(
+                    f"{self.root / entry.file}: the {entry.rows} committed codes fail their "
+                    f"CRC-32 check in {MANIFEST_NAME} (the file was modified or is damaged)"
+                )
+
+    def shard_codes(self, i: int) -> np.ndarray:
+        """The committed rows of shard ``i`` (read-only, memory-mapped)."""
+        return self._maps[i]
+
+    def all_codes(self) -> np.ndarray:
+        """Every committed row in id order (the map itself for one shard, else a copy)."""
+        if len(self._maps) == 1:
+            return self._maps[0]
+        if not self._maps:
+            return np.zeros((0, self.manifest.code_bytes), dtype=np.uint8)
+        return np.concatenate(self._maps)
+
+    def stage(self, codes: np.ndarray) -> Manifest:
+        """Write ``codes`` after the committed rows and fsync them; return the manifest to commit.
+
+        Nothing is visible until :meth:`commit`; a crash leaves only ignored bytes.
+        """
+        m = self.manifest
+        width, size = m.code_bytes, m.shard_size
+        shards = list(m.shards)
+        done, grown = 0, False
+        while done < len(codes):
+            if not shards or shards[-1].rows == size:
+                shards.append(ShardEntry(shard_file(len(shards)), 0, 0))
+                grown = True
+            last = shards[-1]
+            chunk = np.ascontiguousarray(codes[done : done + size - last.rows]).reshape(-1)
+            _write_at(self.root / last.file, last.rows * width, chunk)
+            shards[-1] = replace(
+                last, rows=last.rows + len(chunk) // width, crc32=zlib.crc32(chunk.data, last.crc32)
+            )
+            done += len(chunk) // width
+        if grown:  # a new shard file's directory entry must be durable too
+            fsync_path(self.root / SHARD_DIR)
+        return replace(m, shards=tuple(shards))
+
+    def commit(self, manifest: Manifest) -> None:
+        """Make ``manifest`` (from :meth:`stage`) the committed state, then remap grown shards."""
+        write_json_atomic(self.root / MANIFEST_NAME, manifest.to_json())
+        old = self.manifest.shards
+        self.manifest = manifest
+        for i, entry in enumerate(manifest.shards):
+            if i >= len(old):
+                self._maps.append(self._map(i))
+            elif entry.rows != old[i].rows:
+                self._maps[i] = self._map(i)
+
+    def _map(self, i: int) -> np.ndarray:
+        entry = self.manifest.shards[i]
+        path = self.root / entry.file
+        width = self.manifest.code_bytes
+        try:
+            size = path.stat().st_size
+        except OSError as err:
+            raise IndexCorruptError(
+                f"{path} is missing or unreadable but {MANIFEST_NAME} records {entry.rows} "
+                f"codes in it: {err}"
+            ) from err
+        if size < entry.rows * width:
+            raise IndexCorruptError(
+                f"{path} is truncated: it holds {size} bytes, but {MANIFEST_NAME} records "
+                f"{entry.rows} codes of {width} bytes ({entry.rows * width} bytes)"
+            )
+        if size > entry.rows * width:
+            LOG.info("%s: ignoring %d bytes of an interrupted add", path, size - entry.rows * width)
+        if entry.rows == 0:
+            return np.zeros((0, width), dtype=np.uint8)
+        return np.memmap(path, dtype=np.uint8, mode="r", shape=(entry.rows, width))
+
+
+def _write_at(path: Path, offset: int, data: np.ndarray) -> None:
+    """Write ``data`` at byte ``offset``, cut the file after it and fsync (creating the file)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size < offset:
+            raise IndexCorruptError(
+                f"{path} holds {os.fstat(fd).st_size} bytes, fewer than the {offset} committed "
+                "ones (was it truncated while the index was open?)"
+            )
+        view = data.data
+        written = 0
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], offset + written)
+        os.ftruncate(fd, offset + written)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value

@@ -41,3 +41,18 @@ def test_no_ablation_for_methods_not_in_the_grid() -> None:
 def test_empty_bits_is_an_error() -> None:
     with pytest.raises(ValueError, match="bit length"):
         build_grid(GridSpec(bits=()))
+
+
+def test_scratch_cells_train_the_full_model_without_pretrained_weights() -> None:
+    from cxrhash.bench.cells import deep_config
+    from cxrhash.bench.grid import Cell
+    from cxrhash.config import make_config
+
+    base = make_config("test", data="phantom:x")
+    scratch = deep_config(
+        base, Cell("deep", "attention-fusion", 32, 0, "ablation", "scratch"), "w.pt"
+    )
+    assert scratch.variant == "full" and scratch.backbone_weights is None
+    abl = Cell("deep", "attention-fusion", 32, 0, "ablation", "no-fmax", pretrained=True)
+    cfg = deep_config(base, abl, "w.pt")
+    assert cfg.variant == "no-fmax" and cfg.backbone_weights == "w.pt"

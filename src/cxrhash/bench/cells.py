@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxrhash.bench.grid import Cell
+from cxrhash.bench.grid import AF_ABLATIONS, Cell
 from cxrhash.bench.scoring import score_codes
 from cxrhash.config import TrainConfig
 from cxrhash.data.readers import open_dataset
@@ -44,7 +44,7 @@ def deep_config(base: TrainConfig, cell: Cell, pretrained: str | None) -> TrainC
     d = json.loads(base.to_json())
     d.update(method=cell.method, bits=cell.bits, seed=cell.seed, method_params=cell.method_params)
     if cell.method == "attention-fusion":
-        d["variant"] = cell.variant or "full"
+        d["variant"] = cell.variant if cell.variant in AF_ABLATIONS else "full"
     d["backbone_weights"] = pretrained if cell.pretrained else None
     return TrainConfig.from_dict(d)
 

@@ -52,3 +52,11 @@ def upper_pairs(batch_size: int, device: torch.device | str | None = None) -> tu
     """
     idx = torch.triu_indices(batch_size, batch_size, offset=1, device=device)
     return idx[0], idx[1]
+
+
+def check_pair_matrix(u: Tensor, sim: Tensor) -> int:
+    """Batch size B of codes ``u`` (B×k), after checking that ``sim`` is B×B."""
+    b = u.shape[0]
+    if sim.shape != (b, b):
+        raise ValueError(f"sim must be {b}×{b} to match u, got shape {tuple(sim.shape)}")
+    return b

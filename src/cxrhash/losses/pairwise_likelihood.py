@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cxrhash.losses.pairs import upper_pairs
+from cxrhash.losses.pairs import check_pair_matrix, upper_pairs
 
 
 def balanced_pair_weights(sim: Tensor) -> Tensor:
@@ -42,9 +42,7 @@ def pairwise_likelihood_loss(
         omega_scale: the factor in Ω.
         balanced: weight pairs by ``balanced_pair_weights`` (semantic-attention, HashNet).
     """
-    b = u.shape[0]
-    if sim.shape != (b, b):
-        raise ValueError(f"sim must be {b}×{b} to match u, got shape {tuple(sim.shape)}")
+    b = check_pair_matrix(u, sim)
     if b < 2:
         return u.sum() * 0.0
     i, j = upper_pairs(b, device=u.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cxrhash.losses.pairs import upper_pairs
+from cxrhash.losses.pairs import check_pair_matrix, upper_pairs
 
 
 def squared_contrastive_loss(u: Tensor, sim: Tensor, margin: float) -> Tensor:
@@ -13,9 +13,7 @@ def squared_contrastive_loss(u: Tensor, sim: Tensor, margin: float) -> Tensor:
 
     DSH's margin is m = 2k (on squared distances, outputs near ±1).
     """
-    b = u.shape[0]
-    if sim.shape != (b, b):
-        raise ValueError(f"sim must be {b}×{b} to match u, got shape {tuple(sim.shape)}")
+    b = check_pair_matrix(u, sim)
     if b < 2:
         return u.sum() * 0.0
     i, j = upper_pairs(b, device=u.device)

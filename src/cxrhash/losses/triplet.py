@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cxrhash.losses.pairs import check_pair_matrix
+
 
 def triplet_likelihood_loss(u: Tensor, sim: Tensor, margin: float) -> Tensor:
     """Mean over in-batch triplets (a, p, n), s_ap = 1, s_an = 0, of −log σ(Θ_ap − Θ_an − margin).
@@ -17,9 +19,7 @@ def triplet_likelihood_loss(u: Tensor, sim: Tensor, margin: float) -> Tensor:
     Returns:
         Scalar loss; 0 (attached to the graph) when the batch has no triplet.
     """
-    b = u.shape[0]
-    if sim.shape != (b, b):
-        raise ValueError(f"sim must be {b}×{b} to match u, got shape {tuple(sim.shape)}")
+    b = check_pair_matrix(u, sim)
     theta = 0.5 * (u @ u.T)
     eye = torch.eye(b, dtype=torch.bool, device=u.device)
     pos = (sim > 0.5) & ~eye

@@ -74,14 +74,29 @@ def _demote_headings(text: str) -> str:
     return re.sub(r"^(#+)", r"#\1", text, flags=re.MULTILINE)
 
 
+def _previous_sections(doc: Path) -> dict[str, str]:
+    """The ``## Bench: NAME`` sections of an earlier document, so a bench whose run folder is
+    gone (another machine, a cleaned tree) keeps its published tables."""
+    if not doc.exists():
+        return {}
+    found = {}
+    pieces = re.split(r"^(?=## Bench: )", doc.read_text(), flags=re.MULTILINE)
+    for piece in pieces[1:]:
+        name = piece.split("\n", 1)[0].removeprefix("## Bench: ").strip()
+        piece = re.sub(r"\n## [\w-]+\n\nNot run yet\.\n*$", "\n", piece)
+        found[name] = "\n" + piece.rstrip() + "\n"
+    return found
+
+
 def write_doc(names: list[str]) -> None:
     """docs/benchmarks.md from the notes and each finished report (figures copied beside it)."""
     parts = [(DOCS / "benchmarks-notes.md").read_text().rstrip() + "\n"]
     fig_dir = DOCS / "benchmarks"
+    previous = _previous_sections(DOCS / "benchmarks.md")
     for name in names:
         report = RUNS / name / "report" / "report.md"
         if not report.exists():
-            parts.append(f"\n## {name}\n\nNot run yet.\n")
+            parts.append(previous.get(name, f"\n## {name}\n\nNot run yet.\n"))
             continue
         target = fig_dir / name
         target.mkdir(parents=True, exist_ok=True)
@@ -117,7 +132,7 @@ def main() -> None:
                 cmd += ["--pretrained", str(weights)]
             run(cli(*cmd))
             print(f"{name}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-    write_doc(names)
+    write_doc(list(datasets()))
 
 
 if __name__ == "__main__":

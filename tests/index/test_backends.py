@@ -40,6 +40,8 @@ EXACT: list[tuple[str, dict[str, Any]]] = [
     ("flat", {}),
     ("flat", {"tie_check": "rerank"}),
     ("distinct", {}),
+    ("distinct", {"probe_radius": None}),
+    ("distinct", {"probe_radius": 0}),
     ("milvus", {}),
 ]
 # A tiny search limit: boundary groups are completed by the id walk, and k > 64 scans.
@@ -156,6 +158,35 @@ def test_exact_backend_equals_reference(config, kind: str, bits: int) -> None:
         np.testing.assert_array_equal(found_ids, ref_ids, err_msg=f"k={k}")
     assert found_ids.shape == (40, 650) and np.all(found_ids[:, 600:] == -1)
     assert np.all(found_d[:, 600:] == -1)
+
+
+@pytest.mark.parametrize("bits", [BITS, 20, 72])
+def test_distinct_ball_probe_answers_cluster_queries_and_falls_back_exactly(
+    bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 72 bits: the hash table keys only the first 64, so a bucket mixes several codes.
+    codes = clustered_codes(3000, bits, 4, n_clusters=6, duplicate_share=0.5)
+    backend, ids = _filled(("distinct", {"probe_radius": 2}), codes, bits)
+    scanned: list[int] = []
+    scan = backend._scan
+    monkeypatch.setattr(backend, "_scan", lambda q, k: (scanned.append(len(q)), scan(q, k))[1])
+    uniq, counts = np.unique(codes, axis=0, return_counts=True)
+    centres = uniq[counts >= 200]  # centres of big clusters: ≥ 200 exact copies
+    assert len(centres) >= 2
+    two_flips = centres.copy()
+    two_flips[:, 0] ^= 0b1001_0000  # two bits away from a centre: found in the radius-2 shell
+    near = np.concatenate([centres, two_flips])
+    far = uniform_codes(10, bits, seed=5)
+    for k in (1, 50, 200):
+        scanned.clear()
+        found_ids, found_d = backend.search(np.concatenate([near, far]), k)
+        ref_ids, ref_d = _reference(ids, codes, np.concatenate([near, far]), k)
+        np.testing.assert_array_equal(found_d, ref_d, err_msg=f"k={k}")
+        np.testing.assert_array_equal(found_ids, ref_ids, err_msg=f"k={k}")
+        # a big cluster's centre finds k items within 2 flips; random codes are far from all
+        assert sum(scanned) == len(far), f"k={k}: scanned {scanned}"
+    with pytest.raises(ValueError, match="probe_radius"):
+        create_backend("distinct", bits, probe_radius=9)
 
 
 class _TieScramblingIndex:

@@ -641,3 +641,19 @@ def test_saved_backends_are_loaded_while_their_shard_is_unchanged(
     built.clear()
     again.search_packed(codes[:1], 5)
     assert built == [backend, backend]  # the mismatched sidecar makes shard 0 rebuild
+
+
+def test_metadata_cache_serves_rewritten_rows_and_stays_bounded(tmp_path: Path) -> None:
+    meta = MetaStore.create(tmp_path / "meta.sqlite")
+    meta.cache_rows = 4
+    meta.insert(0, [(i, f"a{i}", "No Finding", None, None) for i in range(10)])
+    everything = meta.lookup(np.arange(10))  # more than the cache holds: read, not cached
+    assert [everything[i][0] for i in range(10)] == [f"a{i}" for i in range(10)]
+    assert meta.lookup(np.array([1, 2, 2]))[2] == ("a2", "No Finding", None)
+    got = meta.lookup(np.array([7, 8, 9]))  # evicts what this call does not need
+    assert [got[i][0] for i in (7, 8, 9)] == ["a7", "a8", "a9"]
+    assert len(meta._cache) <= 4
+    # An interrupted add left rows 7.. that the next add rewrites: the cache must follow.
+    meta.insert(7, [(i, f"b{i}", "Mass", None, f"/img/{i}.png") for i in range(7, 10)])
+    assert meta.lookup(np.array([8]))[8] == ("b8", "Mass", "/img/8.png")
+    meta.close()

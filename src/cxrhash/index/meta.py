@@ -12,13 +12,19 @@ commit and its manifest commit cannot damage the writer's state.
 
 Sets of rows or case ids are passed as one JSON array parameter
 (``IN (SELECT value FROM json_each(?))``): one query per call, whatever its size.
+
+Search results repeat the same rows (the lowest ids of a large cluster of equal
+codes answer every query near it), so :meth:`MetaStore.lookup` keeps the
+metadata of up to ``cache_rows`` recently returned rows in memory. A committed
+row's case id, findings and path never change, so the cache needs no
+invalidation beyond dropping rows an interrupted add may rewrite.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +51,21 @@ _IN_JSON = "IN (SELECT value FROM json_each(?))"
 
 #: ``(row, case_id, findings, patient_hash, source_path)`` of one new item.
 ItemRow = tuple[int, str, str, str | None, str | None]
+#: ``(case_id, findings, source_path)`` returned for a row by :meth:`MetaStore.lookup`.
+RowMeta = tuple[str, str, str | None]
+DEFAULT_CACHE_ROWS = 1 << 17
 
 
 class MetaStore:
     """The SQLite metadata of one index directory."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection, cache_rows: int = DEFAULT_CACHE_ROWS
+    ) -> None:
         self.path = path
         self._conn = conn
+        self.cache_rows = cache_rows
+        self._cache: dict[int, RowMeta] = {}
 
     @classmethod
     def create(cls, path: Path) -> MetaStore:
@@ -93,6 +106,8 @@ class MetaStore:
 
     def insert(self, start: int, rows: Sequence[ItemRow]) -> None:
         """Insert new items in one transaction, dropping leftovers of an interrupted add first."""
+        for row in [r for r in self._cache if r >= start]:
+            del self._cache[row]
         with self._conn:
             self._conn.execute("DELETE FROM items WHERE row >= ?", (start,))
             self._conn.executemany(
@@ -131,13 +146,28 @@ class MetaStore:
         ).fetchone()
         return int(n)
 
-    def lookup(self, rows: np.ndarray) -> dict[int, tuple[str, str, str | None]]:
-        """``row → (case_id, findings, source_path)`` of ``rows`` (repeats allowed), one query."""
+    def lookup(self, rows: np.ndarray) -> Mapping[int, RowMeta]:
+        """``row → (case_id, findings, source_path)`` of ``rows`` (repeats allowed).
+
+        Rows not in the cache are read in one query; the answer may hold other rows too.
+        """
+        cache = self._cache
+        missing = sorted(set(rows.tolist()).difference(cache))
+        if not missing:
+            return cache
         cur = self._conn.execute(
             f"SELECT row, case_id, findings, source_path FROM items WHERE row {_IN_JSON}",
-            (json.dumps(rows.tolist()),),
+            (json.dumps(missing),),
         )
-        return {r: (c, f, p) for r, c, f, p in cur}
+        if len(missing) > self.cache_rows:
+            found = {r: (c, f, p) for r, c, f, p in cur}
+            found.update((r, cache[r]) for r in rows.tolist() if r in cache)
+            return found
+        if len(cache) + len(missing) > self.cache_rows:
+            keep = set(rows.tolist()).intersection(cache)
+            self._cache = cache = {r: cache[r] for r in keep}
+        cache.update((r, (c, f, p)) for r, c, f, p in cur)
+        return cache
 
     def iter_items(self, count: int) -> Iterator[tuple[int, str, str]]:
         """``(row, case_id, findings)`` of every committed item not removed, by row."""

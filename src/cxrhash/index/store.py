@@ -23,7 +23,8 @@ Search fans out over one backend per shard (``flat`` by default; ``distinct``
 and the approximate ones selectable), each built from its shard's memory map
 at the first search after ``open`` or ``add`` (so bulk indexing never pays for
 it), and merges the per-shard top-k exactly by (distance, id). The metadata of
-the hits is then read with one SQL query per batch of queries.
+the hits is then read with one SQL query per batch of queries, through an
+in-memory cache of recently returned rows.
 
 Patient identifiers are never stored: only ``sha256(salt + patient_id)`` with a
 random salt per index, kept in ``index.json``.
@@ -383,15 +384,14 @@ class HashIndex:
         """
         rows, dists = self.search_packed(query_packed, k)
         meta = self._meta.lookup(rows[rows >= 0])
-        hits = []
-        for q_rows, q_dists in zip(rows.tolist(), dists.tolist(), strict=True):
-            found = []
-            for j, (r, d) in enumerate(zip(q_rows, q_dists, strict=True)):
-                if r >= 0:
-                    case_id, findings, source_path = meta[r]
-                    found.append(SearchHit(j, r, case_id, d, findings, source_path))
-            hits.append(found)
-        return hits
+        return [
+            [
+                SearchHit(j, r, (m := meta[r])[0], d, m[1], m[2])
+                for j, (r, d) in enumerate(zip(q_rows, q_dists, strict=True))
+                if r >= 0
+            ]
+            for q_rows, q_dists in zip(rows.tolist(), dists.tolist(), strict=True)
+        ]
 
     def search_packed(self, query_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` search without metadata: every shard's backend, merged by (distance, id).

@@ -10,6 +10,15 @@ with a ``range_search`` when the top-k list may have cut it, and finally ranks
 the first ≤ k ids of each candidate list by (distance, id). Results equal the
 numpy reference. Search cost is a scan of D codes instead of N.
 
+Before that scan, a query probes the Hamming ball around itself (``probe_radius``,
+default 2): a FAISS ``IndexBinaryHash`` over the distinct codes (its buckets keyed
+by the first ≤ 64 bits) enumerates every code within r flips for r = 0, 1, …,
+and as soon as the complete shells up to r hold at least k items, those shells
+contain the exact top-k (everything else is farther than r). A query of a
+populated cluster is answered from a few thousand hash look-ups, whatever the
+database size; one whose ball is too empty falls back to the scan, so the
+result is exact either way.
+
 Adds append new distinct codes to FAISS and re-sort the posting lists
 (O(N log N): batch your adds); removals drop ids and compact away distinct
 codes whose list became empty.
@@ -28,15 +37,24 @@ class DistinctBackend(HammingBackend):
     """Exact search over distinct codes + CSR posting lists of ids."""
 
     name = "distinct"
+    search_params = frozenset({"probe_radius"})
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, *, probe_radius: int | None = 2) -> None:
         super().__init__(bits)
+        if probe_radius is not None and not 0 <= int(probe_radius) <= 8:
+            raise ValueError(f"probe_radius must be None or in 0..8, got {probe_radius}")
+        self.probe_radius = None if probe_radius is None else int(probe_radius)
         self._index = faiss.IndexBinaryFlat(8 * self.code_bytes)
+        self._ball = self._new_ball()
         self._dcodes = np.empty((0, self.code_bytes), dtype=np.uint8)  # FAISS order
         self._offsets = np.zeros(1, dtype=np.int64)
         self._item_ids = np.empty(0, dtype=np.int64)
         self._sorted_keys = self._keys(self._dcodes)  # distinct codes as sortable scalars
         self._key_to_dindex = np.empty(0, dtype=np.int64)
+
+    @property
+    def params(self) -> dict[str, int | None]:
+        return {"probe_radius": self.probe_radius}
 
     @property
     def n_distinct(self) -> int:
@@ -58,6 +76,7 @@ class DistinctBackend(HammingBackend):
         if len(fresh):
             new_codes = codes[first_row[fresh]]
             self._index.add(np.ascontiguousarray(new_codes))
+            self._ball.add(np.ascontiguousarray(new_codes))
             self._dcodes = np.concatenate([self._dcodes, new_codes])
             self._rebuild_keys()
         item_d = np.concatenate([old_d, dindex[inverse]])
@@ -74,12 +93,36 @@ class DistinctBackend(HammingBackend):
             item_d = renumber[item_d]
             self._dcodes = self._dcodes[alive]
             self._index.reset()
+            self._ball = self._new_ball()
             if len(self._dcodes):
                 self._index.add(self._dcodes)
+                self._ball.add(self._dcodes)
             self._rebuild_keys()
         self._set_postings(item_d, self._item_ids[keep])
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        out_ids = np.empty((len(queries), k), dtype=np.int64)
+        out_d = np.empty((len(queries), k), dtype=np.int32)
+        todo = np.arange(len(queries))
+        sizes = np.diff(self._offsets)
+        for radius in range(-1 if self.probe_radius is None else self.probe_radius + 1):
+            if not len(todo):
+                break
+            self._ball.nflip = radius
+            lims, found_d, found_pos = self._ball.range_search(queries[todo], radius + 1)
+            covered = np.concatenate([[0], np.cumsum(sizes[found_pos])])
+            done = covered[lims[1:]] - covered[lims[:-1]] >= k
+            for j in np.flatnonzero(done):
+                span = slice(lims[j], lims[j + 1])
+                row = todo[j]
+                out_ids[row], out_d[row] = self._expand(found_pos[span], found_d[span], k)
+            todo = todo[~done]
+        if len(todo):
+            out_ids[todo], out_d[todo] = self._scan(queries[todo], k)
+        return out_ids, out_d
+
+    def _scan(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k by a flat scan of the distinct codes."""
         n_q = len(queries)
         kd = min(k, self.n_distinct)
         d_dist, d_pos = self._index.search(queries, kd)
@@ -137,8 +180,14 @@ class DistinctBackend(HammingBackend):
             raise ValueError("stored distinct codes repeat")
         self._dcodes = codes
         self._index.add(codes)
+        self._ball.add(codes)
         self._rebuild_keys()
         self._set_postings(item_d, ids)
+
+    def _new_ball(self) -> faiss.IndexBinaryHash:
+        """An empty hash table of distinct codes keyed by their first ≤ 64 bits."""
+        d = 8 * self.code_bytes
+        return faiss.IndexBinaryHash(d, min(d, 64))
 
     def _item_dindex(self) -> np.ndarray:
         """The distinct-code index of every entry of ``_item_ids``."""

@@ -28,6 +28,7 @@ import gc
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -90,20 +91,31 @@ def make_codes(kind: str, n: int, n_queries: int, bits: int) -> tuple[np.ndarray
     return both[:n], both[n:]
 
 
-def per_query_ms(search: Callable[[np.ndarray], Any], queries: np.ndarray) -> tuple[float, float]:
-    """(one query at a time on one thread, one batch of all on every core), ms per query."""
+def per_query_ms(
+    search: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    queries: np.ndarray,
+    budget_s: float,
+) -> tuple[float, float, np.ndarray]:
+    """Time one query at a time on one thread, then one batch on every core.
+
+    Slow configurations stop after ``budget_s`` seconds of single queries (10 at
+    least); the batch then holds the same queries. Returns (single ms/query,
+    batch ms/query, the batch's distances), the distances for the recall.
+    """
     faiss.omp_set_num_threads(1)
     search(queries[:1])  # warm-up (lazy builds, caches)
     t0 = time.perf_counter()
-    for i in range(len(queries)):
-        search(queries[i : i + 1])
-    single = 1e3 * (time.perf_counter() - t0) / len(queries)
+    done = 0
+    while done < len(queries) and (done < 10 or time.perf_counter() - t0 < budget_s):
+        search(queries[done : done + 1])
+        done += 1
+    single = 1e3 * (time.perf_counter() - t0) / done
     faiss.omp_set_num_threads(CORES)
     t0 = time.perf_counter()
-    search(queries)
-    batch = 1e3 * (time.perf_counter() - t0) / len(queries)
+    _, dists = search(queries[:done])
+    batch = 1e3 * (time.perf_counter() - t0) / done
     faiss.omp_set_num_threads(1)
-    return single, batch
+    return single, batch, dists
 
 
 def state_bytes(backend: HammingBackend) -> int:
@@ -117,7 +129,7 @@ def bench_flat(kind: str, db: np.ndarray, queries: np.ndarray, k: int) -> tuple[
     flat = faiss.IndexBinaryFlat(8 * db.shape[1])
     flat.add(db)
     build = time.perf_counter() - t0
-    single, batch = per_query_ms(lambda q: flat.search(q, k), queries)
+    single, batch, _ = per_query_ms(lambda q: flat.search(q, k)[::-1], queries, float("inf"))
     exact, _ = flat.search(queries, k)
     row = Row(
         kind, len(db), "FAISS IndexBinaryFlat", "–", build, single, batch, db.shape[1], 1.0, single
@@ -134,6 +146,7 @@ def bench_hash_index(
     backend: str,
     flat_ms: float,
     shard_size: int,
+    budget_s: float,
 ) -> Row:
     """``HashIndex.search`` with metadata, built through ``HashIndex.add`` in batches."""
     n = len(db)
@@ -153,10 +166,13 @@ def bench_hash_index(
             )
         index.search_packed(queries[:1], k)  # builds the per-shard backends
         build = time.perf_counter() - t0
-        hits = index.search(queries, k)
-        found = np.array([[h.distance for h in q] for q in hits], dtype=np.int32)
-        recall = tie_aware_recall(found, exact, k)
-        single, batch = per_query_ms(lambda q: index.search(q, k), queries)
+
+        def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            hits = index.search(q, k)
+            return np.empty(0), np.array([[h.distance for h in hs] for hs in hits], np.int32)
+
+        single, batch, found = per_query_ms(search, queries, budget_s)
+        recall = tie_aware_recall(found, exact[: len(found)], k)
         disk = sum(f.stat().st_size for f in Path(tmp, "idx").rglob("*") if f.is_file())
         index.close()
     name = f"HashIndex.search ({backend}) + metadata"
@@ -174,6 +190,7 @@ def bench_backend(
     build_params: dict[str, Any],
     sweep: list[dict[str, Any]],
     flat_ms: float,
+    budget_s: float,
 ) -> list[Row]:
     """Build one backend, then time and score it for each setting of its search parameters."""
     n = len(db)
@@ -186,9 +203,8 @@ def bench_backend(
     for setting in sweep or [{}]:
         for attr, value in setting.items():
             setattr(backend, attr, value)
-        _, found = backend.search(queries, k)
-        recall = tie_aware_recall(found, exact, k)
-        single, batch = per_query_ms(lambda q: backend.search(q, k), queries)
+        single, batch, found = per_query_ms(lambda q: backend.search(q, k), queries, budget_s)
+        recall = tie_aware_recall(found, exact[: len(found)], k)
         params = ", ".join(f"{a}={v}" for a, v in {**build_params, **setting}.items()) or "–"
         row = Row(kind, n, name, params, build, single, batch, per_code, recall, flat_ms)
         print(row.markdown(), flush=True)
@@ -198,12 +214,18 @@ def bench_backend(
 
 def backends_for(n: int, hnsw_max: int) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
     """(backend, build parameters, search-parameter sweep) measured at database size ``n``."""
-    nlist = int(2 ** round(math.log2(4 * math.sqrt(n))))
+    # ~sqrt(N) cells, at most 1,024: FAISS trains binary k-means as float k-means on
+    # 64·nlist codes, which beyond that costs more than the whole rest of a run here.
+    nlist = int(min(1024, 2 ** round(math.log2(math.sqrt(n)))))
     out: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
         ("distinct", {}, [{"probe_radius": None}, {"probe_radius": 1}, {"probe_radius": 2}]),
         ("multihash", {"nhash": 4}, [{"nflip": 0}, {"nflip": 1}, {"nflip": 2}]),
         ("multihash", {"nhash": 8}, [{"nflip": 1}, {"nflip": 2}]),
-        ("ivf", {"nlist": nlist}, [{"nprobe": 4}, {"nprobe": 16}, {"nprobe": 64}]),
+        (
+            "ivf",
+            {"nlist": nlist, "train_size": 64 * nlist},
+            [{"nprobe": 4}, {"nprobe": 16}, {"nprobe": 64}],
+        ),
     ]
     if n <= hnsw_max:
         out.append(
@@ -224,6 +246,7 @@ def run(
     k: int,
     hnsw_max: int,
     shard_size: int,
+    budget_s: float,
 ) -> list[Row]:
     """Every configuration at every size and kind of codes."""
     rows: list[Row] = []
@@ -236,13 +259,13 @@ def run(
             rows.append(flat_row)
             for backend in ("flat", "distinct"):
                 row = bench_hash_index(
-                    kind, db, queries, k, exact, backend, flat_row.single_ms, shard_size
+                    kind, db, queries, k, exact, backend, flat_row.single_ms, shard_size, budget_s
                 )
                 print(row.markdown(), flush=True)
                 rows.append(row)
             for name, build, sweep in backends_for(n, hnsw_max):
                 rows += bench_backend(
-                    kind, db, queries, k, exact, name, build, sweep, flat_row.single_ms
+                    kind, db, queries, k, exact, name, build, sweep, flat_row.single_ms, budget_s
                 )
             del db, queries
             gc.collect()
@@ -282,11 +305,11 @@ def write_doc(path: Path, rows: list[Row], args: argparse.Namespace, minutes: fl
     table = "\n".join([HEADER] + [r.markdown() for r in rows])
     path.write_text(
         "# Archive-scale Hamming search\n\n"
-        f"Command: `python benchmarks/search.py {' '.join(args.argv)}`".rstrip()
-        + "` "
+        f"Command: `{' '.join(['python benchmarks/search.py', *args.argv])}` "
         f"({minutes:.0f} min). Machine: {platform.machine()}, {CORES} cores, CPU only, FAISS "
         f"{faiss.__version__}. {args.bits}-bit codes, k = {args.k}, {args.queries} queries "
-        "per configuration.\n\n"
+        "per configuration (fewer where one took longer than the --budget of "
+        f"{args.budget:g} s). {args.note}\n\n"
         "- **codes**: `uniform` = independent uniform codes (queries likewise); `clustered` = "
         '`clustered_codes` (300 centres, a 40 % "No Finding" cluster, 30 % exact copies of '
         "their centre, 2 % bit flips on the rest), queries held out from the same draw.\n"
@@ -321,12 +344,26 @@ def main() -> None:
         help="largest N at which HNSW is built (its build is the slowest)",
     )
     ap.add_argument("--shard-size", type=int, default=2**22, help="HashIndex shard size")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=20.0,
+        help="seconds of single queries per configuration before it stops early (10 at least)",
+    )
     ap.add_argument("--out", type=Path, default=DOCS)
+    ap.add_argument("--note", default="", help="a sentence on the conditions, for the report")
     args = ap.parse_args()
-    args.argv = os.sys.argv[1:]
+    args.argv = sys.argv[1:]
     t0 = time.perf_counter()
     rows = run(
-        args.sizes, args.kinds, args.bits, args.queries, args.k, args.hnsw_max, args.shard_size
+        args.sizes,
+        args.kinds,
+        args.bits,
+        args.queries,
+        args.k,
+        args.hnsw_max,
+        args.shard_size,
+        args.budget,
     )
     write_doc(args.out, rows, args, (time.perf_counter() - t0) / 60)
 

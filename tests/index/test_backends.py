@@ -42,6 +42,7 @@ EXACT: list[tuple[str, dict[str, Any]]] = [
     ("distinct", {}),
     ("distinct", {"probe_radius": None}),
     ("distinct", {"probe_radius": 0}),
+    ("distinct", {"probe_share": None}),  # always probes radius 0, 1, 2 first
     ("milvus", {}),
 ]
 # A tiny search limit: boundary groups are completed by the id walk, and k > 64 scans.
@@ -166,7 +167,7 @@ def test_distinct_ball_probe_answers_cluster_queries_and_falls_back_exactly(
 ) -> None:
     # 72 bits: the hash table keys only the first 64, so a bucket mixes several codes.
     codes = clustered_codes(3000, bits, 4, n_clusters=6, duplicate_share=0.5)
-    backend, ids = _filled(("distinct", {"probe_radius": 2}), codes, bits)
+    backend, ids = _filled(("distinct", {"probe_radius": 2, "probe_share": None}), codes, bits)
     scanned: list[int] = []
     scan = backend._scan
     monkeypatch.setattr(backend, "_scan", lambda q, k: (scanned.append(len(q)), scan(q, k))[1])
@@ -187,6 +188,19 @@ def test_distinct_ball_probe_answers_cluster_queries_and_falls_back_exactly(
         assert sum(scanned) == len(far), f"k={k}: scanned {scanned}"
     with pytest.raises(ValueError, match="probe_radius"):
         create_backend("distinct", bits, probe_radius=9)
+
+
+def test_distinct_probes_only_radii_cheaper_than_the_scan() -> None:
+    backend = create_backend("distinct", BITS)
+    assert backend._probe_limit() == -1  # empty: nothing is worth a look-up
+    backend.add(np.arange(3000), uniform_codes(3000, BITS, seed=3))
+    assert backend._probe_limit() == 0  # 1 look-up ≤ 0.02·3000 < 65
+    backend.add(np.arange(3000, 120_000), uniform_codes(117_000, BITS, seed=4))
+    assert backend._probe_limit() == 2  # 1 + 64 + 2016 ≤ 0.02·120000 < 43,745 more
+    backend.probe_radius = 1
+    assert backend._probe_limit() == 1
+    backend.probe_share, backend.probe_radius = None, 5
+    assert backend._probe_limit() == 5
 
 
 class _TieScramblingIndex:

@@ -22,6 +22,7 @@ from cxrhash.index.backends import tie_aware_recall
 from cxrhash.index.backends.synthetic import clustered_codes, uniform_codes
 from cxrhash.index.codes import hamming_distances, hamming_rank, pack_codes
 from cxrhash.index.meta import MetaStore
+from cxrhash.index.meta_table import MetaTable
 from cxrhash.index.store import (
     ConcurrentWriteError,
     DuplicateCaseIdError,
@@ -645,15 +646,95 @@ def test_saved_backends_are_loaded_while_their_shard_is_unchanged(
 
 def test_metadata_cache_serves_rewritten_rows_and_stays_bounded(tmp_path: Path) -> None:
     meta = MetaStore.create(tmp_path / "meta.sqlite")
-    meta.cache_rows = 4
+    meta.cache_rows, meta.memory_rows = 4, 0  # the SQLite path with a tiny cache
     meta.insert(0, [(i, f"a{i}", "No Finding", None, None) for i in range(10)])
-    everything = meta.lookup(np.arange(10))  # more than the cache holds: read, not cached
-    assert [everything[i][0] for i in range(10)] == [f"a{i}" for i in range(10)]
-    assert meta.lookup(np.array([1, 2, 2]))[2] == ("a2", "No Finding", None)
-    got = meta.lookup(np.array([7, 8, 9]))  # evicts what this call does not need
-    assert [got[i][0] for i in (7, 8, 9)] == ["a7", "a8", "a9"]
+    everything = meta.lookup(np.arange(10), 10)  # more than the cache holds: read, not cached
+    assert [m[0] for m in everything] == [f"a{i}" for i in range(10)] and not meta._cache
+    assert (
+        meta.lookup(np.array([1, 2, 2]), 10)
+        == [("a1", "No Finding", None)] + [("a2", "No Finding", None)] * 2
+    )
+    assert [m[0] for m in meta.lookup(np.array([9, 2, 8, 7]), 10)] == ["a9", "a2", "a8", "a7"]
     assert len(meta._cache) <= 4
     # An interrupted add left rows 7.. that the next add rewrites: the cache must follow.
     meta.insert(7, [(i, f"b{i}", "Mass", None, f"/img/{i}.png") for i in range(7, 10)])
-    assert meta.lookup(np.array([8]))[8] == ("b8", "Mass", "/img/8.png")
+    assert meta.lookup(np.array([8]), 10) == [("b8", "Mass", "/img/8.png")]
     meta.close()
+
+
+def test_in_memory_metadata_follows_commits_and_rewrites(tmp_path: Path) -> None:
+    meta = MetaStore.create(tmp_path / "meta.sqlite")
+    meta.insert(0, [(i, f"a{i}", "No Finding", None, f"/a/{i}.png") for i in range(10)])
+    assert meta.lookup(np.array([3, 9, 3]), 10) == [
+        ("a3", "No Finding", "/a/3.png"),
+        ("a9", "No Finding", "/a/9.png"),
+        ("a3", "No Finding", "/a/3.png"),
+    ]
+    assert meta._table is not None and len(meta._table) == 10
+    # rows past the committed count are not loaded, and come in when committed
+    meta.insert(10, [(i, f"c{i}", "Mass|Nodule", None, None) for i in range(10, 14)])
+    meta.lookup(np.array([0]), 12)
+    assert len(meta._table) == 12
+    assert meta.lookup(np.array([13]), 14) == [("c13", "Mass|Nodule", None)]
+    # an interrupted add's rows rewritten by the next add
+    meta.insert(12, [(12, "d12", "Effusion", None, "/d.dcm")])
+    assert meta.lookup(np.array([12]), 13) == [("d12", "Effusion", "/d.dcm")]
+    assert len(meta._table) == 13
+    # above memory_rows: SQLite, same answers
+    meta.memory_rows = 5
+    assert meta.lookup(np.array([12, 3]), 13) == [
+        ("d12", "Effusion", "/d.dcm"),
+        ("a3", "No Finding", "/a/3.png"),
+    ]
+    assert meta._table is None
+    meta.close()
+
+
+def test_metadata_with_the_table_separator_is_served_from_sqlite(tmp_path: Path) -> None:
+    index = HashIndex.create(tmp_path / "idx", 16, "m")
+    codes = uniform_codes(6, 16, seed=0)
+    index.add(codes, [f"odd\x1fid{i}" for i in range(6)], ["No Finding"] * 6)
+    hits = index.search(codes[:2], 1)
+    assert [h[0].case_id for h in hits] == ["odd\x1fid0", "odd\x1fid1"]
+    index.close()
+
+
+def test_meta_table_round_trip_and_truncate() -> None:
+    table = MetaTable()
+    table.append([("x", "No Finding", None), ("ü-ß", "Mass|Effusion", "/p/ä.png")])
+    table.append([])
+    assert len(table) == 2 and table.nbytes > 0
+    assert table[1] == ("ü-ß", "Mass|Effusion", "/p/ä.png") and table[0][2] is None
+    assert table.records(np.array([1, 0, 1])) == [table[1], table[0], table[1]]
+    table.truncate(1)
+    table.append([("y", "", "")])
+    assert table[1] == ("y", "", "") and len(table) == 2
+    with pytest.raises(KeyError):
+        table[2]
+    with pytest.raises(ValueError, match="separator"):
+        table.append([("a\x1fb", "No Finding", None)])
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_every_hit_carries_its_own_rows_metadata(tmp_path: Path, in_memory: bool) -> None:
+    rng = np.random.default_rng(3)
+    n = 500
+    codes = clustered_codes(n, 32, 2, n_clusters=12)
+    case_ids = [f"c{i}-" + "x" * int(rng.integers(0, 30)) for i in range(n)]
+    findings = [["No Finding", "Mass|Nodule", "Effusion", "Ünusual"][i % 4] for i in range(n)]
+    paths = [None if i % 5 == 0 else f"/films/{i}/" + "p" * (i % 17) + ".dcm" for i in range(n)]
+    index = HashIndex.create(tmp_path / "idx", 32, "m")
+    index.add(codes, case_ids, findings, source_paths=paths)
+    if not in_memory:
+        index._meta.memory_rows = 0
+    hits = index.search(codes[::7], 60)
+    for per_query in hits:
+        assert [h.rank for h in per_query] == list(range(60))
+        for h in per_query:
+            assert (h.case_id, h.findings, h.source_path) == (
+                case_ids[h.row],
+                findings[h.row],
+                paths[h.row],
+            )
+    assert (index._meta._table is not None) == in_memory
+    index.close()

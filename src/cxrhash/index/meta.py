@@ -13,23 +13,27 @@ commit and its manifest commit cannot damage the writer's state.
 Sets of rows or case ids are passed as one JSON array parameter
 (``IN (SELECT value FROM json_each(?))``): one query per call, whatever its size.
 
-Search results repeat the same rows (the lowest ids of a large cluster of equal
-codes answer every query near it), so :meth:`MetaStore.lookup` keeps the
-metadata of up to ``cache_rows`` recently returned rows in memory. A committed
-row's case id, findings and path never change, so the cache needs no
-invalidation beyond dropping rows an interrupted add may rewrite.
+Reading a search's hits from SQLite costs ~10 µs a row, so :meth:`MetaStore.lookup`
+serves them from memory: up to ``memory_rows`` committed rows (default 2^22, one
+default shard) as a compact :class:`~cxrhash.index.meta_table.MetaTable` loaded at
+the first search and extended as rows are committed; beyond that, the metadata of
+up to ``cache_rows`` recently returned rows (hits repeat: the lowest ids of a large
+cluster of equal codes answer every query near it). A committed row's case id,
+findings and path never change, so neither needs invalidation beyond dropping rows
+an interrupted add may rewrite.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cxrhash.index.errors import IndexCorruptError
+from cxrhash.index.meta_table import MetaTable
 
 META_NAME = "meta.sqlite"
 
@@ -54,18 +58,25 @@ ItemRow = tuple[int, str, str, str | None, str | None]
 #: ``(case_id, findings, source_path)`` returned for a row by :meth:`MetaStore.lookup`.
 RowMeta = tuple[str, str, str | None]
 DEFAULT_CACHE_ROWS = 1 << 17
+DEFAULT_MEMORY_ROWS = 1 << 22
 
 
 class MetaStore:
     """The SQLite metadata of one index directory."""
 
     def __init__(
-        self, path: Path, conn: sqlite3.Connection, cache_rows: int = DEFAULT_CACHE_ROWS
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        cache_rows: int = DEFAULT_CACHE_ROWS,
+        memory_rows: int = DEFAULT_MEMORY_ROWS,
     ) -> None:
         self.path = path
         self._conn = conn
         self.cache_rows = cache_rows
+        self.memory_rows = memory_rows
         self._cache: dict[int, RowMeta] = {}
+        self._table: MetaTable | None = None
 
     @classmethod
     def create(cls, path: Path) -> MetaStore:
@@ -108,6 +119,8 @@ class MetaStore:
         """Insert new items in one transaction, dropping leftovers of an interrupted add first."""
         for row in [r for r in self._cache if r >= start]:
             del self._cache[row]
+        if self._table is not None:
+            self._table.truncate(start)
         with self._conn:
             self._conn.execute("DELETE FROM items WHERE row >= ?", (start,))
             self._conn.executemany(
@@ -146,28 +159,52 @@ class MetaStore:
         ).fetchone()
         return int(n)
 
-    def lookup(self, rows: np.ndarray) -> Mapping[int, RowMeta]:
-        """``row → (case_id, findings, source_path)`` of ``rows`` (repeats allowed).
+    def lookup(self, rows: np.ndarray, count: int) -> list[RowMeta]:
+        """``(case_id, findings, source_path)`` of each of ``rows``, in order (repeats allowed).
 
-        Rows not in the cache are read in one query; the answer may hold other rows too.
+        ``rows`` must be committed (below ``count``, the committed row count). Rows
+        not in memory are read in one query.
         """
+        table = self._memory_table(count)
+        if table is not None:
+            return table.records(rows)
+        wanted = rows.tolist()
         cache = self._cache
-        missing = sorted(set(rows.tolist()).difference(cache))
+        missing = sorted(set(wanted).difference(cache))
         if not missing:
-            return cache
+            return [cache[r] for r in wanted]
         cur = self._conn.execute(
             f"SELECT row, case_id, findings, source_path FROM items WHERE row {_IN_JSON}",
             (json.dumps(missing),),
         )
-        if len(missing) > self.cache_rows:
-            found = {r: (c, f, p) for r, c, f, p in cur}
-            found.update((r, cache[r]) for r in rows.tolist() if r in cache)
-            return found
-        if len(cache) + len(missing) > self.cache_rows:
-            keep = set(rows.tolist()).intersection(cache)
-            self._cache = cache = {r: cache[r] for r in keep}
-        cache.update((r, (c, f, p)) for r, c, f, p in cur)
-        return cache
+        found = {r: (c, f, p) for r, c, f, p in cur}
+        out = [found[r] if r in found else cache[r] for r in wanted]
+        if len(missing) <= self.cache_rows:
+            if len(cache) + len(missing) > self.cache_rows:
+                cache.clear()
+            cache.update(found)
+        return out
+
+    def _memory_table(self, count: int) -> MetaTable | None:
+        """The in-memory table extended to ``count`` rows, or None above ``memory_rows``."""
+        if count > self.memory_rows:
+            self._table = None
+            return None
+        table = self._table if self._table is not None else MetaTable()
+        if len(table) < count:
+            cur = self._conn.execute(
+                "SELECT case_id, findings, source_path FROM items "
+                "WHERE row >= ? AND row < ? ORDER BY row",
+                (len(table), count),
+            )
+            try:
+                table.append(cur)
+            except ValueError:  # a separator inside a field: serve this store from SQLite
+                self.memory_rows = -1
+                self._table = None
+                return None
+        self._table = table
+        return table
 
     def iter_items(self, count: int) -> Iterator[tuple[int, str, str]]:
         """``(row, case_id, findings)`` of every committed item not removed, by row."""

@@ -23,8 +23,9 @@ Search fans out over one backend per shard (``flat`` by default; ``distinct``
 and the approximate ones selectable), each built from its shard's memory map
 at the first search after ``open`` or ``add`` (so bulk indexing never pays for
 it), and merges the per-shard top-k exactly by (distance, id). The metadata of
-the hits is then read with one SQL query per batch of queries, through an
-in-memory cache of recently returned rows.
+the hits comes from memory (a compact copy of up to 2^22 rows' metadata,
+loaded at the first search), beyond that from one SQL query per batch through a
+cache of recently returned rows.
 
 Patient identifiers are never stored: only ``sha256(salt + patient_id)`` with a
 random salt per index, kept in ``index.json``.
@@ -373,7 +374,7 @@ class HashIndex:
     # ------------------------------------------------------------------ queries
 
     def search(self, query_packed: np.ndarray, k: int) -> list[list[SearchHit]]:
-        """The ``k`` nearest cases per query, with their metadata (one SQL query in all).
+        """The ``k`` nearest cases per query, with their metadata (from memory, or one SQL query).
 
         Args:
             query_packed: Q×B packed codes (or one code as a 1-D array).
@@ -383,15 +384,24 @@ class HashIndex:
             One list of :class:`SearchHit` per query, best first.
         """
         rows, dists = self.search_packed(query_packed, k)
-        meta = self._meta.lookup(rows[rows >= 0])
-        return [
-            [
-                SearchHit(j, r, (m := meta[r])[0], d, m[1], m[2])
-                for j, (r, d) in enumerate(zip(q_rows, q_dists, strict=True))
-                if r >= 0
-            ]
-            for q_rows, q_dists in zip(rows.tolist(), dists.tolist(), strict=True)
-        ]
+        found = rows >= 0
+        meta = self._meta.lookup(rows[found], self.n_rows)  # row-major
+        per_query = found.sum(axis=1).tolist()
+        hits, at = [], 0
+        make = SearchHit._make
+        for q_rows, q_dists, n in zip(rows.tolist(), dists.tolist(), per_query, strict=True):
+            # an approximate backend pads at the end only (order_hits)
+            case_ids, findings, paths = zip(*meta[at : at + n], strict=True) if n else ((),) * 3
+            at += n
+            hits.append(
+                list(
+                    map(
+                        make,
+                        zip(range(n), q_rows, case_ids, q_dists, findings, paths, strict=False),
+                    )
+                )
+            )
+        return hits
 
     def search_packed(self, query_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` search without metadata: every shard's backend, merged by (distance, id).

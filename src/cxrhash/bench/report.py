@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 METHOD_ORDER = PAPER_METHODS + DEEP_BASELINES + SHALLOW_METHODS
+PRIMARY = PAPER_METHODS[0]  # attention-fusion, the method the standing table is about
 REFERENCE_ROWS = (ROW_FLOAT, ROW_RANDOM)
 AF_VARIANTS = ("full", *AF_ABLATIONS)
 OSDH_VARIANTS = tuple(OSDH_ABLATIONS)
@@ -470,6 +471,87 @@ def _delta_table(
     return Table(caption, [*label_header, *HEADLINE, "Δ mAP"], rows, len(label_header))
 
 
+def standing(
+    cells: Sequence[Mapping[str, Any]],
+    protocol: str = "strict",
+    primary: str = PRIMARY,
+    metric: str = "mAP",
+) -> dict[str, dict[int, dict[str, float | int]]]:
+    """Per-seed paired differences ``primary − other`` of ``metric`` in the main group.
+
+    Every method of a seed shares that seed's split, so the difference is taken
+    seed by seed (and against the reference rows of ``primary``'s own cells).
+
+    Returns:
+        ``{other: {bits: {"mean", "std", "n", "ahead"}}}``: mean and population std
+        of the differences over the seeds both have, and on how many of them
+        ``primary`` is ahead.
+    """
+    score: dict[tuple[str, int], dict[Any, float]] = {}
+    for cell in cells:
+        if str(cell.get("group") or "main") != "main":
+            continue
+        bits, seed = int(cell["bits"]), cell.get("seed")
+        value = _number(((cell.get("metrics") or {}).get(protocol) or {}).get(metric))
+        if value is not None:
+            score.setdefault((str(cell["method"]), bits), {})[seed] = value
+        if cell["method"] == primary:
+            for name, ref in ((cell.get("references") or {}).get(protocol) or {}).items():
+                ref_value = _number((ref or {}).get(metric))
+                if ref_value is not None:
+                    score.setdefault((f"{name} (reference)", bits), {})[seed] = ref_value
+    out: dict[str, dict[int, dict[str, float | int]]] = {}
+    for (other, bits), by_seed in score.items():
+        mine = score.get((primary, bits), {})
+        seeds = sorted(set(mine) & set(by_seed), key=str)
+        if other == primary or not seeds:
+            continue
+        diffs = np.array([mine[s] - by_seed[s] for s in seeds])
+        out.setdefault(other, {})[bits] = {
+            "mean": float(diffs.mean()),
+            "std": float(diffs.std()),
+            "n": len(seeds),
+            "ahead": int((diffs > 0).sum()),
+        }
+    order = {label: i for i, label in enumerate(REFERENCE_ROWS)}
+    return dict(
+        sorted(
+            out.items(),
+            key=lambda kv: (
+                kv[0].endswith("(reference)"),
+                method_sort_key(kv[0]),
+                order.get(kv[0], 0),
+            ),
+        )
+    )
+
+
+def _standing_table(cells: Sequence[Mapping[str, Any]], protocol: str) -> Table | None:
+    """Table 3: how far the primary method is ahead of (+) or behind (−) each other one."""
+    table = standing(cells, protocol)
+    if not table:
+        return None
+    bits = sorted({b for per in table.values() for b in per})
+    rows = []
+    for other, per in table.items():
+        cells_ = [Cell(other, italic=other.endswith("(reference)"))]
+        for b in bits:
+            d = per.get(b)
+            cells_.append(
+                Cell(
+                    DASH
+                    if d is None
+                    else f"{d['mean']:+.3f} ± {d['std']:.3f} ({d['ahead']}/{d['n']})"
+                )
+            )
+        rows.append(cells_)
+    caption = (
+        f"Table 3. {PRIMARY} − each other method, {protocol} mAP: mean ± std over seeds of the "
+        f"per-seed difference (same split per seed); (a/n) = ahead on a of n seeds."
+    )
+    return Table(caption, ["vs", *[f"{b} bits" for b in bits]], rows)
+
+
 def _ablation_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
     """Attention-fusion variants, OSDH loss variants, pretraining, then any other ablation runs."""
     ablation = [r for r in agg["rows"] if r["group"] == "ablation"]
@@ -794,6 +876,9 @@ def write_report(
             Text(f"{other}: {PROTOCOL_TEXT.get(other, 'as defined by the bench')}."),
             *_metric_by_bits_tables(aggs[other], f"1.{i + 1}", n_total),
         ]
+    standing_table = _standing_table(cells, protocol)
+    if standing_table is not None:
+        blocks += [Heading(2, f"Table 3: where {PRIMARY} stands ({protocol})"), standing_table]
     blocks += [Heading(2, "Table 2: efficiency"), _efficiency_table(agg, eff_bits)]
     ablations = _ablation_tables(agg, n_total)
     if ablations:
@@ -805,8 +890,12 @@ def write_report(
         blocks += [Heading(2, "Notes"), Notes(notes)]
 
     (out_dir / "report.md").write_text(_render_markdown(blocks), encoding="utf-8")
+    standings = {p: standing(cells, p) for p in protocols}
     (out_dir / "results.json").write_text(
-        json.dumps({"title": title, "command": command, "protocols": aggs}, indent=2),
+        json.dumps(
+            {"title": title, "command": command, "protocols": aggs, "standing": standings},
+            indent=2,
+        ),
         encoding="utf-8",
     )
     html_path = out_dir / "report.html"

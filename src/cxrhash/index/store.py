@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -388,7 +389,7 @@ class HashIndex:
         meta = self._meta.lookup(rows[found], self.n_rows)  # row-major
         per_query = found.sum(axis=1).tolist()
         hits, at = [], 0
-        make = SearchHit._make
+        make = partial(tuple.__new__, SearchHit)  # SearchHit._make without its Python frame
         for q_rows, q_dists, n in zip(rows.tolist(), dists.tolist(), per_query, strict=True):
             # an approximate backend pads at the end only (order_hits)
             case_ids, findings, paths = zip(*meta[at : at + n], strict=True) if n else ((),) * 3

@@ -341,7 +341,11 @@ def index(
     ] = None,
     backend_param: Annotated[
         list[str] | None,
-        typer.Option(help="KEY=VALUE parameter of the backend of a new index (repeatable)."),
+        typer.Option(
+            help="KEY=VALUE parameter of the backend of a new index (repeatable; JSON values), "
+            "e.g. distinct: probe_radius=2, probe_share=0.02; ivf: nlist=1024, nprobe=16; "
+            "hnsw: m=32, ef_search=64; multihash: nhash=8, nflip=2."
+        ),
     ] = None,
     shard_size: Annotated[
         int | None, typer.Option(help="Most codes per shard file of a new index (default 2^22).")

@@ -5,12 +5,13 @@ Steps (each skipped or resumed when already done, so re-running continues):
 1. ``cxrhash pretrain --method c2l`` on ``../shared/data/cxr-unlabeled`` (ResNet-18, 64 px);
 2. a 1,000-film phantom dataset (``cxrhash phantom``);
 3. ``cxrhash bench`` on the phantom films and on ``../shared/data/cxr-dev`` (default grid:
-   10 deep methods × {16, 32, 64} bits × 3 seeds, 4 shallow baselines, ablations, C2L vs scratch);
+   10 deep methods × {16, 32, 64} bits × 3 seeds, 4 shallow baselines, ablations, C2L vs scratch),
+   then attention-fusion and HashNet with the longer ``cpu-fast`` budget on the phantom films;
 4. ``docs/benchmarks.md`` = ``docs/benchmarks-notes.md`` (the discussion) followed by both reports,
    with their figures copied to ``docs/benchmarks/``.
 
     python benchmarks/bench_all.py                      # everything
-    python benchmarks/bench_all.py --only phantom       # one dataset
+    python benchmarks/bench_all.py --only phantom       # one bench
     python benchmarks/bench_all.py --doc-only           # rebuild the document from finished reports
 """
 
@@ -42,13 +43,24 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "cxrhash.cli", *args]
 
 
-def datasets() -> dict[str, str]:
-    """Bench name → dataset spec (real films only when ../shared/data is present)."""
-    out = {"phantom": f"phantom:{RUNS / 'phantom-data'}"}
+# A bench beyond the default grid: the longer budget of the `cpu-fast` profile (12 epochs,
+# lr step at 8) for attention-fusion and the strongest deep baseline, on the phantom films.
+LONGER_BUDGET = [
+    "--profile", "cpu-fast", "--methods", "attention-fusion,hashnet", "--shallow", "",
+    "--bits", "32", "--no-ablations",
+]  # fmt: skip
+
+
+def benches() -> dict[str, tuple[str, list[str]]]:
+    """Bench name → (dataset spec, extra ``cxrhash bench`` arguments), in document order
+    (the real films only when ../shared/data is present)."""
+    phantom = f"phantom:{RUNS / 'phantom-data'}"
+    out = {"phantom": (phantom, [])}
     if (SHARED / "cxr-dev").exists():
-        out["cxr-dev"] = f"nih:{SHARED / 'cxr-dev'}"
+        out["cxr-dev"] = (f"nih:{SHARED / 'cxr-dev'}", [])
     else:
         print(f"{SHARED / 'cxr-dev'} not found: the real-data bench is left out", flush=True)
+    out["phantom-12-epochs"] = (phantom, LONGER_BUDGET)
     return out
 
 
@@ -111,28 +123,27 @@ def write_doc(names: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", choices=["phantom", "cxr-dev"], default=None)
+    ap.add_argument("--only", choices=["phantom", "cxr-dev", "phantom-12-epochs"], default=None)
     ap.add_argument("--pretrain-epochs", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--doc-only", action="store_true")
     args = ap.parse_args()
-    names = list(datasets())
-    if args.only:
-        names = [n for n in names if n == args.only]
+    specs = benches()
+    names = [n for n in specs if args.only in (None, n)]
     if not args.doc_only:
         weights = pretrain(args.pretrain_epochs)
         if not (RUNS / "phantom-data" / "labels.csv").exists():
             run(cli("phantom", "--out", str(RUNS / "phantom-data"), "--n", "1000", "--size", "128"))
-        specs = datasets()
         for name in names:
             t0 = time.perf_counter()
-            cmd = ["bench", "--data", specs[name], "--out", str(RUNS / name)]
+            data, extra = specs[name]
+            cmd = ["bench", "--data", data, "--out", str(RUNS / name), *extra]
             cmd += ["--jobs", str(args.jobs)]
             if weights is not None:
                 cmd += ["--pretrained", str(weights)]
             run(cli(*cmd))
             print(f"{name}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-    write_doc(list(datasets()))
+    write_doc(list(specs))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ thread, per-query latency of one batch of all queries on every core, bytes per
 code of the backend's saved state, recall@k and speed-up over flat. Writes
 ``docs/search.md`` and prints the same rows as they are measured.
 
-    python benchmarks/search.py                               # the full grid (~1 h here)
+    python benchmarks/search.py                               # everything, HNSW up to 10^6
+    python benchmarks/search.py --budget 8 --hnsw-max 100000  # docs/search.md (25 min here)
     python benchmarks/search.py --sizes 10000 100000 --out /tmp/search.md
 """
 
@@ -344,12 +345,25 @@ def summary(rows: list[Row], target_n: int) -> str:
     return "\n".join(lines)
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The command line minus ``--note TEXT`` (printed as its own sentence), quoted."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
+
+
 def write_doc(path: Path, rows: list[Row], args: argparse.Namespace, minutes: float) -> None:
     """The Markdown report: set-up, summary, and every measured row."""
     table = "\n".join([HEADER] + [r.markdown() for r in rows])
     path.write_text(
         "# Archive-scale Hamming search\n\n"
-        f"Command: `{' '.join(['python benchmarks/search.py', *args.argv])}` "
+        f"Command: `{' '.join(['python benchmarks/search.py', *_without_note(args.argv)])}` "
         f"({minutes:.0f} min). Machine: {platform.machine()}, {CORES} cores, CPU only, FAISS "
         f"{faiss.__version__}. {args.bits}-bit codes, k = {args.k}, {args.queries} queries "
         "per configuration (fewer where one took longer than the --budget of "

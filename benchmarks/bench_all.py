@@ -96,6 +96,7 @@ def _previous_sections(doc: Path) -> dict[str, str]:
     for piece in pieces[1:]:
         name = piece.split("\n", 1)[0].removeprefix("## Bench: ").strip()
         piece = re.sub(r"\n## [\w-]+\n\nNot run yet\.\n*$", "\n", piece)
+        piece = re.sub(r"\n## Benches not run yet\n.*$", "\n", piece, flags=re.DOTALL)
         found[name] = "\n" + piece.rstrip() + "\n"
     return found
 
@@ -105,10 +106,14 @@ def write_doc(names: list[str]) -> None:
     parts = [(DOCS / "benchmarks-notes.md").read_text().rstrip() + "\n"]
     fig_dir = DOCS / "benchmarks"
     previous = _previous_sections(DOCS / "benchmarks.md")
+    pending = []
     for name in names:
         report = RUNS / name / "report" / "report.md"
         if not report.exists():
-            parts.append(previous.get(name, f"\n## {name}\n\nNot run yet.\n"))
+            if name in previous:
+                parts.append(previous[name])
+            else:
+                pending.append(name)
             continue
         target = fig_dir / name
         target.mkdir(parents=True, exist_ok=True)
@@ -117,6 +122,9 @@ def write_doc(names: list[str]) -> None:
         text = _demote_headings(report.read_text())
         text = re.sub(r"\]\(([^)/]+\.png)\)", rf"](benchmarks/{name}/\1)", text)
         parts.append(f"\n## Bench: {name}\n\n" + text)
+    if pending:
+        runs = ", ".join(f"`python benchmarks/bench_all.py --only {n}`" for n in pending)
+        parts.append(f"\n## Benches not run yet\n\n{', '.join(pending)}: {runs}.\n")
     (DOCS / "benchmarks.md").write_text("\n".join(parts))
     print(f"wrote {DOCS / 'benchmarks.md'}", flush=True)
 

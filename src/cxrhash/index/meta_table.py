@@ -54,12 +54,7 @@ class MetaTable:
             self._ends = self._ends[:n].copy()
 
     def __getitem__(self, row: int) -> tuple[str, str, str | None]:
-        if not 0 <= row < len(self):
-            raise KeyError(row)
-        case_id, findings, path = (
-            self._blob[self._start(row) : int(self._ends[row])].decode().split(_SEP)
-        )
-        return case_id, findings, None if path == _NONE else path
+        return self.records(np.array([row]))[0]
 
     def records(self, rows: np.ndarray) -> list[tuple[str, str, str | None]]:
         """The records of ``rows`` (each in ``0 … len − 1``), in their order.
@@ -84,9 +79,6 @@ class MetaTable:
         fields = gathered.tobytes().decode().split(_SEP)
         paths = [None if p == _NONE else p for p in fields[2::3]]
         return list(zip(fields[0::3], fields[1::3], paths, strict=False))
-
-    def __contains__(self, row: object) -> bool:
-        return isinstance(row, int) and 0 <= row < len(self)
 
     def _start(self, row: int) -> int:
         return int(self._ends[row - 1]) if row else 0

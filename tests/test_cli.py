@@ -154,3 +154,24 @@ def test_bench_cli_scores_external_codes_and_rejects_unknown_names(tmp_path: Pat
     assert bad.exit_code == 2 and "unknown method 'nope'" in bad.output
     bad = runner.invoke(app, ["bench", "--out", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "--external" in bad.output
+
+
+def test_train_resume_refuses_changed_options_and_takes_more_epochs(
+    phantom_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    base = ["train", "--data", f"phantom:{phantom_dir}", "--out", str(run)]
+    _ok([*base, "--profile", "test", "--epochs", "1", "--split-fractions", SPLIT])
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["split_fractions"]["train"] == 0.7
+    bad = runner.invoke(app, [*base, "--resume", "--bits", "32", "--lr", "0.5"])
+    assert bad.exit_code == 2
+    text = " ".join(bad.output.split())
+    assert "bits (16 vs 32)" in text and "lr (0.01 vs 0.5)" in text, text
+    _ok([*base, "--resume", "--epochs", "2"])  # the saved settings, one more epoch
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    bad = runner.invoke(app, [*base.copy(), "--split-fractions", "train=0.9,val=0.2"])
+    assert bad.exit_code == 2 and "--split-fractions" in bad.output
+
+
+SPLIT = "train=0.7,val=0.1,query=0.1,database=0.1"

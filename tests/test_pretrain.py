@@ -18,7 +18,7 @@ from cxrhash.cli import app
 from cxrhash.data.dataset import DataFormatError, SkippedSample
 from cxrhash.models.backbones import BACKBONES, create_backbone, load_backbone_weights
 from cxrhash.pretrain import PRETRAIN_METHODS, C2LConfig, PretrainError, pretrain_c2l
-from cxrhash.pretrain.c2l import C2LModel, c2l_loss, info_nce, mixup_targets, training_step
+from cxrhash.pretrain.c2l import C2LModel, C2LTask, c2l_loss, info_nce, mixup_targets
 from cxrhash.pretrain.unlabeled import UnlabeledImages, list_images
 
 TINY = {"image_size": 32, "epochs": 1, "batch_size": 8, "queue": 16, "dim": 8}
@@ -114,7 +114,7 @@ def test_mixup_targets_rows_sum_to_one_with_fixed_points() -> None:
 # ---- momentum encoder and queue ---------------------------------------------------------------
 
 
-def test_training_step_updates_key_encoder_by_momentum_and_enqueues_keys() -> None:
+def test_training_step_updates_key_encoder_by_momentum_and_enqueues_keys(png_dir: Path) -> None:
     torch.manual_seed(0)
     config = C2LConfig(backbone="test-cnn", momentum=0.9, lr=0.5, queue=5, dim=8, image_size=32)
     model = C2LModel("test-cnn", dim=8, queue=5).train()
@@ -126,7 +126,15 @@ def test_training_step_updates_key_encoder_by_momentum_and_enqueues_keys() -> No
     q_before = [p.detach().clone() for p in model.encoder_q.parameters()]
     with torch.no_grad():
         expected_keys = model.encoder_k(view_k)
-    training_step(model, optimizer, view_q, view_k, config)
+    # One engine step: the task's loss, an optimiser step, then the task's after-step hook.
+    task = C2LTask(config, UnlabeledImages(png_dir, 32))
+    batch = {"query": view_q, "key": view_k, "idx": torch.arange(4), "skipped": []}
+    out = task.training_step(model, batch, torch.device("cpu"))
+    assert out is not None and out.n_images == 4
+    optimizer.zero_grad()
+    out.loss.backward()
+    optimizer.step()
+    task.after_step(model)
 
     moved = 0
     for old_k, old_q, p_k, p_q in zip(

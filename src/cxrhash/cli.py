@@ -49,6 +49,30 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def parse_fractions(text: str) -> dict[str, float]:
+    """``"train=0.7,val=0.1,query=0.1,database=0.1"`` → a dict; a clear error otherwise."""
+    parts = ("train", "val", "query", "database")
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = -1.0
+        if not sep or name.strip() not in parts or not 0 <= share <= 1:
+            raise ValueError(
+                f"--split-fractions expects PART=SHARE,… with parts {', '.join(parts)} and "
+                f"shares in [0, 1]; got {item!r}"
+            )
+        out[name.strip()] = share
+    missing = [p for p in parts if p not in out]
+    if missing or not 0.99 <= sum(out.values()) <= 1.01:
+        raise ValueError(
+            f"--split-fractions must give all of {', '.join(parts)} summing to 1; got {text!r}"
+        )
+    return out
+
+
 def parse_params(items: list[str]) -> dict[str, float]:
     """``["rho=3", "lambda_c=0"]`` → ``{"rho": 3.0, "lambda_c": 0.0}``; a clear error otherwise."""
     out: dict[str, float] = {}
@@ -68,12 +92,13 @@ def train(
     data: Annotated[str, typer.Option(help=DATA_HELP)],
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints, config, split).")],
     profile: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help=f"Settings profile: {', '.join(PROFILES)}. 'paper' = ResNet-50 at 224 px, "
-            "50 epochs (GPU); 'cpu' = ResNet-18 at 128 px; 'cpu-fast' = ResNet-18 at 64 px."
+            help=f"Settings profile: {', '.join(PROFILES)} (default paper). 'paper' = ResNet-50 "
+            "at 224 px, 50 epochs (GPU); 'cpu' = ResNet-18 at 128 px; 'cpu-fast' = ResNet-18 "
+            "at 64 px."
         ),
-    ] = "paper",
+    ] = None,
     method: Annotated[str | None, typer.Option(help="Registered method name.")] = None,
     backbone: Annotated[
         str | None, typer.Option(help="resnet18|resnet34|resnet50|densenet121")
@@ -97,7 +122,20 @@ def train(
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
-    lr_step_epoch: Annotated[int | None, typer.Option(help="Epochs before lr × 0.1.")] = None,
+    lr_step_epoch: Annotated[
+        int | None, typer.Option(help="Epochs at the base lr before its one drop (× 0.1).")
+    ] = None,
+    warmup_epochs: Annotated[
+        float | None, typer.Option(help="Linear lr warm-up over this many epochs (default 0).")
+    ] = None,
+    grad_clip: Annotated[
+        float | None,
+        typer.Option(help="Clip the global gradient norm to this value (default: no clipping)."),
+    ] = None,
+    amp: Annotated[
+        str | None,
+        typer.Option(help="Mixed precision: auto (on for CUDA only, the default), on or off."),
+    ] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd (paper) or adam.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Weight of the quantisation term.")] = None,
     beta: Annotated[float | None, typer.Option(help="Weight of the BCE term.")] = None,
@@ -113,6 +151,13 @@ def train(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and order.")] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
+    split_fractions: Annotated[
+        str | None,
+        typer.Option(
+            help="Patient-disjoint split as PART=SHARE,… over train, val, query, database "
+            "(default train=0.6,val=0.1,query=0.1,database=0.2)."
+        ),
+    ] = None,
     official_split: Annotated[
         Path | None,
         typer.Option(
@@ -123,46 +168,62 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train a hashing method; a checkpoint is written every epoch (resumable)."""
+    """Train a hashing method; a checkpoint is written every epoch (resumable).
+
+    With --resume, the run continues with its saved settings: --epochs and --workers
+    may change, any other option that differs from the saved run is refused.
+    """
     _setup_logging(verbose)
     from cxrhash.training.trainer import train as run_train
 
-    if resume and (out / "config.json").exists():
-        config = TrainConfig.load(out / "config.json")
-        if epochs is not None:
-            config.epochs = epochs
-    else:
-        try:
-            config = make_config(
-                profile,
-                data=data,
-                method=method,
-                backbone=backbone,
-                backbone_weights=backbone_weights,
-                variant=variant,
-                feature_stage=feature_stage,
-                hash_activation=hash_activation,
-                bits=bits,
-                image_size=image_size,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                lr_step_epoch=lr_step_epoch,
-                optimizer=optimizer,
-                alpha=alpha,
-                beta=beta,
-                margin=margin,
-                seed=seed,
-                num_workers=workers,
-                official_split=str(official_split) if official_split else None,
-                method_params=parse_params(param or []) or None,
+    try:
+        given: dict[str, Any] = {
+            "data": data,
+            "method": method,
+            "backbone": backbone,
+            "backbone_weights": backbone_weights,
+            "variant": variant,
+            "feature_stage": feature_stage,
+            "hash_activation": hash_activation,
+            "bits": bits,
+            "image_size": image_size,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "lr_step_epoch": lr_step_epoch,
+            "warmup_epochs": warmup_epochs,
+            "grad_clip": grad_clip,
+            "amp": amp,
+            "optimizer": optimizer,
+            "alpha": alpha,
+            "beta": beta,
+            "margin": margin,
+            "seed": seed,
+            "num_workers": workers,
+            "split_fractions": parse_fractions(split_fractions) if split_fractions else None,
+            "official_split": str(official_split) if official_split else None,
+            "method_params": parse_params(param or []) or None,
+        }
+        if resume and (out / "config.json").exists():
+            saved = json.loads((out / "config.json").read_text())
+            if profile is not None:
+                given["profile"] = profile
+            config = TrainConfig.from_dict(
+                {**saved, **{k: v for k, v in given.items() if v is not None}}
             )
-        except ValueError as exc:
-            _fail(str(exc))
+        else:
+            config = make_config(profile or "paper", **given)
+    except ValueError as exc:
+        _fail(str(exc))
     try:
         result = run_train(config, out, resume=resume)
     except ValueError as exc:
         _fail(str(exc))
+    if result.rollbacks:
+        err.print(
+            f"[yellow]warning:[/] the loss diverged {len(result.rollbacks)} time(s); each was "
+            f"rolled back with a lower learning rate (see {out / 'rollbacks.json'})"
+        )
     console.print(
         f"trained {result.epochs_run} epochs in {result.train_seconds:.0f} s "
         f"({result.images_per_second:.1f} img/s); best val {config.val_metric} "

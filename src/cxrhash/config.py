@@ -38,8 +38,14 @@ class TrainConfig:
     batch_size: int = 64
     optimizer: str = "sgd"
     lr: float = 0.01
-    lr_step_epoch: int = 20
+    lr_step_epoch: int = 20  # one drop: lr × lr_gamma from this epoch on (the paper: 20)
     lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up (the paper has none)
+    grad_clip: float | None = None  # max global gradient norm (the paper has none)
+    amp: str = "auto"  # mixed precision: auto (CUDA only) | on | off
+    channels_last: str = "auto"  # auto (CUDA only) | on | off
+    max_rollbacks: int = 3  # divergence guard: rollbacks before giving up
+    rollback_lr_factor: float = 0.5  # learning-rate multiplier at each rollback
     momentum: float = 0.9
     weight_decay: float = 1e-4
     alpha: float = 0.5

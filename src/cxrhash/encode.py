@@ -64,13 +64,14 @@ def iter_encoded_batches(
 ) -> Iterator[tuple[HashOutput | None, dict]]:
     """Yield ``(HashOutput, batch)`` for each batch; skipped images are in ``batch['skipped']``."""
     model.eval()
+    device = next(model.parameters()).device
     loader = make_loader(dataset, batch_size, num_workers)
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
     try:
         for batch in loader:
             n = len(batch["case_id"]) + len(batch["skipped"])
             if batch["img"] is not None and len(batch["case_id"]) > 0:
-                yield model(batch["img"]), batch
+                yield model(batch["img"].to(device)), batch
             else:
                 yield None, batch
             bar.update(n)
@@ -97,8 +98,8 @@ def encode_dataset(
         skipped.extend(batch["skipped"])
         if out is None:
             continue
-        hashes.append(out.hash.float().numpy())
-        feats.append(out.features.float().numpy())
+        hashes.append(out.hash.float().cpu().numpy())
+        feats.append(out.features.float().cpu().numpy())
         labels.append(batch["lab"].numpy())
         idx.append(batch["idx"].numpy())
         cases.extend(batch["case_id"])

@@ -32,10 +32,8 @@ the batch keys k(x') are enqueued (the oldest entries are overwritten).
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
-import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from itertools import chain
 from pathlib import Path
@@ -44,24 +42,27 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from cxrhash.models.backbones import BACKBONES, GreyInputAdapter, create_backbone
 from cxrhash.pretrain.unlabeled import UnlabeledImages, collate_views
-from cxrhash.training.checkpoint import save_checkpoint
-from cxrhash.training.trainer import seed_everything
+from cxrhash.training.engine import (
+    EngineSettings,
+    StepOutput,
+    TrainingError,
+    fit,
+    save_checkpoint,
+)
 
 LOG = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 SGD_MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
 # Fields that may differ when a run is resumed (the rest fix the model, data or schedule).
 _RESUMABLE_CHANGES = ("epochs", "num_workers")
 
 
-class PretrainError(ValueError):
+class PretrainError(TrainingError):
     """Pretraining cannot start or continue (bad config, no images, incompatible resume)."""
 
 
@@ -288,47 +289,13 @@ class C2LModel(nn.Module):
         return parts, k
 
 
-def training_step(
-    model: C2LModel,
-    optimizer: torch.optim.Optimizer,
-    view_q: Tensor,
-    view_k: Tensor,
-    config: C2LConfig,
-) -> dict[str, float]:
-    """One SGD step on the query encoder, then the momentum update and the enqueue.
-
-    λ and π are drawn from torch's global RNG (seeded per epoch by the caller).
-
-    Raises:
-        PretrainError: the loss is not finite.
-    """
-    lam: float | None = None
-    perm: Tensor | None = None
-    if config.mixup_alpha > 0:
-        beta = torch.distributions.Beta(config.mixup_alpha, config.mixup_alpha)
-        lam = float(beta.sample())
-        perm = torch.randperm(len(view_q)).to(view_q.device)
-    parts, keys = model(
-        view_q,
-        view_k,
-        lam=lam,
-        perm=perm,
-        temperature=config.temperature,
-        feature_mixup=config.feature_mixup,
-    )
-    if not torch.isfinite(parts["total"]):
-        raise PretrainError(f"the C2L loss became {parts['total'].item()}")
-    optimizer.zero_grad(set_to_none=True)
-    parts["total"].backward()
-    optimizer.step()
-    model.momentum_update(config.momentum)
-    model.enqueue(keys)
-    return {name: float(value.detach()) for name, value in parts.items()}
-
-
-def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
-    """Learning rate of (0-based) ``epoch``: cosine from ``base_lr`` towards 0 over ``epochs``."""
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * epoch / epochs))
+def draw_mixup(config: C2LConfig, batch_size: int) -> tuple[float | None, Tensor | None]:
+    """λ ~ Beta(α, α) and a permutation π of the batch from torch's global RNG (``None`` without
+    mixup); the engine seeds that RNG per epoch, so a resumed run draws the same values."""
+    if config.mixup_alpha <= 0:
+        return None, None
+    beta = torch.distributions.Beta(config.mixup_alpha, config.mixup_alpha)
+    return float(beta.sample()), torch.randperm(batch_size)
 
 
 # ---- export ---------------------------------------------------------------------------------
@@ -371,31 +338,112 @@ def backbone_state_dict(backbone: nn.Module, name: str) -> dict[str, Tensor]:
 # ---- the run --------------------------------------------------------------------------------
 
 
-def _check_resume(saved: dict[str, Any], config: C2LConfig, fingerprint: str) -> None:
-    mine = asdict(config)
-    diffs = [k for k in mine if k not in _RESUMABLE_CHANGES and saved["config"].get(k) != mine[k]]
-    if diffs:
-        raise PretrainError(
-            "cannot resume: the run was started with different "
-            + ", ".join(f"{k} ({saved['config'].get(k)!r} vs {mine[k]!r})" for k in diffs)
+class C2LTask:
+    """C2L pretraining as a task of the training engine (:func:`cxrhash.training.engine.fit`).
+
+    The engine runs SGD on the query encoder (the key encoder has no trainable
+    parameters); after each step the task moves the key encoder by momentum and
+    enqueues the batch's keys. No validation: ``last.pt`` each epoch, and
+    ``backbone.pt`` at the end.
+    """
+
+    kind: str = "c2l"
+    curves_name: str = "pretrain_curves.png"
+    score_key: str | None = None
+    resumable: tuple[str, ...] = (*_RESUMABLE_CHANGES, "data")
+
+    def __init__(self, config: C2LConfig, dataset: UnlabeledImages) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.fingerprint = dataset.fingerprint()
+        self.skipped: set[str] = set()
+        self._keys: Tensor | None = None
+
+    def prepare(self, run_dir: Path, saved: Mapping[str, Any] | None) -> None:
+        if saved is not None:
+            self.skipped = set(saved["skipped_files"])
+
+    def build_model(self) -> nn.Module:
+        return C2LModel(self.config.backbone, self.config.dim, self.config.queue)
+
+    def train_set(self) -> Dataset:
+        return self.dataset
+
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        return collate_views(items)
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, steps_per_epoch: int) -> None:
+        return None
+
+    def training_step(
+        self, model: nn.Module, batch: dict[str, Any], device: torch.device
+    ) -> StepOutput | None:
+        self.skipped.update(s.path for s in batch["skipped"] if s.path)
+        if batch["query"] is None or len(batch["idx"]) < 2:
+            return None
+        view_q, view_k = batch["query"].to(device), batch["key"].to(device)
+        lam, perm = draw_mixup(self.config, len(view_q))
+        parts, self._keys = model(
+            view_q,
+            view_k,
+            lam=lam,
+            perm=None if perm is None else perm.to(device),
+            temperature=self.config.temperature,
+            feature_mixup=self.config.feature_mixup,
         )
-    if saved.get("data_fingerprint") != fingerprint:
-        raise PretrainError("cannot resume: the image list differs from the one the run started on")
-    if saved["epoch"] + 1 > config.epochs:
-        raise PretrainError(
-            f"cannot resume: the run already did {saved['epoch'] + 1} epochs, more than "
-            f"epochs={config.epochs}"
+        floats = {name: float(value.detach()) for name, value in parts.items()}
+        return StepOutput(parts["total"], floats, len(view_q))
+
+    def after_step(self, model: nn.Module) -> None:
+        assert isinstance(model, C2LModel) and self._keys is not None
+        model.momentum_update(self.config.momentum)
+        model.enqueue(self._keys)
+        self._keys = None
+
+    def validate(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        return {}
+
+    def checkpoint_extra(self, model: nn.Module) -> dict[str, Any]:
+        return {
+            "method": "c2l",
+            "data_fingerprint": self.fingerprint,
+            "skipped_files": sorted(self.skipped),
+        }
+
+    def check_resume(self, saved: Mapping[str, Any]) -> None:
+        if saved.get("data_fingerprint") != self.fingerprint:
+            raise PretrainError(
+                "cannot resume: the image list differs from the one the run started on"
+            )
+
+    def finish(self, model: nn.Module, run_dir: Path) -> None:
+        assert isinstance(model, C2LModel)
+        save_checkpoint(
+            run_dir / "backbone.pt",
+            {
+                "state_dict": backbone_state_dict(model.encoder_q.backbone, self.config.backbone),
+                "arch": self.config.backbone,
+                "method": "c2l",
+                "image_size": self.config.image_size,
+                "epochs": self.config.epochs,
+            },
         )
 
 
-def _load_state(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise PretrainError(f"cannot read pretraining checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("method") != "c2l":
-        raise PretrainError(f"{path} is not a C2L pretraining checkpoint")
-    return state
+def engine_settings(config: C2LConfig, device: str | None = None) -> EngineSettings:
+    """SGD (momentum 0.9, weight decay 1e-4), cosine from ``lr`` towards 0 over the epochs."""
+    return EngineSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        optimizer="sgd",
+        momentum=SGD_MOMENTUM,
+        weight_decay=WEIGHT_DECAY,
+        schedule="cosine",
+        seed=config.seed,
+        num_workers=config.num_workers,
+        device=device,
+    )
 
 
 def pretrain_c2l(
@@ -409,11 +457,11 @@ def pretrain_c2l(
 ) -> dict[str, Any]:
     """Pretrain ``config.backbone`` with C2L on the unlabelled images of ``data_dir``.
 
-    Writes to ``out_dir``: ``config.json``; ``last.pt`` after every epoch (both
-    encoders, queue, optimiser, epoch, config; atomic); ``backbone.pt`` (the
-    query backbone as ``{"state_dict": <torchvision keys>, "arch", "method",
-    "image_size", "epochs"}``: pass it as ``--backbone-weights``);
-    ``history.json``; ``pretrain_curves.png``.
+    Writes to ``out_dir`` (through the training engine): ``config.json``;
+    ``last.pt`` after every epoch (both encoders, queue, optimiser, epoch,
+    config; atomic); ``backbone.pt`` (the query backbone as ``{"state_dict":
+    <torchvision keys>, "arch", "method", "image_size", "epochs"}``: pass it as
+    ``--backbone-weights``); ``history.json``; ``pretrain_curves.png``.
 
     Args:
         config: the settings.
@@ -429,161 +477,38 @@ def pretrain_c2l(
 
     Raises:
         PretrainError: too few images, an existing run without ``resume``, an
-            incompatible resume, or a non-finite loss.
+            incompatible resume, or a loss that kept diverging.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dataset = UnlabeledImages(
         Path(data_dir), config.image_size, max_images=config.max_images, seed=config.seed
     )
     if len(dataset) < 2:
         raise PretrainError(f"{data_dir} holds {len(dataset)} image(s); contrast needs at least 2")
-    fingerprint = dataset.fingerprint()
-
-    state: dict[str, Any] | None = None
-    if resume:
-        if not (out_dir / "last.pt").exists():
-            raise PretrainError(f"nothing to resume: {out_dir / 'last.pt'} does not exist")
-        state = _load_state(out_dir / "last.pt")
-        _check_resume(state, config, fingerprint)
-    elif (out_dir / "last.pt").exists():
-        raise PretrainError(
-            f"{out_dir} already holds a run (last.pt); pass --resume to continue it "
-            "or choose another --out"
+    task = C2LTask(config, dataset)
+    record = {**asdict(config), "data": str(data_dir)}
+    try:
+        result = fit(
+            task,
+            engine_settings(config, device),
+            Path(out_dir),
+            record,
+            resume=resume,
+            progress=progress,
         )
-    (out_dir / "config.json").write_text(
-        json.dumps({**asdict(config), "data": str(data_dir)}, indent=2)
-    )
-
-    seed_everything(config.seed)
-    model = C2LModel(config.backbone, config.dim, config.queue).to(dev)
-    optimizer = torch.optim.SGD(
-        model.encoder_q.parameters(), lr=config.lr, momentum=SGD_MOMENTUM, weight_decay=WEIGHT_DECAY
-    )
-    history: list[dict[str, Any]] = []
-    skipped: set[str] = set()
-    start_epoch = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, start_epoch = state["history"], state["epoch"] + 1
-        skipped = set(state["skipped_files"])
-        LOG.info("resuming %s at epoch %d", out_dir, start_epoch + 1)
-
-    t_start = time.perf_counter()
-    images_seen = 0
-    for epoch in range(start_epoch, config.epochs):
-        # Per-epoch seeding makes a resumed run identical to an uninterrupted one.
-        seed_everything(config.seed * 1000 + epoch)
-        gen = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        loader = DataLoader(
-            dataset,
-            batch_size=config.batch_size,
-            shuffle=True,
-            generator=gen,
-            num_workers=config.num_workers,
-            collate_fn=collate_views,
-            drop_last=len(dataset) > config.batch_size,
-        )
-        lr = cosine_lr(config.lr, epoch, config.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        sums: dict[str, float] = {}
-        n_batches = n_img = 0
-        t0 = time.perf_counter()
-        bar = tqdm(
-            loader, desc=f"c2l {epoch + 1}/{config.epochs}", disable=not progress, leave=False
-        )
-        for batch in bar:
-            skipped.update(s.path for s in batch["skipped"] if s.path)
-            if batch["query"] is None or len(batch["idx"]) < 2:
-                continue
-            parts = training_step(
-                model, optimizer, batch["query"].to(dev), batch["key"].to(dev), config
-            )
-            n_batches += 1
-            n_img += len(batch["idx"])
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + value
-            rate = n_img / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{parts['total']:.3f}", img_s=f"{rate:.1f}")
-        if n_batches == 0:
-            raise PretrainError(f"epoch {epoch + 1}: no batch with two readable images")
-        seconds = time.perf_counter() - t0
-        images_seen += n_img
-        record = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            **{f"loss_{name}": value / n_batches for name, value in sums.items()},
-            "images_per_second": n_img / max(seconds, 1e-9),
-            "seconds": seconds,
-        }
-        history.append(record)
-        payload = {
-            "format": FORMAT_VERSION,
-            "method": "c2l",
-            "config": asdict(config),
-            "data_fingerprint": fingerprint,
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "history": history,
-            "skipped_files": sorted(skipped),
-        }
-        save_checkpoint(out_dir / "last.pt", payload)
-        (out_dir / "history.json").write_text(json.dumps(history, indent=2))
-        LOG.info("c2l epoch %d: loss %.4f", epoch + 1, record["loss_total"])
-        if progress:
-            tqdm.write(
-                f"c2l epoch {epoch + 1}/{config.epochs}  loss {record['loss_total']:.4f}  "
-                f"{record['images_per_second']:.1f} img/s"
-            )
-
-    backbone_path = out_dir / "backbone.pt"
-    save_checkpoint(
-        backbone_path,
-        {
-            "state_dict": backbone_state_dict(model.encoder_q.backbone, config.backbone),
-            "arch": config.backbone,
-            "method": "c2l",
-            "image_size": config.image_size,
-            "epochs": config.epochs,
-        },
-    )
-    _plot_history(history, out_dir / "pretrain_curves.png")
-    if skipped:
-        LOG.warning("%d unreadable images were skipped", len(skipped))
-    seconds = time.perf_counter() - t_start
+    except PretrainError:
+        raise
+    except TrainingError as exc:
+        raise PretrainError(str(exc)) from exc
+    if task.skipped:
+        LOG.warning("%d unreadable images were skipped", len(task.skipped))
+    history = result.history
     return {
         "out_dir": str(out_dir),
-        "backbone_weights": str(backbone_path),
-        "epochs_run": config.epochs - start_epoch,
+        "backbone_weights": str(Path(out_dir) / "backbone.pt"),
+        "epochs_run": result.epochs_run,
         "images": len(dataset),
-        "skipped_files": len(skipped),
+        "skipped_files": len(task.skipped),
         "final_loss": history[-1]["loss_total"] if history else float("nan"),
-        "images_per_second": images_seen / max(seconds, 1e-9),
-        "seconds": seconds,
+        "images_per_second": result.images_per_second,
+        "seconds": result.seconds,
     }
-
-
-def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
-    """Loss terms per epoch, as a PNG."""
-    if not history:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for key in sorted(k for k in history[0] if k.startswith("loss_")):
-        ax.plot(epochs, [h.get(key, float("nan")) for h in history], marker="o", label=key[5:])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("C2L training loss")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,20 +1,20 @@
-"""Checkpoints: model + optimiser state, resolved config, label names, package version."""
+"""Hashing checkpoints: reading them safely and rebuilding the trained model.
+
+The engine (:mod:`cxrhash.training.engine`) writes them; they hold the resolved
+config, label names, package version, model and optimiser state, and are read
+with ``torch.load(weights_only=True)`` only.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-import cxrhash
 from cxrhash.config import TrainConfig
-
-FORMAT_VERSION = 1
+from cxrhash.training.engine import TrainingError, load_state
 
 
 class CheckpointError(ValueError):
@@ -30,45 +30,12 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename) so a kill mid-save keeps the previous file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def make_payload(
-    *,
-    model: nn.Module,
-    config: TrainConfig,
-    label_names: list[str],
-    pathologies: list[str],
-    epoch: int,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    best: dict[str, Any] | None = None,
-    history: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Everything needed to resume training or to encode images later."""
-    return {
-        "format": FORMAT_VERSION,
-        "package_version": cxrhash.__version__,
-        "config": asdict(config),
-        "label_names": list(label_names),
-        "pathologies": list(pathologies),
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "model_id": model_fingerprint(model),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "best": best or {},
-        "history": history or [],
-    }
-
-
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint, with a clear error for a missing or foreign file."""
+    """Read a hashing checkpoint (a run folder means its ``best.pt``, else ``last.pt``).
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a cxrhash hashing checkpoint.
+    """
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
@@ -78,13 +45,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} is not a cxrhash checkpoint (format {FORMAT_VERSION} expected)"
-        )
+        payload = load_state(path, "hashing")
+    except TrainingError as exc:
+        raise CheckpointError(str(exc)) from exc
     payload["path"] = str(path)
     return payload
 

@@ -100,6 +100,12 @@ class ToyTask:
     def check_resume(self, saved: Mapping[str, Any]) -> None:
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        return None
+
     def finish(self, model: nn.Module, run_dir: Path) -> None:
         self.finished = True
 

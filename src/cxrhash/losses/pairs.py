@@ -44,6 +44,18 @@ def pair_similarity(labels: Tensor) -> Tensor:
     return (levels >= 1).to(levels.dtype)
 
 
+def cross_similarity(labels_a: Tensor, labels_b: Tensor) -> Tensor:
+    """s_ij = 1 if item i of ``labels_a`` and item j of ``labels_b`` share ≥ 1 finding (A×B).
+
+    NaN counts as absent, as in :func:`pair_similarity`.
+    """
+    a, b = _label_matrix(labels_a), _label_matrix(labels_b.to(labels_a.device))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"label widths differ: {a.shape[1]} vs {b.shape[1]}")
+    dtype = labels_a.dtype if labels_a.is_floating_point() else torch.float32
+    return ((a @ b.T) >= 1).to(dtype)
+
+
 def upper_pairs(batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Index tensors (i, j) of all pairs i < j of a batch, row by row.
 

@@ -54,6 +54,29 @@ def pairwise_likelihood_loss(
     return nll.mean()
 
 
+def bank_pairwise_likelihood_loss(
+    u: Tensor, bank: Tensor, sim: Tensor, *, omega_scale: float = 0.5
+) -> Tensor:
+    """Mean over the batch i and every training image j of −log p(s_ij | u_i, U_j).
+
+    DPSH (Li 2016) pairs each batch item with the whole training set: U_j are the
+    codes of a :class:`cxrhash.methods.code_bank.CodeBank` (no gradient flows into
+    them), Ω_ij = omega_scale·⟨u_i, U_j⟩, −log p = softplus(Ω) − s·Ω.
+
+    Args:
+        u: B×k relaxed codes of the batch.
+        bank: N×k codes of the training set.
+        sim: B×N similarity of the batch to the training set.
+    """
+    if sim.shape != (u.shape[0], bank.shape[0]) or bank.shape[1] != u.shape[1]:
+        raise ValueError(
+            f"u {tuple(u.shape)}, bank {tuple(bank.shape)} and sim {tuple(sim.shape)} "
+            "must be B×k, N×k and B×N"
+        )
+    omega = omega_scale * (u @ bank.detach().to(u.dtype).T)
+    return (F.softplus(omega) - sim.to(u.dtype) * omega).mean()
+
+
 def sign_quantization_loss(u: Tensor) -> Tensor:
     """‖b − u‖² with b = sign(u) (DPSH's η-term), summed over bits, mean over the batch."""
     if u.shape[0] == 0:

@@ -40,6 +40,9 @@ class Method:
         on_epoch: called with ``(model, EpochInfo, config)`` before each epoch —
             continuation methods raise their tanh scale there.
         paper: the method's published setting, for ``cxrhash methods``.
+        uses_bank: ``config -> bool``; when true the trainer keeps a
+            :class:`~cxrhash.methods.code_bank.CodeBank` of every training image's
+            code and calls ``loss(output, labels, config, LossContext)``.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Method:
     defaults: Mapping[str, float] = field(default_factory=dict)
     on_epoch: EpochHook | None = None
     paper: str = ""
+    uses_bank: Callable[[TrainConfig], bool] | None = None
 
     def params(self, config: TrainConfig) -> dict[str, float]:
         """The defaults overridden by ``config.method_params``; unknown names are errors."""

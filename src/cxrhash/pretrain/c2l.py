@@ -416,6 +416,12 @@ class C2LTask:
                 "cannot resume: the image list differs from the one the run started on"
             )
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the queue is a buffer of the model
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        return None
+
     def finish(self, model: nn.Module, run_dir: Path) -> None:
         assert isinstance(model, C2LModel)
         save_checkpoint(

@@ -211,6 +211,12 @@ class Task(Protocol):
     def check_resume(self, saved: Mapping[str, Any]) -> None:
         """Task-specific resume checks beyond the config (raise TrainingError)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """Training state the task keeps outside the model (checkpointed, rolled back)."""
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
     def finish(self, model: nn.Module, run_dir: Path) -> None:
         """Write the task's final outputs (e.g. ``backbone.pt``)."""
 
@@ -401,6 +407,7 @@ def fit(
         lr_factor, global_step = float(engine["lr_factor"]), int(engine["global_step"])
         rollbacks = [Rollback(**r) for r in engine["rollbacks"]]
         recent = [float(x) for x in engine["recent_losses"]]
+        task.load_state_dict(saved["task_state"])
         LOG.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
     guard = _Guard(settings.explode_factor, recent)
 
@@ -410,7 +417,7 @@ def fit(
     epoch = start_epoch
     while epoch < settings.epochs:
         # The state to roll back to: what last.pt holds (or the initial state).
-        snapshot = _snapshot(model, optimizer, guard, global_step)
+        snapshot = _snapshot(task, model, optimizer, guard, global_step)
         # Per-epoch seeding makes a resumed (or rolled-back) epoch replay the same order.
         seed_everything(settings.seed * 1000 + epoch)
         gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
@@ -495,7 +502,7 @@ def fit(
             )
             if progress:
                 tqdm.write(f"divergence at epoch {epoch + 1} step {step}: {reason}; rolled back")
-            global_step = _restore(snapshot, model, optimizer, guard)
+            global_step = _restore(snapshot, task, model, optimizer, guard)
             continue
         if n_batches == 0:
             raise TrainingError(f"epoch {epoch + 1}: no batch with two readable images")
@@ -537,6 +544,7 @@ def fit(
                 "rollbacks": [asdict(r) for r in rollbacks],
                 "recent_losses": list(guard.recent),
             },
+            "task_state": task.state_dict(),
             **task.checkpoint_extra(model),
         }
         if improved:
@@ -585,9 +593,14 @@ def _clip(model: nn.Module, max_norm: float | None) -> float:
 
 
 def _snapshot(
-    model: nn.Module, optimizer: torch.optim.Optimizer, guard: _Guard, global_step: int
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    guard: _Guard,
+    global_step: int,
 ) -> dict[str, Any]:
     return {
+        "task": copy.deepcopy(task.state_dict()),
         "model": copy.deepcopy(model.state_dict()),
         "optimizer": copy.deepcopy(optimizer.state_dict()),
         "recent": list(guard.recent),
@@ -596,8 +609,13 @@ def _snapshot(
 
 
 def _restore(
-    snapshot: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, guard: _Guard
+    snapshot: dict[str, Any],
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    guard: _Guard,
 ) -> int:
+    task.load_state_dict(snapshot["task"])
     model.load_state_dict(snapshot["model"])
     optimizer.load_state_dict(snapshot["optimizer"])
     guard.recent.clear()

@@ -35,6 +35,7 @@ from cxrhash.evaluation.evaluate import peak_memory_mb
 from cxrhash.evaluation.metrics import retrieval_metrics
 from cxrhash.index.codes import hamming_rank
 from cxrhash.methods import METHODS, EpochInfo, Method
+from cxrhash.methods.code_bank import CodeBank, LossContext
 from cxrhash.training.checkpoint import model_fingerprint
 from cxrhash.training.engine import (
     DivergenceError,
@@ -162,6 +163,8 @@ class HashingTask:
         self.dataset = dataset.with_image_size(config.image_size, augment=False)
         self.score_key: str | None = f"val_{config.val_metric}"
         self.names = label_names(self.dataset.pathologies, config.no_finding_class)
+        self.bank: CodeBank | None = None
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare(self, run_dir: Path, saved: Mapping[str, Any] | None) -> None:
         """Resolve the split and build the training, validation and validation-database sets."""
@@ -182,6 +185,9 @@ class HashingTask:
         self.val_db_labels = relevance_labels(
             with_no_finding_np(self.val_db_set.labels, no_finding)
         )
+        if self.method.uses_bank is not None and self.method.uses_bank(config):
+            train_labels = relevance_labels(with_no_finding_np(self._train.labels, no_finding))
+            self.bank = CodeBank(train_labels, config.bits)
 
     def build_model(self) -> nn.Module:
         return self.method.build_model(self.config, len(self.names))
@@ -204,11 +210,26 @@ class HashingTask:
             return None  # contrastive pairs need two images
         targets = with_no_finding(batch["lab"], self.config.no_finding_class).to(device)
         out = model(batch["img"].to(device))
-        loss, parts = self.method.loss(out, targets, self.config)
+        if self.bank is None:
+            loss, parts = self.method.loss(out, targets, self.config)
+        else:
+            context = LossContext(batch["idx"], self.bank)
+            loss, parts = self.method.loss(out, targets, self.config, context)
+            self._pending = (batch["idx"], out.hash.detach())
         return StepOutput(loss, parts, len(batch["case_id"]))
 
     def after_step(self, model: nn.Module) -> None:
-        return None
+        """Write the accepted step's codes into the bank (never those of a rolled-back step)."""
+        if self.bank is not None and self._pending is not None:
+            self.bank.update(*self._pending)
+        self._pending = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bank": self.bank.state_dict()} if self.bank is not None else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.bank is not None:
+            self.bank.load_state_dict(state["bank"])
 
     def validate(self, model: nn.Module, epoch: int) -> dict[str, float]:
         bs = self.config.batch_size

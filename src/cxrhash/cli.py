@@ -63,6 +63,18 @@ def parse_params(items: list[str]) -> dict[str, float]:
     return out
 
 
+def paper_backbone_of(method: str | None) -> str | None:
+    """The backbone ``method``'s paper uses (``Method.paper_backbone``), for the paper profile.
+
+    ``None`` means the training default method; an unknown name gives ``None``
+    here and fails with the list of methods when training starts.
+    """
+    from cxrhash.methods import METHODS
+
+    name = method or TrainConfig.method
+    return METHODS.get(name).paper_backbone if name in METHODS else None
+
+
 @app.command()
 def train(
     data: Annotated[str, typer.Option(help=DATA_HELP)],
@@ -135,6 +147,7 @@ def train(
         try:
             config = make_config(
                 profile,
+                paper_backbone=paper_backbone_of(method),
                 data=data,
                 method=method,
                 backbone=backbone,
@@ -491,6 +504,10 @@ def methods() -> None:
             )
         if m.paper:
             console.print(f"          paper: {m.paper}")
+        if m.paper_backbone:
+            console.print(
+                f"          backbone in --profile paper: {m.paper_backbone} (unless --backbone)"
+            )
     console.print("backbones " + ", ".join(BACKBONES.names()))
     for name, values in PROFILES.items():
         console.print(f"profile   {name}: {values or '(paper defaults)'}")

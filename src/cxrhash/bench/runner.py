@@ -22,6 +22,7 @@ from cxrhash.bench.report import write_report
 from cxrhash.config import TrainConfig, make_config
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import patient_disjoint_split, save_split
+from cxrhash.methods import METHODS
 
 LOG = logging.getLogger(__name__)
 
@@ -36,9 +37,16 @@ class BenchSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None  # backbone weights file (e.g. `cxrhash pretrain` output)
 
-    def base_config(self) -> TrainConfig:
-        """The training config every deep cell starts from."""
-        return make_config(self.profile, data=self.data, **self.overrides)
+    def base_config(self, method: str | None = None) -> TrainConfig:
+        """The training config the cells start from; ``method`` picks its paper's backbone.
+
+        In the ``paper`` profile a method with a ``paper_backbone`` (saliency-fusion:
+        DenseNet-121) gets it unless the bench overrides ``backbone``.
+        """
+        paper_backbone = METHODS.get(method).paper_backbone if method else None
+        return make_config(
+            self.profile, paper_backbone=paper_backbone, data=self.data, **self.overrides
+        )
 
     def to_json(self) -> str:
         """Serialise (stable key order)."""
@@ -104,11 +112,11 @@ def _run_cell(
     """Worker entry point: run one cell in a fresh process."""
     torch.set_num_threads(threads)
     spec = BenchSpec.from_json(spec_json)
-    base = spec.base_config()
     if cell.kind == "shallow":
         feats = Path(out) / "features" / f"seed{cell.seed}.npz"
         return run_shallow_cell(cell, feats, spec.data)
     run_dir = Path(out) / "runs" / cell.cell_id
+    base = spec.base_config(cell.method)
     return run_deep_cell(cell, base, run_dir, Path(split_file), spec.pretrained)
 
 

@@ -40,6 +40,9 @@ class Method:
         on_epoch: called with ``(model, EpochInfo, config)`` before each epoch —
             continuation methods raise their tanh scale there.
         paper: the method's published setting, for ``cxrhash methods``.
+        paper_backbone: the backbone the method's paper uses; the ``paper``
+            profile builds it unless ``--backbone`` is given (``None`` = the
+            profile's own backbone).
     """
 
     name: str
@@ -49,6 +52,7 @@ class Method:
     defaults: Mapping[str, float] = field(default_factory=dict)
     on_epoch: EpochHook | None = None
     paper: str = ""
+    paper_backbone: str | None = None
 
     def params(self, config: TrainConfig) -> dict[str, float]:
         """The defaults overridden by ``config.method_params``; unknown names are errors."""

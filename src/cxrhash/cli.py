@@ -32,7 +32,8 @@ err = Console(stderr=True)
 
 DATA_HELP = (
     "Dataset spec: nih:PATH (Data_Entry_2017.csv / labels.csv, or a folder holding them), "
-    "chexpert:CSV[?uncertain=ones|zeros|ignore], chestmnist:NPZ[?split=train], "
+    "chexpert:CSV[?uncertain=ones|zeros|ignore], chestmnist:NPZ[?split=train|val|test] "
+    "(all three official parts, kept apart by the split, when omitted), "
     "folder:DIR?csv=FILE, phantom:DIR."
 )
 

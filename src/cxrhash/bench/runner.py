@@ -21,7 +21,7 @@ from cxrhash.bench.grid import Cell, GridSpec, build_grid
 from cxrhash.bench.report import write_report
 from cxrhash.config import TrainConfig, make_config
 from cxrhash.data.readers import open_dataset
-from cxrhash.data.splits import patient_disjoint_split, save_split
+from cxrhash.data.splits import make_split, save_split
 from cxrhash.methods import METHODS
 
 LOG = logging.getLogger(__name__)
@@ -89,7 +89,10 @@ def _check_folder(spec: BenchSpec, out: Path) -> None:
 
 
 def cache_splits(spec: BenchSpec, out: Path) -> dict[int, Path]:
-    """One patient-disjoint split per seed, shared by every method (``splits/seed{s}.json``)."""
+    """One patient-disjoint split per seed, shared by every method (``splits/seed{s}.json``).
+
+    Official parts are honoured as in training (:func:`cxrhash.data.splits.make_split`).
+    """
     base = spec.base_config()
     paths: dict[int, Path] = {}
     dataset = None
@@ -101,7 +104,10 @@ def cache_splits(spec: BenchSpec, out: Path) -> dict[int, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         if dataset is None:
             dataset = open_dataset(base.data, base.image_size)
-        split = patient_disjoint_split(dataset.patient_ids, base.split_fractions, seed)
+        official = Path(base.official_split) if base.official_split else None
+        split = make_split(
+            dataset.case_ids, dataset.patient_ids, base.split_fractions, seed, official
+        )
         save_split(path, split, dataset.case_ids)
     return paths
 

@@ -555,7 +555,9 @@ def bench(
         list[str] | None,
         typer.Option(
             help="NAME=DIR of another toolkit's codes (query_codes.npy, db_codes.npy, "
-            "query_labels.npy, db_labels.npy), scored by the same evaluator. Repeatable."
+            "query_labels.npy, db_labels.npy; optional label_names.txt, and bits.txt when "
+            "codes are uint8 0/1), scored like the grid's cells, `No Finding` class included. "
+            "Repeatable."
         ),
     ] = None,
     jobs: Annotated[

@@ -214,8 +214,9 @@ def run_bench(
         for c in cells
         if (cell_dir / f"{c.cell_id}.json").exists()
     ]
+    no_finding = spec.base_config().no_finding_class  # external codes are scored alike
     for name, folder in (external or {}).items():
-        results.append(score_external(name, Path(folder)))
+        results.append(score_external(name, Path(folder), no_finding_class=no_finding))
     missing = [c.cell_id for c in cells if not (cell_dir / f"{c.cell_id}.json").exists()]
     notes = _notes(spec, missing, failed, time.monotonic() - t_start)
     title = f"cxrhash bench: {spec.data or 'external codes'}"

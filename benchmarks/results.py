@@ -34,8 +34,19 @@ def run(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def one_run(data: str, out: Path, profile: str, bits: int, seed: int, epochs: int | None) -> dict:
-    """Train (or resume/skip) and evaluate one configuration; return its facts."""
+def one_run(
+    data: str,
+    out: Path,
+    profile: str,
+    bits: int,
+    seed: int,
+    epochs: int | None,
+    extra: tuple[str, ...] = (),
+) -> dict:
+    """Train (or resume/skip) and evaluate one configuration; return its facts.
+
+    ``extra`` are further ``cxrhash train`` options (e.g. ``--method dpsh --param bank=0``).
+    """
     cli = [sys.executable, "-m", "cxrhash.cli"]
     facts: dict = {}
     summary = out / "train_summary.json"
@@ -56,6 +67,7 @@ def one_run(data: str, out: Path, profile: str, bits: int, seed: int, epochs: in
         ]
         if epochs:
             cmd += ["--epochs", str(epochs)]
+        cmd += list(extra)
         if (out / "last.pt").exists():
             cmd.append("--resume")
         run(cmd)

@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import write_dicom
 from PIL import Image
 from typer.testing import CliRunner
 
 from cxrhash.cli import app
+from cxrhash.config import TrainConfig
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split
 
@@ -175,3 +177,42 @@ def test_train_resume_refuses_changed_options_and_takes_more_epochs(
 
 
 SPLIT = "train=0.7,val=0.1,query=0.1,database=0.1"
+
+
+def _config_of_train(args: list[str], monkeypatch: pytest.MonkeyPatch) -> TrainConfig:
+    """The config `cxrhash train ARGS` would train (the training itself is replaced)."""
+    seen: list[TrainConfig] = []
+
+    def fake_train(config: TrainConfig, out: Path, *, resume: bool = False) -> object:
+        seen.append(config)
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr("cxrhash.training.trainer.train", fake_train)
+    res = runner.invoke(app, ["train", "--data", "phantom:x", "--out", "r", *args])
+    assert res.exit_code == 2 and "stopped before training" in res.output, res.output
+    return seen[0]
+
+
+def test_paper_profile_builds_saliency_fusion_on_densenet121(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sf = _config_of_train(["--method", "saliency-fusion"], monkeypatch)
+    assert sf.backbone == "densenet121" and sf.profile == "paper"
+    explicit = ["--method", "saliency-fusion", "--backbone", "resnet34"]
+    assert _config_of_train(explicit, monkeypatch).backbone == "resnet34"
+    assert _config_of_train(["--method", "osdh"], monkeypatch).backbone == "resnet50"
+    assert _config_of_train([], monkeypatch).backbone == "resnet50"  # attention-fusion
+    cpu = ["--method", "saliency-fusion", "--profile", "cpu"]
+    assert _config_of_train(cpu, monkeypatch).backbone == "resnet18"
+    assert "backbone in --profile paper: densenet121" in _ok(["methods"])
+
+
+def test_paper_bench_cells_of_saliency_fusion_use_densenet121() -> None:
+    from cxrhash.bench.runner import BenchSpec
+
+    spec = BenchSpec(data="phantom:x", profile="paper")
+    assert spec.base_config("saliency-fusion").backbone == "densenet121"
+    assert spec.base_config("attention-fusion").backbone == "resnet50"
+    assert spec.base_config().backbone == "resnet50"  # frozen features, splits
+    pinned = BenchSpec(data="phantom:x", profile="paper", overrides={"backbone": "resnet18"})
+    assert pinned.base_config("saliency-fusion").backbone == "resnet18"

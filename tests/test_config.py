@@ -24,3 +24,12 @@ def test_unknown_profile_and_key_are_named() -> None:
         make_config("gpu")
     with pytest.raises(ValueError, match="unknown config keys \\['bitz'\\]"):
         TrainConfig.from_dict({"bitz": 3})
+
+
+def test_paper_profile_takes_the_methods_paper_backbone_unless_backbone_is_given() -> None:
+    assert make_config("paper", paper_backbone="densenet121").backbone == "densenet121"
+    explicit = make_config("paper", paper_backbone="densenet121", backbone="resnet18")
+    assert explicit.backbone == "resnet18"
+    # other profiles keep their own (CPU-sized) backbone
+    assert make_config("cpu", paper_backbone="densenet121").backbone == "resnet18"
+    assert make_config("paper", paper_backbone=None).backbone == "resnet50"

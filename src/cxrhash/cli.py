@@ -32,7 +32,8 @@ err = Console(stderr=True)
 
 DATA_HELP = (
     "Dataset spec: nih:PATH (Data_Entry_2017.csv / labels.csv, or a folder holding them), "
-    "chexpert:CSV[?uncertain=ones|zeros|ignore], chestmnist:NPZ[?split=train], "
+    "chexpert:CSV[?uncertain=ones|zeros|ignore], chestmnist:NPZ[?split=train|val|test] "
+    "(all three official parts, kept apart by the split, when omitted), "
     "folder:DIR?csv=FILE, phantom:DIR."
 )
 
@@ -85,6 +86,18 @@ def parse_params(items: list[str]) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"--param expects NAME=NUMBER, got {item!r}") from None
     return out
+
+
+def paper_backbone_of(method: str | None) -> str | None:
+    """The backbone ``method``'s paper uses (``Method.paper_backbone``), for the paper profile.
+
+    ``None`` means the training default method; an unknown name gives ``None``
+    here and fails with the list of methods when training starts.
+    """
+    from cxrhash.methods import METHODS
+
+    name = method or TrainConfig.method
+    return METHODS.get(name).paper_backbone if name in METHODS else None
 
 
 @app.command()
@@ -212,7 +225,9 @@ def train(
                 {**saved, **{k: v for k, v in given.items() if v is not None}}
             )
         else:
-            config = make_config(profile or "paper", **given)
+            config = make_config(
+                profile or "paper", paper_backbone=paper_backbone_of(method), **given
+            )
     except ValueError as exc:
         _fail(str(exc))
     try:
@@ -552,6 +567,10 @@ def methods() -> None:
             )
         if m.paper:
             console.print(f"          paper: {m.paper}")
+        if m.paper_backbone:
+            console.print(
+                f"          backbone in --profile paper: {m.paper_backbone} (unless --backbone)"
+            )
     console.print("backbones " + ", ".join(BACKBONES.names()))
     for name, values in PROFILES.items():
         console.print(f"profile   {name}: {values or '(paper defaults)'}")
@@ -598,7 +617,9 @@ def bench(
         list[str] | None,
         typer.Option(
             help="NAME=DIR of another toolkit's codes (query_codes.npy, db_codes.npy, "
-            "query_labels.npy, db_labels.npy), scored by the same evaluator. Repeatable."
+            "query_labels.npy, db_labels.npy; optional label_names.txt, and bits.txt when "
+            "codes are uint8 0/1), scored like the grid's cells, `No Finding` class included. "
+            "Repeatable."
         ),
     ] = None,
     jobs: Annotated[

@@ -130,10 +130,23 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(profile: str = "paper", **overrides: Any) -> TrainConfig:
-    """A config from a named profile plus explicit overrides (``None`` means 'keep')."""
+def make_config(
+    profile: str = "paper", *, paper_backbone: str | None = None, **overrides: Any
+) -> TrainConfig:
+    """A config from a named profile plus explicit overrides (``None`` means 'keep').
+
+    Args:
+        profile: a name of :data:`PROFILES`.
+        paper_backbone: the backbone the method's paper uses
+            (``Method.paper_backbone``, passed in so this module needs no
+            method registry); the ``paper`` profile takes it unless
+            ``backbone`` is overridden explicitly. Other profiles ignore it.
+        overrides: config fields; ``None`` values keep the profile's.
+    """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     values: dict[str, Any] = {"profile": profile, **PROFILES[profile]}
+    if profile == "paper" and paper_backbone is not None:
+        values["backbone"] = paper_backbone
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(values)

@@ -6,7 +6,14 @@ import faiss
 import numpy as np
 import pytest
 
-from cxrhash.index.codes import hamming_distances, hamming_rank, pack_codes, unpack_codes
+from cxrhash.index.codes import (
+    AmbiguousCodesError,
+    as_packed_codes,
+    hamming_distances,
+    hamming_rank,
+    pack_codes,
+    unpack_codes,
+)
 
 
 @pytest.mark.parametrize("bits", [12, 16, 32, 48, 64])
@@ -98,3 +105,46 @@ def test_rejects_unpacked_or_mismatched_codes() -> None:
         hamming_distances(np.zeros((1, 2), dtype=np.int64), np.zeros((1, 2), dtype=np.uint8))
     with pytest.raises(ValueError, match="2 bytes but database codes have 4"):
         hamming_distances(np.zeros((1, 2), np.uint8), np.zeros((3, 4), np.uint8))
+
+
+def test_packed_codes_with_bytes_of_only_0_and_1_stay_packed() -> None:
+    # 16-bit codes whose only set bits are the last of each byte: every byte is 0 or 1
+    bits = np.zeros((5, 16), dtype=bool)
+    bits[:, 7] = [1, 0, 1, 1, 0]
+    bits[:, 15] = [0, 0, 1, 0, 1]
+    packed = pack_codes(bits)
+    assert packed.max() == 1
+    codes, k = as_packed_codes(packed, 16)
+    assert k == 16 and np.array_equal(codes, packed)
+    with pytest.raises(AmbiguousCodesError, match="give the code length"):
+        as_packed_codes(packed)  # 2 columns: 2 unpacked bits or 16 packed ones
+    # the same values declared as 2 unpacked bits
+    codes, k = as_packed_codes(packed, 2)
+    assert k == 2 and np.array_equal(unpack_codes(codes, 2), packed)
+
+
+def test_layout_follows_dtype_and_declared_length() -> None:
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, (6, 12)).astype(bool)
+    packed = pack_codes(bits)
+    for unpacked in (bits, bits.astype(np.int64), 2 * bits.astype(np.int8) - 1, bits * 1.0):
+        codes, k = as_packed_codes(unpacked)
+        assert k == 12 and np.array_equal(codes, packed), unpacked.dtype
+    assert as_packed_codes(bits.astype(np.uint8), 12)[1] == 12  # uint8 0/1 + k = columns
+    wide = pack_codes(np.ones((3, 16), dtype=bool))  # bytes 255: packed, k = 8 × columns
+    assert as_packed_codes(wide)[1] == 16
+    assert as_packed_codes(packed, 12)[1] == 12
+
+
+def test_codes_that_fit_no_layout_are_refused_with_the_reason() -> None:
+    packed = pack_codes(np.ones((3, 12), dtype=bool))
+    with pytest.raises(ValueError, match="x.npy: 2 uint8 columns are neither 20 unpacked bits"):
+        as_packed_codes(packed, 20, name="x.npy")
+    with pytest.raises(ValueError, match="padding bits"):
+        as_packed_codes(np.full((2, 2), 255, np.uint8), 12)
+    with pytest.raises(ValueError, match="12 columns of unpacked int64 bits, expected 16"):
+        as_packed_codes(np.ones((2, 12), np.int64), 16)
+    with pytest.raises(ValueError, match="only 0/1 or −1/\\+1"):
+        as_packed_codes(np.array([[0, 2], [1, 0]]))
+    with pytest.raises(ValueError, match="2-D"):
+        as_packed_codes(np.ones(4, np.uint8))

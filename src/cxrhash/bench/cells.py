@@ -8,6 +8,7 @@ is the cell's own.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -19,17 +20,20 @@ import torch
 from cxrhash.bench.grid import AF_ABLATIONS, Cell
 from cxrhash.bench.scoring import score_codes
 from cxrhash.config import TrainConfig
+from cxrhash.data.labels import NO_FINDING
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split
 from cxrhash.encode import Encoded, encode_dataset
 from cxrhash.evaluation.evaluate import ROW_FLOAT, ROW_RANDOM, evaluate_encoded, peak_memory_mb
 from cxrhash.evaluation.shallow import fit_shallow
-from cxrhash.index.codes import pack_codes
+from cxrhash.index.codes import AmbiguousCodesError, as_packed_codes
 from cxrhash.models.backbones import create_backbone
 from cxrhash.models.output import HashOutput
 from cxrhash.training.checkpoint import load_model
 from cxrhash.training.targets import label_names, relevance_labels, with_no_finding_np
 from cxrhash.training.trainer import train
+
+LOG = logging.getLogger(__name__)
 
 # protocol → (query part, database part); see evaluation.run
 PROTOCOL_PARTS = {"strict": ("query", "database"), "literature": ("query", "train")}
@@ -192,59 +196,102 @@ def frozen_features(
     tmp.replace(out_file)
 
 
-def _load_codes(path: Path, what: str) -> tuple[np.ndarray, int]:
-    """Read codes as packed uint8 (needs ``bits`` from the caller) or an N×k matrix of 0/1 or ±1."""
-    arr = np.load(path, allow_pickle=False)
-    if arr.ndim != 2:
-        raise ValueError(f"{path}: {what} must be a 2-D array (N×k bits or N×bytes packed)")
-    if arr.dtype == np.uint8 and arr.max(initial=0) > 1:
-        return arr, arr.shape[1] * 8
-    vals = np.unique(arr)
-    if set(vals.tolist()) <= {0, 1}:
-        return pack_codes(arr.astype(bool)), arr.shape[1]
-    if set(vals.tolist()) <= {-1, 1}:
-        return pack_codes(arr > 0), arr.shape[1]
-    raise ValueError(
-        f"{path}: {what} must hold bits as 0/1 or −1/+1 (N×k) or packed uint8 bytes, "
-        f"found values {vals[:6].tolist()}"
-    )
-
-
 EXTERNAL_FILES = ("query_codes.npy", "db_codes.npy", "query_labels.npy", "db_labels.npy")
 
 
-def score_external(name: str, folder: Path, bits: int | None = None) -> dict[str, Any]:
-    """Score another toolkit's codes: ``folder`` holds ``EXTERNAL_FILES``.
+def _declared_bits(folder: Path, bits: int | None) -> int | None:
+    """The code length given by the caller, else by ``bits.txt`` in ``folder``, else ``None``."""
+    path = folder / "bits.txt"
+    if bits is not None or not path.exists():
+        return bits
+    text = path.read_text().strip()
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"{path}: expected one positive integer (the code length), got {text!r}")
+    return int(text)
 
-    Labels are N×C 0/1 (used as given: add a ``No Finding`` column yourself if
-    normal–normal pairs should count as relevant); optional ``label_names.txt``
-    (one per line). Codes are N×k 0/1 or ±1 matrices, or packed uint8 (then
-    ``bits`` = 8 × bytes unless given).
+
+def _external_codes(folder: Path, bits: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Packed query and database codes and their length (see ``as_packed_codes``).
+
+    When one file alone is ambiguous (uint8 holding only 0/1), the length the
+    other file shows is used for both.
+    """
+    q_path, db_path = folder / "query_codes.npy", folder / "db_codes.npy"
+    q_arr = np.load(q_path, allow_pickle=False)
+    db_arr = np.load(db_path, allow_pickle=False)
+    if bits is None:
+        try:
+            bits = as_packed_codes(q_arr, None, name=str(q_path))[1]
+        except AmbiguousCodesError:
+            try:
+                bits = as_packed_codes(db_arr, None, name=str(db_path))[1]
+            except AmbiguousCodesError as err:
+                raise AmbiguousCodesError(
+                    f"{err}; write it to {folder / 'bits.txt'} (one integer)"
+                ) from None
+    q_codes, k = as_packed_codes(q_arr, bits, name=str(q_path))
+    db_codes, _ = as_packed_codes(db_arr, k, name=str(db_path))
+    return q_codes, db_codes, k
+
+
+def _external_labels(folder: Path, name: str, n_query: int, n_db: int) -> list[np.ndarray]:
+    """Query and database label matrices, checked against the code counts."""
+    out = []
+    for what, n in (("query", n_query), ("db", n_db)):
+        arr = np.load(folder / f"{what}_labels.npy", allow_pickle=False).astype(np.float32)
+        if arr.ndim != 2 or len(arr) != n:
+            raise ValueError(
+                f"external {name!r}: {what}_labels.npy must be N×C with N = {n} "
+                f"(rows of {what} codes), got shape {arr.shape}"
+            )
+        out.append(arr)
+    if out[0].shape[1] != out[1].shape[1]:
+        raise ValueError(f"external {name!r}: query and db labels have different class counts")
+    return out
+
+
+def _pathology_columns(folder: Path, n_columns: int) -> tuple[list[str], list[int]]:
+    """Names from ``label_names.txt`` (else ``class c``) and the columns that are pathologies.
+
+    A ``No Finding`` column is left out: it is derived from the pathologies
+    exactly as for internal cells, so both are scored alike.
+    """
+    names_file = folder / "label_names.txt"
+    names = (
+        [line.strip() for line in names_file.read_text().splitlines()][:n_columns]
+        if names_file.exists()
+        else [f"class {c}" for c in range(n_columns)]
+    )
+    if len(names) != n_columns:
+        raise ValueError(f"{names_file}: {len(names)} names for {n_columns} label columns")
+    keep = [c for c, n in enumerate(names) if n != NO_FINDING]
+    if len(keep) < n_columns:
+        LOG.info("%s: the %r column is re-derived from the findings", names_file, NO_FINDING)
+    return [names[c] for c in keep], keep
+
+
+def score_external(
+    name: str, folder: Path, bits: int | None = None, *, no_finding_class: bool = True
+) -> dict[str, Any]:
+    """Score another toolkit's codes as an internal cell is scored (``folder``: ``EXTERNAL_FILES``).
+
+    Labels are N×C findings (1 / 0 / NaN) with optional ``label_names.txt`` (one
+    per line); with ``no_finding_class`` (the training config's default, as for
+    internal cells) a ``No Finding`` column is appended to the items with no
+    positive finding, and a ``No Finding`` column of the file is replaced by
+    that one. Codes: see :func:`cxrhash.index.codes.as_packed_codes`; the code
+    length comes from ``bits``, else ``bits.txt`` in ``folder``, else the files
+    when they tell it unambiguously.
     """
     missing = [f for f in EXTERNAL_FILES if not (folder / f).exists()]
     if missing:
         raise FileNotFoundError(f"external codes {name!r}: {folder} lacks {missing}")
-    q_codes, q_bits = _load_codes(folder / "query_codes.npy", "query codes")
-    db_codes, db_bits = _load_codes(folder / "db_codes.npy", "database codes")
-    if q_bits != db_bits:
-        raise ValueError(f"external {name!r}: query codes have {q_bits} bits, database {db_bits}")
-    k = bits or q_bits
-    q_lab = np.load(folder / "query_labels.npy", allow_pickle=False).astype(np.float64)
-    db_lab = np.load(folder / "db_labels.npy", allow_pickle=False).astype(np.float64)
-    for arr, codes, what in ((q_lab, q_codes, "query"), (db_lab, db_codes, "db")):
-        if arr.ndim != 2 or len(arr) != len(codes):
-            raise ValueError(
-                f"external {name!r}: {what}_labels.npy must be N×C with N = {len(codes)} "
-                f"(rows of {what} codes), got shape {arr.shape}"
-            )
-    if q_lab.shape[1] != db_lab.shape[1]:
-        raise ValueError(f"external {name!r}: query and db labels have different class counts")
-    names_file = folder / "label_names.txt"
-    names = (
-        names_file.read_text().split("\n")[: q_lab.shape[1]]
-        if names_file.exists()
-        else [f"class {c}" for c in range(q_lab.shape[1])]
-    )
+    q_codes, db_codes, k = _external_codes(folder, _declared_bits(folder, bits))
+    q_raw, db_raw = _external_labels(folder, name, len(q_codes), len(db_codes))
+    pathologies, keep = _pathology_columns(folder, q_raw.shape[1])
+    q_lab = _relevance(q_raw[:, keep], no_finding_class)
+    db_lab = _relevance(db_raw[:, keep], no_finding_class)
+    names = label_names(pathologies, no_finding_class)
     cell = Cell("external", f"ext:{name}", k, 0)
     result = _base_result(cell, str(folder), names)
     scored = score_codes(q_codes, db_codes, q_lab, db_lab, k, names)

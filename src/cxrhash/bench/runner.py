@@ -21,7 +21,8 @@ from cxrhash.bench.grid import Cell, GridSpec, build_grid
 from cxrhash.bench.report import write_report
 from cxrhash.config import TrainConfig, make_config
 from cxrhash.data.readers import open_dataset
-from cxrhash.data.splits import patient_disjoint_split, save_split
+from cxrhash.data.splits import make_split, save_split
+from cxrhash.methods import METHODS
 
 LOG = logging.getLogger(__name__)
 
@@ -36,9 +37,16 @@ class BenchSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None  # backbone weights file (e.g. `cxrhash pretrain` output)
 
-    def base_config(self) -> TrainConfig:
-        """The training config every deep cell starts from."""
-        return make_config(self.profile, data=self.data, **self.overrides)
+    def base_config(self, method: str | None = None) -> TrainConfig:
+        """The training config the cells start from; ``method`` picks its paper's backbone.
+
+        In the ``paper`` profile a method with a ``paper_backbone`` (saliency-fusion:
+        DenseNet-121) gets it unless the bench overrides ``backbone``.
+        """
+        paper_backbone = METHODS.get(method).paper_backbone if method else None
+        return make_config(
+            self.profile, paper_backbone=paper_backbone, data=self.data, **self.overrides
+        )
 
     def to_json(self) -> str:
         """Serialise (stable key order)."""
@@ -81,7 +89,10 @@ def _check_folder(spec: BenchSpec, out: Path) -> None:
 
 
 def cache_splits(spec: BenchSpec, out: Path) -> dict[int, Path]:
-    """One patient-disjoint split per seed, shared by every method (``splits/seed{s}.json``)."""
+    """One patient-disjoint split per seed, shared by every method (``splits/seed{s}.json``).
+
+    Official parts are honoured as in training (:func:`cxrhash.data.splits.make_split`).
+    """
     base = spec.base_config()
     paths: dict[int, Path] = {}
     dataset = None
@@ -93,7 +104,10 @@ def cache_splits(spec: BenchSpec, out: Path) -> dict[int, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         if dataset is None:
             dataset = open_dataset(base.data, base.image_size)
-        split = patient_disjoint_split(dataset.patient_ids, base.split_fractions, seed)
+        official = Path(base.official_split) if base.official_split else None
+        split = make_split(
+            dataset.case_ids, dataset.patient_ids, base.split_fractions, seed, official
+        )
         save_split(path, split, dataset.case_ids)
     return paths
 
@@ -104,11 +118,11 @@ def _run_cell(
     """Worker entry point: run one cell in a fresh process."""
     torch.set_num_threads(threads)
     spec = BenchSpec.from_json(spec_json)
-    base = spec.base_config()
     if cell.kind == "shallow":
         feats = Path(out) / "features" / f"seed{cell.seed}.npz"
         return run_shallow_cell(cell, feats, spec.data)
     run_dir = Path(out) / "runs" / cell.cell_id
+    base = spec.base_config(cell.method)
     return run_deep_cell(cell, base, run_dir, Path(split_file), spec.pretrained)
 
 
@@ -200,8 +214,9 @@ def run_bench(
         for c in cells
         if (cell_dir / f"{c.cell_id}.json").exists()
     ]
+    no_finding = spec.base_config().no_finding_class  # external codes are scored alike
     for name, folder in (external or {}).items():
-        results.append(score_external(name, Path(folder)))
+        results.append(score_external(name, Path(folder), no_finding_class=no_finding))
     missing = [c.cell_id for c in cells if not (cell_dir / f"{c.cell_id}.json").exists()]
     notes = _notes(spec, missing, failed, time.monotonic() - t_start)
     title = f"cxrhash bench: {spec.data or 'external codes'}"

@@ -45,6 +45,39 @@ def training_augmentation() -> v2.Transform:
     )
 
 
+class StackedArrays:
+    """Several ``N_i×H×W`` image arrays (e.g. memory maps) read as one, without copying.
+
+    ChestMNIST keeps its three official splits in separate ``.npz`` members;
+    concatenating them would load up to 5.6 GB (224 px) into memory. This view
+    gives :class:`CXRDataset` the ``ndim``/``shape``/``dtype``/``len``/row
+    indexing it needs.
+    """
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        if not parts or any(p.ndim != 3 for p in parts):
+            raise DataFormatError("StackedArrays needs one or more N×H×W arrays")
+        first = parts[0]
+        if any(p.shape[1:] != first.shape[1:] or p.dtype != first.dtype for p in parts):
+            shapes = [(p.shape[1:], str(p.dtype)) for p in parts]
+            raise DataFormatError(f"cannot stack image arrays of different H×W/dtype: {shapes}")
+        self._parts = list(parts)
+        self._starts = np.cumsum([0] + [len(p) for p in parts])
+        self.shape: tuple[int, ...] = (int(self._starts[-1]), *first.shape[1:])
+        self.ndim = 3
+        self.dtype = first.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        """Image ``row`` of the stack (one H×W array)."""
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} out of range 0..{len(self) - 1}")
+        part = int(np.searchsorted(self._starts, row, side="right")) - 1
+        return self._parts[part][row - int(self._starts[part])]
+
+
 class CXRDataset(Dataset):
     """Chest radiographs with ``N×P`` labels (1 / 0 / NaN), decoded one at a time.
 
@@ -58,7 +91,7 @@ class CXRDataset(Dataset):
         labels: ``N×P`` float labels.
         pathologies: The ``P`` column names.
         paths: Image file per item (``None`` = no image).
-        arrays: Image pixels instead of files.
+        arrays: Image pixels instead of files (an array or :class:`StackedArrays`).
         image_size: Side ``S`` of the square output.
         augment: Apply :func:`training_augmentation`.
         name: Shown in logs and errors.
@@ -78,7 +111,7 @@ class CXRDataset(Dataset):
         labels: np.ndarray,
         pathologies: list[str],
         paths: list[str | None] | None = None,
-        arrays: np.ndarray | None = None,
+        arrays: np.ndarray | StackedArrays | None = None,
         image_size: int = 224,
         augment: bool = False,
         name: str = "dataset",

@@ -11,14 +11,14 @@ import logging
 import os
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 import numpy as np
 
-from cxrhash.data.dataset import CXRDataset, DataFormatError, concat_datasets
+from cxrhash.data.dataset import CXRDataset, DataFormatError, StackedArrays, concat_datasets
 from cxrhash.data.labels import (
     CHEXPERT_PATHOLOGIES,
     NIH_PATHOLOGIES,
@@ -51,6 +51,9 @@ CHESTMNIST_LABELS = [
     "Pleural_Thickening",
     "Hernia",
 ]
+# MedMNIST's official splits, in file order.
+CHESTMNIST_SPLITS = ("train", "val", "test")
+_CHESTMNIST_ID = re.compile(r"chestmnist-(train|val|test)-\d{6,}")
 _CHEXPERT_PATIENT = re.compile(r"(patient\d+)")
 _MISSING_SHOWN = 5
 
@@ -437,18 +440,28 @@ def _npz_member(npz_path: Path, key: str) -> np.ndarray:
             return np.lib.format.read_array(handle)
 
 
-def read_chestmnist(
-    npz_path: str | Path, split: str = "train", *, image_size: int = 224
-) -> CXRDataset:
-    """Read a MedMNIST ChestMNIST ``.npz`` split (``{split}_images``, ``{split}_labels``).
+def chestmnist_case_id(split: str, row: int) -> str:
+    """Case id of row ``row`` of ChestMNIST's official ``split`` (stable across readings)."""
+    return f"chestmnist-{split}-{row:06d}"
 
-    Labels are reordered from MedMNIST's column order into
-    :data:`NIH_PATHOLOGIES`. MedMNIST has no patient ids, so each image is its
-    own patient: splits made on this dataset cannot be patient-disjoint.
+
+def chestmnist_official_parts(case_ids: Sequence[str]) -> list[str] | None:
+    """The official ChestMNIST split (train/val/test) of each case id, or ``None``.
+
+    ``None`` unless every id was made by :func:`chestmnist_case_id`, so other
+    datasets are never mistaken for ChestMNIST.
     """
-    npz_path = Path(npz_path)
-    if not npz_path.is_file():
-        raise DataFormatError(f"ChestMNIST file {npz_path} not found")
+    parts: list[str] = []
+    for case_id in case_ids:
+        match = _CHESTMNIST_ID.fullmatch(case_id)
+        if match is None:
+            return None
+        parts.append(match.group(1))
+    return parts
+
+
+def _chestmnist_split(npz_path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N×H×W, memory-mapped when stored) and N×14 MedMNIST-order labels of one split."""
     images = _npz_member(npz_path, f"{split}_images")
     raw = np.asarray(_npz_member(npz_path, f"{split}_labels"))
     if images.ndim != 3:
@@ -461,21 +474,50 @@ def read_chestmnist(
             f"({len(images)}, {len(CHESTMNIST_LABELS)})"
         )
     _require_nonempty(len(images), f"{npz_path} split {split!r}")
+    return images, raw
+
+
+def read_chestmnist(
+    npz_path: str | Path, split: str | None = None, *, image_size: int = 224
+) -> CXRDataset:
+    """Read MedMNIST's ChestMNIST ``.npz`` (``{split}_images``, ``{split}_labels``).
+
+    Without ``split`` all three official splits (train, val, test) are read as
+    one dataset; :func:`cxrhash.data.splits.make_split` then keeps them apart
+    (train/val from MedMNIST's train/val, query/database from its test), the
+    only patient-disjoint division the file allows: it holds no patient ids or
+    image names, so each image is its own pseudo-patient. With ``split`` only
+    that part is read, and splits made inside it cannot be patient-disjoint.
+
+    Labels are reordered from MedMNIST's column order into :data:`NIH_PATHOLOGIES`.
+    Case ids are ``chestmnist-{split}-{row:06d}`` whichever way the file is read.
+    """
+    npz_path = Path(npz_path)
+    if not npz_path.is_file():
+        raise DataFormatError(f"ChestMNIST file {npz_path} not found")
+    names = CHESTMNIST_SPLITS if split is None else (split,)
+    arrays, labels, case_ids = [], [], []
+    for name in names:
+        images, raw = _chestmnist_split(npz_path, name)
+        arrays.append(images)
+        labels.append(raw)
+        case_ids += [chestmnist_case_id(name, i) for i in range(len(images))]
+    if split is not None:
+        LOG.warning(
+            "%s: MedMNIST has no patient ids; splits made inside its %r part cannot be "
+            "patient-disjoint (read the file without ?split= to keep the official parts apart)",
+            npz_path,
+            split,
+        )
     order = [CHESTMNIST_LABELS.index(name) for name in NIH_PATHOLOGIES]
-    case_ids = [f"chestmnist-{split}-{i:06d}" for i in range(len(images))]
-    LOG.warning(
-        "%s: MedMNIST has no patient ids; each image is its own patient, so splits "
-        "cannot be patient-disjoint",
-        npz_path,
-    )
     return CXRDataset(
         case_ids=case_ids,
         patient_ids=list(case_ids),
-        labels=raw[:, order].astype(np.float32),
+        labels=np.concatenate(labels)[:, order].astype(np.float32),
         pathologies=list(NIH_PATHOLOGIES),
-        arrays=images,
+        arrays=arrays[0] if len(arrays) == 1 else StackedArrays(arrays),
         image_size=image_size,
-        name=f"{npz_path}:{split}",
+        name=f"{npz_path}:{split}" if split else str(npz_path),
     )
 
 
@@ -569,7 +611,7 @@ def _open_chexpert(path: Path, opts: dict[str, str], size: int) -> CXRDataset:
 
 
 def _open_chestmnist(path: Path, opts: dict[str, str], size: int) -> CXRDataset:
-    return read_chestmnist(path, opts.get("split", "train"), image_size=size)
+    return read_chestmnist(path, opts.get("split") or None, image_size=size)
 
 
 def _open_folder(path: Path, opts: dict[str, str], size: int) -> CXRDataset:
@@ -608,7 +650,8 @@ def open_dataset(spec: str, image_size: int = 224) -> CXRDataset:
     """Open a dataset from a CLI spec ``SCHEME:PATH[?key=value&...]``.
 
     Schemes: ``nih:CSV_OR_DIR``, ``chexpert:CSV[?uncertain=zeros&root=DIR]``,
-    ``chestmnist:NPZ[?split=test]``, ``folder:DIR?csv=CSV``, ``phantom:DIR``.
+    ``chestmnist:NPZ[?split=test]`` (all three official splits without ``split``),
+    ``folder:DIR?csv=CSV``, ``phantom:DIR``.
 
     Raises:
         DataFormatError: Unknown scheme or option, with the valid ones listed.

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrhash.data.readers import CHESTMNIST_SPLITS, chestmnist_official_parts
+
 LOG = logging.getLogger(__name__)
 
 SPLIT_FORMAT_VERSION = 1
@@ -185,3 +187,74 @@ def official_nih_split(
         )
         out[a], out[b] = np.sort(rows[parts[a]]), np.sort(rows[parts[b]])
     return out
+
+
+def official_chestmnist_split(
+    case_ids: Sequence[str],
+    patient_ids: Sequence[str],
+    fractions: dict[str, float],
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """ChestMNIST's official parts kept apart: train = its train, val = its val,
+    query/database = its test, divided by :func:`patient_disjoint_split` with the
+    relative fractions of those two parts.
+
+    MedMNIST calls its train/val/test "the official data split" of NIH
+    ChestX-ray14 and stores no patient ids, so the official parts are the only
+    patient partition there is: training never sees a test patient. Within the
+    test part each image is its own pseudo-patient, so query and database may
+    share patients; the train and val fractions are not used.
+
+    Raises:
+        SplitError: The case ids are not ChestMNIST's, or an official part is empty.
+    """
+    official = chestmnist_official_parts(case_ids)
+    if official is None:
+        raise SplitError("not ChestMNIST case ids (expected chestmnist-{train,val,test}-NNNNNN)")
+    rows = {name: np.flatnonzero(np.asarray(official) == name) for name in CHESTMNIST_SPLITS}
+    empty = [name for name, idx in rows.items() if len(idx) == 0]
+    if empty:
+        raise SplitError(
+            f"ChestMNIST official part(s) {empty} hold no image; read the .npz without "
+            "?split= so train, val and test are all present"
+        )
+    fq, fd = fractions.get("query", 0.5), fractions.get("database", 0.5)
+    test = rows["test"]
+    shares = {"query": fq / (fq + fd), "database": fd / (fq + fd)}
+    parts = patient_disjoint_split([patient_ids[int(i)] for i in test], shares, seed)
+    LOG.info(
+        "ChestMNIST official split: train %d, val %d, test %d → query %d + database %d",
+        len(rows["train"]),
+        len(rows["val"]),
+        len(test),
+        len(parts["query"]),
+        len(parts["database"]),
+    )
+    return {
+        "train": rows["train"],
+        "val": rows["val"],
+        "query": np.sort(test[parts["query"]]),
+        "database": np.sort(test[parts["database"]]),
+    }
+
+
+def make_split(
+    case_ids: Sequence[str],
+    patient_ids: Sequence[str],
+    fractions: dict[str, float],
+    seed: int,
+    official_lists: Path | None = None,
+) -> dict[str, np.ndarray]:
+    """The split a run uses: the dataset's official patient-disjoint parts where it has them.
+
+    * ``official_lists`` (NIH's ``train_val_list.txt``/``test_list.txt``
+      folder, ``--official-split``): :func:`official_nih_split`;
+    * ChestMNIST read with more than one official part: :func:`official_chestmnist_split`;
+    * otherwise :func:`patient_disjoint_split` on the patient ids.
+    """
+    if official_lists is not None:
+        return official_nih_split(case_ids, patient_ids, official_lists, fractions, seed)
+    official = chestmnist_official_parts(case_ids)
+    if official is not None and len(set(official)) > 1:
+        return official_chestmnist_split(case_ids, patient_ids, fractions, seed)
+    return patient_disjoint_split(patient_ids, fractions, seed)

@@ -170,3 +170,76 @@ def _as_packed(codes: np.ndarray, name: str) -> np.ndarray:
             f"got dtype {arr.dtype} and shape {arr.shape}"
         )
     return np.ascontiguousarray(arr)
+
+
+class AmbiguousCodesError(ValueError):
+    """A uint8 array of 0/1 values may be unpacked bits or packed bytes: the bit count decides."""
+
+
+def as_packed_codes(
+    codes: np.ndarray, bits: int | None = None, *, name: str = "codes"
+) -> tuple[np.ndarray, int]:
+    """Packed ``uint8`` rows and their bit count from codes stored either way.
+
+    The layout is decided by dtype and shape, never by the values alone:
+
+    * ``bool``, or any dtype but ``uint8`` holding only 0/1 or only −1/+1:
+      unpacked N×k bits (k = columns);
+    * ``uint8``: packed N×ceil(k/8) bytes (:func:`pack_codes` layout), unless
+      ``bits`` equals the column count and every value is 0/1 (then unpacked
+      bits). Without ``bits`` a ``uint8`` array with a byte > 1 is packed with
+      k = 8 × columns; one whose bytes are all 0/1 is ambiguous (packed codes
+      of few set bits look the same) and raises :class:`AmbiguousCodesError`.
+
+    Args:
+        codes: the stored array.
+        bits: the code length when known; it must fit the array.
+        name: how errors name the array (e.g. its file).
+
+    Raises:
+        AmbiguousCodesError: ``uint8`` 0/1 values and no ``bits``.
+        ValueError: not 2-D, values that are not bits, a column count that
+            fits neither ``bits`` unpacked nor ``bits`` packed, or set padding bits.
+    """
+    arr = np.asarray(codes)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: codes must be a 2-D array (N×k bits or N×bytes packed)")
+    cols = arr.shape[1]
+    if arr.dtype == np.uint8:
+        zero_one = arr.max(initial=0) <= 1
+        if bits is None and zero_one:
+            raise AmbiguousCodesError(
+                f"{name}: uint8 codes whose bytes are all 0 or 1 may be N×k unpacked bits or "
+                f"N×ceil(k/8) packed bytes; give the code length (bits) to tell them apart"
+            )
+        if bits is not None and bits == cols and zero_one:
+            return pack_codes(arr.astype(bool)), bits
+        k = 8 * cols if bits is None else bits
+        if cols != code_bytes(k):
+            raise ValueError(
+                f"{name}: {cols} uint8 columns are neither {k} unpacked bits nor the "
+                f"{code_bytes(k)} packed bytes of {k}-bit codes"
+            )
+        _check_padding(arr, k, name)
+        return np.ascontiguousarray(arr), k
+    if bits is not None and bits != cols:
+        raise ValueError(f"{name}: {cols} columns of unpacked {arr.dtype} bits, expected {bits}")
+    values = np.unique(arr)
+    if arr.dtype == np.bool_ or set(values.tolist()) <= {0, 1}:
+        return pack_codes(arr.astype(bool)), cols
+    if set(values.tolist()) <= {-1, 1}:
+        return pack_codes(arr > 0), cols
+    raise ValueError(
+        f"{name}: unpacked {arr.dtype} codes must hold only 0/1 or −1/+1 (packed codes are "
+        f"uint8), found values {values[:6].tolist()}"
+    )
+
+
+def _check_padding(packed: np.ndarray, bits: int, name: str) -> None:
+    """Raise ValueError when the unused low bits of the last byte are set."""
+    spare = 8 * code_bytes(bits) - bits
+    if spare and len(packed) and np.any(packed[:, -1] & ((1 << spare) - 1)):
+        raise ValueError(
+            f"{name}: packed {bits}-bit codes have set padding bits in the last byte; "
+            "the array is not packed codes of that length"
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -26,7 +28,7 @@ def log_cosh_quantization(u: Tensor) -> Tensor:
     x = u.abs() - 1.0
     # log cosh x = |x| + log(1 + e^{−2|x|}) − log 2, stable for large |x|
     ax = x.abs()
-    return (ax + torch.log1p(torch.exp(-2.0 * ax)) - torch.log(torch.tensor(2.0))).sum(1).mean()
+    return (ax + torch.log1p(torch.exp(-2.0 * ax)) - math.log(2.0)).sum(1).mean()
 
 
 def variance_loss(u: Tensor) -> Tensor:

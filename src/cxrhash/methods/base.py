@@ -43,6 +43,9 @@ class Method:
         uses_bank: ``config -> bool``; when true the trainer keeps a
             :class:`~cxrhash.methods.code_bank.CodeBank` of every training image's
             code and calls ``loss(output, labels, config, LossContext)``.
+        paper_backbone: the backbone the method's paper uses; the ``paper``
+            profile builds it unless ``--backbone`` is given (``None`` = the
+            profile's own backbone).
     """
 
     name: str
@@ -53,6 +56,7 @@ class Method:
     on_epoch: EpochHook | None = None
     paper: str = ""
     uses_bank: Callable[[TrainConfig], bool] | None = None
+    paper_backbone: str | None = None
 
     def params(self, config: TrainConfig) -> dict[str, float]:
         """The defaults overridden by ``config.method_params``; unknown names are errors."""

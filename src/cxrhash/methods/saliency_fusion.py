@@ -54,5 +54,6 @@ SALIENCY_FUSION = register_method(
         "BCE + quantisation + bit balance",
         defaults=DEFAULTS,
         paper="Guan et al., CMPB 222 (2022) (DenseNet-121 pre-trained by C2L)",
+        paper_backbone="densenet121",
     )
 )

@@ -24,12 +24,7 @@ from torch.utils.data import Dataset
 from cxrhash.config import TrainConfig
 from cxrhash.data.dataset import CXRDataset, SkippedSample, collate_skipping
 from cxrhash.data.readers import open_dataset
-from cxrhash.data.splits import (
-    load_split,
-    official_nih_split,
-    patient_disjoint_split,
-    save_split,
-)
+from cxrhash.data.splits import load_split, make_split, save_split
 from cxrhash.encode import encode_dataset
 from cxrhash.evaluation.evaluate import peak_memory_mb
 from cxrhash.evaluation.metrics import retrieval_metrics
@@ -76,20 +71,15 @@ class TrainResult:
 
 
 def resolve_split(config: TrainConfig, dataset: CXRDataset, run_dir: Path) -> dict[str, np.ndarray]:
-    """Load ``split.json`` of the run, or make and save a seeded patient-disjoint split."""
+    """Load ``split.json`` of the run, or make (``make_split``: official parts where the data
+    has them, else seeded patient-disjoint) and save it."""
     path = run_dir / "split.json"
     if path.exists():
         return load_split(path, dataset.case_ids)
-    if config.official_split:
-        split = official_nih_split(
-            dataset.case_ids,
-            dataset.patient_ids,
-            Path(config.official_split),
-            config.split_fractions,
-            config.seed,
-        )
-    else:
-        split = patient_disjoint_split(dataset.patient_ids, config.split_fractions, config.seed)
+    official = Path(config.official_split) if config.official_split else None
+    split = make_split(
+        dataset.case_ids, dataset.patient_ids, config.split_fractions, config.seed, official
+    )
     for part in ("train", "val"):
         if len(split.get(part, [])) == 0:
             raise TrainingError(

@@ -515,6 +515,7 @@ def fit(
             "lr": settings.step_lr(epoch, max(global_step - 1, 0), len(loader), lr_factor),
             **{f"loss_{k}": v / n_batches for k, v in sums.items()},
             **scores,
+            "steps": n_batches,
             "grad_norm_mean": float(np.mean(grad_norms)),
             "grad_norm_max": float(np.max(grad_norms)),
             "images_per_second": n_img / max(seconds, 1e-9),

@@ -102,9 +102,16 @@ def test_model_options_reach_the_saved_config(phantom_dir: Path, tmp_path: Path)
     _ok(
         ["train", "--data", f"phantom:{phantom_dir}", "--out", str(run), "--profile", "test",
          "--epochs", "1", "--feature-stage", "4", "--hash-activation", "tanh",
-         "--variant", "no-fmax", "--margin", "3.5"]
+         "--variant", "no-fmax", "--margin", "3.5", "--no-augment", "--grad-clip", "5",
+         "--warmup-epochs", "0.5", "--amp", "off"]
     )  # fmt: skip
     cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["augment"], cfg["grad_clip"], cfg["warmup_epochs"], cfg["amp"]) == (
+        False,
+        5.0,
+        0.5,
+        "off",
+    )
     assert (cfg["feature_stage"], cfg["hash_activation"], cfg["variant"], cfg["margin"]) == (
         4,
         "tanh",

@@ -164,6 +164,13 @@ def train(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and order.")] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Light radiograph-safe augmentation of training images (default on).",
+        ),
+    ] = None,
     split_fractions: Annotated[
         str | None,
         typer.Option(
@@ -213,6 +220,7 @@ def train(
             "margin": margin,
             "seed": seed,
             "num_workers": workers,
+            "augment": augment,
             "split_fractions": parse_fractions(split_fractions) if split_fractions else None,
             "official_split": str(official_split) if official_split else None,
             "method_params": parse_params(param or []) or None,

@@ -28,7 +28,7 @@ def _mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
-def section(title: str, command: str, runs: dict[str, dict[int, dict]]) -> str:
+def section(title: str, command: str, runs: dict[str, dict[int, dict]], note: str = "") -> str:
     """Markdown section: per-variant strict mAP (hash, float), paired differences, cost."""
     names = list(runs)
     base = runs[names[0]]
@@ -54,7 +54,7 @@ def section(title: str, command: str, runs: dict[str, dict[int, dict]]) -> str:
             f"| {name} | {_mean_std(codes)} | {_mean_std(floats)} | {diff} | {ahead} | "
             f"{rollbacks} | {seconds:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
 
 def _strict(facts: dict, row: str) -> float:
@@ -74,6 +74,19 @@ def write_section(path: Path, title: str, text: str) -> None:
     path.write_text(new)
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--note":
+            skip = True
+        elif not a.startswith("--note="):
+            out.append(a)
+    return out
+
+
 def main() -> None:
     """Train and score every variant × seed; write the section."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,6 +101,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "recipes")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "recipes.md")
+    ap.add_argument("--note", default="", help="A paragraph printed under the table.")
     args = ap.parse_args()
 
     phantom = REPO / "runs" / "results" / "phantom-data"
@@ -117,9 +131,9 @@ def main() -> None:
         for name, options in variants.items()
     }
     command = "python benchmarks/recipes.py " + " ".join(
-        shlex.quote(a) for a in sys.argv[1:] if not a.startswith(str(REPO))
+        shlex.quote(a) for a in _without_note(sys.argv[1:]) if not a.startswith(str(REPO))
     )
-    text = section(args.title, command, runs)
+    text = section(args.title, command, runs, args.note)
     print(text)
     write_section(args.out, args.title, text)
     (args.runs / slug / "summary.json").write_text(json.dumps(runs, indent=2, default=str))

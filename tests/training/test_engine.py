@@ -219,3 +219,12 @@ def test_check_resume_config_names_every_difference() -> None:
         saved = {"bits": 16, "data": "a", "epochs": 1}
         check_resume_config(saved, {"bits": 32, "data": "b", "epochs": 5}, ["epochs"])
     check_resume_config({"epochs": 1, "x": 1}, {"epochs": 5, "x": 1}, ["epochs"])
+
+
+def test_mixed_precision_and_channels_last_run_where_forced(tmp_path: Path) -> None:
+    """On CPU `auto` leaves both off; `on` forces bfloat16 autocast with loss scaling."""
+    result = fit(
+        ToyTask(), _settings(amp="on", channels_last="on"), tmp_path / "run", {}, progress=False
+    )
+    losses = [h["loss_total"] for h in result.history]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]

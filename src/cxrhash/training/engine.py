@@ -471,7 +471,8 @@ def fit(
             task.after_step(model)
             guard.accept(loss_value)
             global_step += 1
-            grad_norms.append(norm)
+            if math.isfinite(norm):  # with loss scaling an overflowing step is skipped
+                grad_norms.append(norm)
             n_batches += 1
             n_img += out.n_images
             for k, v in out.parts.items():
@@ -516,8 +517,8 @@ def fit(
             **{f"loss_{k}": v / n_batches for k, v in sums.items()},
             **scores,
             "steps": n_batches,
-            "grad_norm_mean": float(np.mean(grad_norms)),
-            "grad_norm_max": float(np.max(grad_norms)),
+            "grad_norm_mean": float(np.mean(grad_norms)) if grad_norms else math.nan,
+            "grad_norm_max": float(np.max(grad_norms)) if grad_norms else math.nan,
             "images_per_second": n_img / max(seconds, 1e-9),
             "seconds": seconds,
             "rollbacks": sum(1 for r in rollbacks if r.epoch == epoch + 1),

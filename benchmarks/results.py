@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -175,7 +176,11 @@ def main() -> None:
     ap.add_argument("--phantom-n", type=int, default=1500)
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "results")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
+    ap.add_argument(
+        "--train-options", default="", help='further `cxrhash train` options, e.g. "--margin 8"'
+    )
     args = ap.parse_args()
+    extra = tuple(shlex.split(args.train_options))
 
     datasets: dict[str, str] = {}
     if (SHARED / "cxr-dev").exists():
@@ -205,7 +210,13 @@ def main() -> None:
         key = "nih" if spec.startswith("nih:") else "phantom"
         runs = {
             (bits, seed): one_run(
-                spec, args.runs / f"{key}-{bits}b-s{seed}", args.profile, bits, seed, args.epochs
+                spec,
+                args.runs / f"{key}-{bits}b-s{seed}",
+                args.profile,
+                bits,
+                seed,
+                args.epochs,
+                extra,
             )
             for bits in args.bits
             for seed in args.seeds
@@ -239,7 +250,8 @@ def main() -> None:
         "Produced by `python benchmarks/results.py` (this file is written by it; the runs "
         f"live in `{args.runs.relative_to(REPO) if args.runs.is_relative_to(REPO) else args.runs}`"
         "). Every run: `cxrhash train --profile "
-        f"{args.profile} --bits B --seed S` then `cxrhash eval RUN --json`.\n\n"
+        f"{args.profile} --bits B --seed S{' ' + args.train_options if extra else ''}` then "
+        "`cxrhash eval RUN --json`.\n\n"
         "Rows: **hash codes** = the learned k-bit codes ranked by Hamming distance (ties by "
         "database order); **float upper bound** = the same network's pre-hash embedding ranked "
         "by cosine; **LSH on features** = k-bit random-hyperplane LSH of that embedding; "

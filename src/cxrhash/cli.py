@@ -93,7 +93,7 @@ def train(
         str | None,
         typer.Option(
             help="Activation of the hash layer: identity|tanh|tanh-continuation|normalize|"
-            "batchnorm (docs/design.md, docs/hash_layer.md)."
+            "ball|batchnorm (docs/design.md, docs/hash_layer.md)."
         ),
     ] = None,
     bits: Annotated[int | None, typer.Option(help="Code length k.")] = None,

@@ -54,8 +54,23 @@ def test_normalize_lies_on_the_code_sphere_whatever_the_weight_scale(bits):
     assert torch.equal(binarize(f), binarize(x @ layer.weight.T + layer.bias))
 
 
-def test_normalize_is_finite_at_zero_preactivation():
-    layer = HashLayer(4, 6, "normalize")
+def test_ball_is_identity_inside_and_the_sphere_outside():
+    layer = HashLayer(20, 8, "ball")
+    x = _features()
+    h = x @ layer.weight.T + layer.bias
+    assert h.norm(dim=1).max() < math.sqrt(8)  # default init: outputs well inside the ball
+    torch.testing.assert_close(layer(x), h)
+    with torch.no_grad():
+        layer.weight.mul_(100.0)
+        layer.bias.mul_(100.0)
+    f = layer(x)
+    torch.testing.assert_close(f.norm(dim=1), torch.full((16,), math.sqrt(8)))
+    assert torch.equal(binarize(f), binarize(100.0 * h))
+
+
+@pytest.mark.parametrize("activation", ["normalize", "ball"])
+def test_normalize_is_finite_at_zero_preactivation(activation):
+    layer = HashLayer(4, 6, activation)
     with torch.no_grad():
         layer.weight.zero_()
         layer.bias.zero_()

@@ -15,13 +15,17 @@ one of ``HASH_ACTIVATIONS`` applied to its pre-activation h = W·x + b:
   2^k codes in {−1, +1}^k, so D ≤ 2√k, L_c ≤ 2k and L_r ≤ k·(√k−1) whatever the
   weights, and f is invariant to the scale of h (a growing h only shrinks its
   own gradient).
+* ``ball`` — f = h·min(1, √k/‖h‖₂): the identity inside the ball of radius √k
+  and the projection onto that sphere outside it (the max-norm constraint of
+  embedding learning, e.g. TransE's ‖e‖ ≤ 1, Bordes et al. 2013), so the same
+  bounds as ``normalize`` hold while outputs of the usual scale pass unchanged.
 * ``batchnorm`` — f = BN(h) without affine parameters: each unit standardised
   over the batch (running statistics at evaluation), so its scale is ~1 and
   each bit is balanced around 0 (OrthoHash, Hoe et al., NeurIPS 2021, puts a
   BatchNorm on the hash layer for code balance).
 
 Codes are ``sign(f)`` (``models.output.binarize``) for every activation; for
-``normalize`` and ``tanh`` that equals sign(h), for ``batchnorm`` it is
+``normalize``, ``ball`` and ``tanh`` that equals sign(h), for ``batchnorm`` it is
 sign(h − running mean).
 """
 
@@ -33,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-HASH_ACTIVATIONS = ("identity", "tanh", "tanh-continuation", "normalize", "batchnorm")
+HASH_ACTIVATIONS = ("identity", "tanh", "tanh-continuation", "normalize", "ball", "batchnorm")
 # Activations whose relaxed codes are tanh(β·h) with a settable continuation scale β.
 SCALED_ACTIVATIONS = ("tanh", "tanh-continuation")
 _NORM_EPS = 1e-6
@@ -82,6 +86,9 @@ class HashLayer(nn.Linear):
         if self.activation == "normalize":
             norm = h.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)
             return h * (math.sqrt(self.out_features) / norm)
+        if self.activation == "ball":
+            norm = h.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)
+            return h * (math.sqrt(self.out_features) / norm).clamp(max=1.0)
         if self.norm is not None:
             return self.norm(h)
         return h

@@ -50,7 +50,7 @@ from cxrhash.training.trainer import TrainingError, build_optimizer, seed_everyt
 
 REPO = Path(__file__).resolve().parents[1]
 PHANTOM = "phantom:/work/scratch/phantom3k"
-CANDIDATES = ("identity", "normalize", "ball", "tanh-continuation", "tanh", "batchnorm")
+CANDIDATES = ("identity", "normalize", "ball", "ball2", "tanh-continuation", "tanh", "batchnorm")
 SEEDS = (0, 1, 2)
 BLOWUP = 100.0  # a loss above BLOWUP × the first step's loss counts as diverged
 

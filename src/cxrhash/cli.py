@@ -93,7 +93,7 @@ def train(
         str | None,
         typer.Option(
             help="Activation of the hash layer: identity|tanh|tanh-continuation|normalize|"
-            "ball|batchnorm (docs/design.md, docs/hash_layer.md)."
+            "ball|ball2|batchnorm (docs/design.md, docs/hash_layer.md)."
         ),
     ] = None,
     bits: Annotated[int | None, typer.Option(help="Code length k.")] = None,

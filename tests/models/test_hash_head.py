@@ -54,8 +54,9 @@ def test_normalize_lies_on_the_code_sphere_whatever_the_weight_scale(bits):
     assert torch.equal(binarize(f), binarize(x @ layer.weight.T + layer.bias))
 
 
-def test_ball_is_identity_inside_and_the_sphere_outside():
-    layer = HashLayer(20, 8, "ball")
+@pytest.mark.parametrize(("activation", "radius"), [("ball", 1.0), ("ball2", 2.0)])
+def test_ball_is_identity_inside_and_its_sphere_outside(activation, radius):
+    layer = HashLayer(20, 8, activation)
     x = _features()
     h = x @ layer.weight.T + layer.bias
     assert h.norm(dim=1).max() < math.sqrt(8)  # default init: outputs well inside the ball
@@ -64,11 +65,11 @@ def test_ball_is_identity_inside_and_the_sphere_outside():
         layer.weight.mul_(100.0)
         layer.bias.mul_(100.0)
     f = layer(x)
-    torch.testing.assert_close(f.norm(dim=1), torch.full((16,), math.sqrt(8)))
+    torch.testing.assert_close(f.norm(dim=1), torch.full((16,), radius * math.sqrt(8)))
     assert torch.equal(binarize(f), binarize(100.0 * h))
 
 
-@pytest.mark.parametrize("activation", ["normalize", "ball"])
+@pytest.mark.parametrize("activation", ["normalize", "ball", "ball2"])
 def test_normalize_is_finite_at_zero_preactivation(activation):
     layer = HashLayer(4, 6, activation)
     with torch.no_grad():

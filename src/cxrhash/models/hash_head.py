@@ -18,14 +18,18 @@ one of ``HASH_ACTIVATIONS`` applied to its pre-activation h = W·x + b:
 * ``ball`` — f = h·min(1, √k/‖h‖₂): the identity inside the ball of radius √k
   and the projection onto that sphere outside it (the max-norm constraint of
   embedding learning, e.g. TransE's ‖e‖ ≤ 1, Bordes et al. 2013), so the same
-  bounds as ``normalize`` hold while outputs of the usual scale pass unchanged.
+  bounds as ``normalize`` hold while outputs inside the ball pass unchanged.
+* ``ball2`` — the same with radius 2√k: D ≤ 4√k, L_c ≤ 8k, L_r ≤ k(2√k − 1).
+  Trained identity layers settle at ‖f‖ ≈ 1.0–1.25·√k (L_r pulls every |f_i|
+  toward 1), so this ball leaves the identity layer's working regime alone and
+  only acts on the run-away outputs of a diverging step.
 * ``batchnorm`` — f = BN(h) without affine parameters: each unit standardised
   over the batch (running statistics at evaluation), so its scale is ~1 and
   each bit is balanced around 0 (OrthoHash, Hoe et al., NeurIPS 2021, puts a
   BatchNorm on the hash layer for code balance).
 
 Codes are ``sign(f)`` (``models.output.binarize``) for every activation; for
-``normalize``, ``ball`` and ``tanh`` that equals sign(h), for ``batchnorm`` it is
+``normalize``, ``ball``, ``ball2`` and ``tanh`` that equals sign(h), for ``batchnorm`` it is
 sign(h − running mean).
 """
 
@@ -37,7 +41,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-HASH_ACTIVATIONS = ("identity", "tanh", "tanh-continuation", "normalize", "ball", "batchnorm")
+HASH_ACTIVATIONS = (
+    "identity",
+    "tanh",
+    "tanh-continuation",
+    "normalize",
+    "ball",
+    "ball2",
+    "batchnorm",
+)
+# Radius of the ``ball`` activations in units of √k (the norm of every ±1 code).
+BALL_RADIUS = {"ball": 1.0, "ball2": 2.0}
 # Activations whose relaxed codes are tanh(β·h) with a settable continuation scale β.
 SCALED_ACTIVATIONS = ("tanh", "tanh-continuation")
 _NORM_EPS = 1e-6
@@ -86,9 +100,10 @@ class HashLayer(nn.Linear):
         if self.activation == "normalize":
             norm = h.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)
             return h * (math.sqrt(self.out_features) / norm)
-        if self.activation == "ball":
+        if self.activation in BALL_RADIUS:
+            radius = BALL_RADIUS[self.activation] * math.sqrt(self.out_features)
             norm = h.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)
-            return h * (math.sqrt(self.out_features) / norm).clamp(max=1.0)
+            return h * (radius / norm).clamp(max=1.0)
         if self.norm is not None:
             return self.norm(h)
         return h

@@ -128,7 +128,11 @@ def train(
         int | None, typer.Option(help="Backbone stage whose map F feeds the branches (3 or 4).")
     ] = None,
     hash_activation: Annotated[
-        str | None, typer.Option(help="identity (default) or tanh on the hash layer.")
+        str | None,
+        typer.Option(
+            help="Activation of the hash layer: identity|tanh|tanh-continuation|normalize|"
+            "ball|ball2|batchnorm (docs/design.md, docs/hash_layer.md)."
+        ),
     ] = None,
     bits: Annotated[int | None, typer.Option(help="Code length k.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,

@@ -32,7 +32,7 @@ class TrainConfig:
     feature_stage: int = 3
     variant: str = "full"
     bits: int = 64
-    hash_activation: str = "identity"  # tanh saturates under L_r and collapses codes
+    hash_activation: str = "identity"  # paper; "normalize" never diverges (docs/hash_layer.md)
     image_size: int = 224
     epochs: int = 50
     batch_size: int = 64

@@ -94,8 +94,8 @@ def test_identity_hash_activation_and_bad_arguments():
     net = _tiny(hash_activation="identity").eval()
     with torch.no_grad():
         out = net(torch.rand(2, 1, 64, 64))
-        torch.testing.assert_close(out.hash, net.hash_layer(out.features))
-        torch.testing.assert_close(out.logits, net.classifier(out.hash))
+        torch.testing.assert_close(out.hash, net.head.hash_layer(out.features))
+        torch.testing.assert_close(out.logits, net.head.classifier(out.hash))
     with pytest.raises(ValueError, match="variant"):
         _tiny("no-attention")
     with pytest.raises(ValueError, match="hash_activation"):

@@ -1,6 +1,9 @@
 """`attention-fusion` (Guan et al. 2023): spatial attention + global/local fusion.
 
 Loss: L = L_c + α·L_r + β·L_cb (SPEC §1), pairs formed within the batch.
+The hash layer's activation is ``config.hash_activation`` (``models.hash_head``);
+with ``tanh-continuation`` the epoch hook raises its scale β by HashNet's
+schedule (1 + γ·step)^power (parameters ``scale_gamma``, ``scale_power``).
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from torch import nn
 
 from cxrhash.config import TrainConfig
 from cxrhash.losses import attention_fusion_loss
-from cxrhash.methods.base import Method, register_method
+from cxrhash.methods.base import EpochInfo, Method, register_method
+from cxrhash.methods.common import set_hash_scale
+from cxrhash.methods.continuation import hashnet_scale
 from cxrhash.models.attention_fusion import AttentionFusionNet
 from cxrhash.models.output import HashOutput
+
+DEFAULTS = {"scale_gamma": 0.005, "scale_power": 0.5}
 
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
@@ -37,11 +44,22 @@ def loss(
     )
 
 
+def on_epoch(model: nn.Module, info: EpochInfo, config: TrainConfig) -> None:
+    """``tanh-continuation``: β = (1 + γ·step)^power at the epoch's first step; else nothing."""
+    if config.hash_activation != "tanh-continuation":
+        return
+    p = ATTENTION_FUSION.params(config)
+    step = info.epoch * info.steps_per_epoch
+    set_hash_scale(model, hashnet_scale(step, p["scale_gamma"], p["scale_power"]))
+
+
 ATTENTION_FUSION = register_method(
     Method(
         name="attention-fusion",
         build_model=build_model,
         loss=loss,
         description="spatial attention (3 descriptors) + global/local fusion; contrastive+reg+BCE",
+        defaults=DEFAULTS,
+        on_epoch=on_epoch,
     )
 )

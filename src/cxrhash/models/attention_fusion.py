@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from cxrhash.models.attention import DESCRIPTORS, SpatialAttention
 from cxrhash.models.backbones import create_backbone
+from cxrhash.models.hash_head import HASH_ACTIVATIONS, HashHead
 from cxrhash.models.output import HashModel, HashOutput
 from cxrhash.models.refinement import FeatureRefinement
 
 VARIANTS = ("full", "no-maxp-avgp", "no-fmax", "global-only", "local-only")
-HASH_ACTIVATIONS = ("tanh", "identity")
 BRANCH_DIM = 256
 
 # variant → (global branch?, attention descriptors or None for no local branch)
@@ -38,10 +39,10 @@ class AttentionFusionNet(HashModel):
     * z = concat(F_global, F_local) (512-d; 256-d for the one-branch variants);
     * features = ReLU(FC(z)) with ``fc_dim`` units — ``HashOutput.features``,
       the float embedding used for the cosine upper bound;
-    * f = hash_layer(features) (k units, linear by default; ``hash_activation="tanh"``
-      squashes it, but then α·L_r saturates every unit and the codes collapse —
-      see ``docs/design.md``) — ``HashOutput.hash``;
-    * logits = classifier(f) (linear k→C) — ``HashOutput.logits``.
+    * f = head.hash_layer(features) (k units and the ``hash_activation``, one of
+      ``HASH_ACTIVATIONS``, see ``models.hash_head`` and ``docs/design.md``) —
+      ``HashOutput.hash``;
+    * logits = head.classifier(f) (linear k→C) — ``HashOutput.logits``.
 
     Variants (the paper's ablations, ``VARIANTS``): ``"full"``;
     ``"no-maxp-avgp"`` (attention from F_max only); ``"no-fmax"`` (attention from
@@ -97,8 +98,7 @@ class AttentionFusionNet(HashModel):
             self.refine_local = FeatureRefinement(spec.out_channels, BRANCH_DIM, refine_width)
         fused_dim = BRANCH_DIM * (int(use_global) + int(descriptors is not None))
         self.fc = nn.Sequential(nn.Linear(fused_dim, fc_dim), nn.ReLU(inplace=True))
-        self.hash_layer = nn.Linear(fc_dim, bits)
-        self.classifier = nn.Linear(bits, num_classes)
+        self.head = HashHead(fc_dim, bits, num_classes, hash_activation)
 
     def forward(self, x: Tensor) -> HashOutput:
         """Run the network on B×1×S×S images in [0, 1]."""
@@ -112,7 +112,20 @@ class AttentionFusionNet(HashModel):
             attention = self.attention(fp)
             parts.append(self.refine_local(attention * fp))
         features = self.fc(torch.cat(parts, dim=1))
-        f = self.hash_layer(features)
-        if self.hash_activation == "tanh":
-            f = f.tanh()
-        return HashOutput(hash=f, logits=self.classifier(f), features=features, attention=attention)
+        f, logits = self.head(features)
+        return HashOutput(hash=f, logits=logits, features=features, attention=attention)
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # Checkpoints written before the shared HashHead held ``hash_layer.*`` and
+        # ``classifier.*`` directly (and no continuation scale).
+        for layer in ("hash_layer", "classifier"):
+            for name in (f"{layer}.weight", f"{layer}.bias"):
+                old, new = prefix + name, prefix + "head." + name
+                if old in state_dict and new not in state_dict:
+                    state_dict[new] = state_dict.pop(old)
+        scale = prefix + "head.hash_layer.scale"
+        if prefix + "head.hash_layer.weight" in state_dict and scale not in state_dict:
+            state_dict[scale] = torch.tensor(1.0)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

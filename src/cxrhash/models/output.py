@@ -13,7 +13,8 @@ class HashOutput:
     """What a hashing network returns for a batch of B radiographs.
 
     Attributes:
-        hash: B×k pre-binarisation outputs f (linear or tanh of the hash layer).
+        hash: B×k pre-binarisation outputs f of the hash layer (its activation —
+            identity, tanh, √k-normalised or batch-normalised — see ``models.hash_head``).
         logits: B×C classifier logits computed on ``hash`` (for the BCE term).
         features: B×D float embedding right before the hash layer; ranked by
             cosine it gives the float upper bound of the evaluation.

@@ -45,8 +45,9 @@ from cxrhash.encode import encode_dataset, make_loader
 from cxrhash.methods import METHODS, EpochInfo
 from cxrhash.models.hash_head import HashLayer
 from cxrhash.training.checkpoint import load_model
+from cxrhash.training.engine import build_optimizer, seed_everything
 from cxrhash.training.targets import label_names, with_no_finding
-from cxrhash.training.trainer import TrainingError, build_optimizer, seed_everything, train
+from cxrhash.training.trainer import TrainingError, engine_settings, train
 
 REPO = Path(__file__).resolve().parents[1]
 PHANTOM = "phantom:/work/scratch/phantom3k"
@@ -126,7 +127,7 @@ def step_losses(
     seed_everything(seed)
     model = method.build_model(cfg, len(names))
     scale_hash_layer(model, setting.init_scale)
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(engine_settings(cfg), model)
     losses: list[float] = []
     diverged_at: int | None = None
     epoch = 0

@@ -17,8 +17,9 @@ import torch
 from cxrhash.config import make_config
 from cxrhash.data.phantom import generate_phantom
 from cxrhash.methods import METHODS
+from cxrhash.training.engine import build_optimizer
 from cxrhash.training.targets import with_no_finding
-from cxrhash.training.trainer import build_optimizer
+from cxrhash.training.trainer import engine_settings
 
 STEPS = 40
 LR = 0.02
@@ -38,7 +39,7 @@ def _run(activation: str, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> l
     method = METHODS.get("attention-fusion")
     torch.manual_seed(0)
     model = method.build_model(cfg, batches[0][1].shape[1])
-    opt = build_optimizer(cfg, model)
+    opt = build_optimizer(engine_settings(cfg), model)
     model.train()
     losses: list[float] = []
     for step in range(STEPS):

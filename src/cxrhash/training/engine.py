@@ -12,7 +12,7 @@ A :class:`Task` supplies the model, the training set, the loss of a batch and
   drop or a cosine, applied per step (stateless, so nothing to restore on resume);
 * gradient clipping, mixed precision and ``channels_last`` where the device has them;
 * the divergence guard: a non-finite loss or gradient, or a loss ``explode_factor``
-  times the recent median, rolls the model and optimiser back to the start of the
+  (10) times the recent median, rolls the model and optimiser back to the start of the
   epoch (the state ``last.pt`` holds), multiplies the learning rate by
   ``rollback_lr_factor``, logs it and records it in the history, and gives up with
   :class:`DivergenceError` after ``max_rollbacks`` rollbacks in one run.
@@ -106,7 +106,7 @@ class EngineSettings:
     channels_last: str = "auto"
     max_rollbacks: int = 3
     rollback_lr_factor: float = 0.5
-    explode_factor: float = 100.0
+    explode_factor: float = 10.0
     seed: int = 0
     num_workers: int = 0
     device: str | None = None

@@ -15,7 +15,7 @@ from cxrhash.data.splits import load_split
 from cxrhash.evaluation.evaluate import HEADLINE
 from cxrhash.evaluation.run import evaluate_run
 from cxrhash.retrieve import build_index, findings_text, search_images
-from cxrhash.training.checkpoint import load_checkpoint
+from cxrhash.training.checkpoint import CheckpointError, load_checkpoint
 from cxrhash.training.trainer import train
 from cxrhash.visualize import write_retrieval_figure
 
@@ -72,7 +72,13 @@ def run_demo(
         f"{config.epochs} epochs, batch {config.batch_size}"
     )
     if (run_dir / "last.pt").exists():
-        done = load_checkpoint(run_dir / "last.pt")["epoch"] + 1
+        try:
+            done = load_checkpoint(run_dir / "last.pt")["epoch"] + 1
+        except CheckpointError as exc:  # e.g. a run of an older cxrhash: train anew beside it
+            stale = run_dir.with_name(f"run-unreadable-{int(time.time())}")
+            run_dir.rename(stale)
+            console.print(f"{exc}; moved it to {stale} and training anew")
+    if (run_dir / "last.pt").exists():
         saved = TrainConfig.load(run_dir / "config.json")
         if done < saved.epochs:
             train(saved, run_dir, resume=True)

@@ -228,3 +228,19 @@ def test_mixed_precision_and_channels_last_run_where_forced(tmp_path: Path) -> N
     )
     losses = [h["loss_total"] for h in result.history]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+
+
+class _Foreign:
+    """An arbitrary pickled object, as a hostile checkpoint would carry."""
+
+
+def test_a_checkpoint_holding_foreign_objects_is_refused_without_running_it(
+    tmp_path: Path,
+) -> None:
+    torch.save({"format": 2, "kind": "toy", "x": _Foreign()}, tmp_path / "evil.pt")
+    with pytest.raises(TrainingError, match="not a cxrhash checkpoint") as info:
+        load_state(tmp_path / "evil.pt", "toy")
+    assert "weights_only=False" not in str(info.value)  # never advise running its code
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="not a cxrhash checkpoint"):
+        load_state(tmp_path / "junk.pt", "toy")

@@ -267,7 +267,11 @@ def load_state(path: Path, kind: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise TrainingError(f"cannot read checkpoint {path}: {exc}") from exc
+        # torch's own text suggests weights_only=False, which would run the file's code
+        raise TrainingError(
+            f"cannot read checkpoint {path}: not a cxrhash checkpoint (unreadable, or it "
+            f"holds objects other than tensors and plain values; {type(exc).__name__})"
+        ) from exc
     if not isinstance(state, dict) or "format" not in state:
         raise TrainingError(f"{path} is not a cxrhash checkpoint")
     if state["format"] != FORMAT_VERSION:

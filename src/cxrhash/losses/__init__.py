@@ -7,8 +7,9 @@ from collections.abc import Callable
 from torch import Tensor
 
 from cxrhash.losses.classification import multilabel_bce
+from cxrhash.losses.code_regularizers import bit_balance_loss, bit_decorrelation_loss
 from cxrhash.losses.contrastive import contrastive_loss, default_margin
-from cxrhash.losses.pairs import pair_levels, pair_similarity, upper_pairs
+from cxrhash.losses.pairs import pair_jaccard, pair_levels, pair_similarity, upper_pairs
 from cxrhash.losses.quantization import quantization_regularizer
 from cxrhash.models.output import HashOutput
 from cxrhash.registry import Registry
@@ -23,13 +24,23 @@ def attention_fusion_loss(
     alpha: float = 0.5,
     beta: float = 0.5,
     margin: float | None = None,
+    graded: bool = False,
+    balance: float = 0.0,
+    decorrelation: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Joint loss L = L_c + α·L_r + β·L_cb of SPEC §1 (α = β = 0.5).
+    """Joint loss L = L_c + α·L_r + β·L_cb of SPEC §1 (α = β = 0.5), plus opt-in terms.
 
     Pairs are all i < j within the batch; a pair is similar when it shares ≥ 1
     label of ``labels`` (append "No Finding" beforehand for normal–normal
     pairs). The same ``labels`` are the BCE targets, so their columns must
     match ``out.logits``.
+
+    ``graded`` replaces the 0/1 similarity by the Jaccard share of findings
+    (``pair_jaccard``), so L_c pulls a pair with weight s and pushes it with
+    weight 1 − s and partly similar films settle at distance ≈ (1 − s)·m.
+    ``balance`` weights Σ_bits (batch mean of f)² and ``decorrelation`` the
+    mean squared correlation between bits (``losses.code_regularizers``); with
+    all three at their defaults the loss is the paper's.
 
     Args:
         out: the model output (uses ``hash`` and ``logits``).
@@ -42,7 +53,8 @@ def attention_fusion_loss(
         The total loss (for ``backward``) and its parts as floats, keys
         ``"contrastive"``, ``"quantization"``, ``"bce"``, ``"total"``.
     """
-    l_c = contrastive_loss(out.hash, pair_similarity(labels), margin)
+    sim = pair_jaccard(labels) if graded else pair_similarity(labels)
+    l_c = contrastive_loss(out.hash, sim, margin)
     l_r = quantization_regularizer(out.hash)
     l_cb = multilabel_bce(out.logits, labels)
     total = l_c + alpha * l_r + beta * l_cb
@@ -50,8 +62,16 @@ def attention_fusion_loss(
         "contrastive": float(l_c.detach()),
         "quantization": float(l_r.detach()),
         "bce": float(l_cb.detach()),
-        "total": float(total.detach()),
     }
+    if balance:
+        l_b = bit_balance_loss(out.hash)
+        total = total + balance * l_b
+        parts["balance"] = float(l_b.detach())
+    if decorrelation:
+        l_d = bit_decorrelation_loss(out.hash)
+        total = total + decorrelation * l_d
+        parts["decorrelation"] = float(l_d.detach())
+    parts["total"] = float(total.detach())
     return total, parts
 
 
@@ -66,6 +86,7 @@ __all__ = [
     "contrastive_loss",
     "default_margin",
     "multilabel_bce",
+    "pair_jaccard",
     "pair_levels",
     "pair_similarity",
     "quantization_regularizer",

@@ -15,6 +15,24 @@ def bit_balance_loss(u: Tensor) -> Tensor:
     return u.mean(dim=0).pow(2).sum()
 
 
+def bit_decorrelation_loss(u: Tensor) -> Tensor:
+    """Mean squared off-diagonal correlation of the bits over the batch.
+
+    Bits that always flip together carry one bit of information; this term
+    (0 for uncorrelated bits, 1 when every pair is perfectly correlated) asks
+    each bit to tell the batch apart in its own way. Constant bits have zero
+    variance and are left to :func:`bit_balance_loss`.
+    """
+    b, k = u.shape
+    if b < 2 or k < 2:
+        return u.sum() * 0.0
+    c = u - u.mean(dim=0, keepdim=True)
+    c = c / (c.pow(2).mean(dim=0, keepdim=True) + 1e-6).sqrt()
+    corr = c.T @ c / b
+    off = corr - torch.diag(torch.diagonal(corr))
+    return off.pow(2).sum() / (k * (k - 1))
+
+
 def weight_orthogonality_loss(w: Tensor) -> Tensor:
     """‖W Wᵀ − I‖²_F for the k×D hash-layer weight: bits as independent projections (DH, DRH)."""
     gram = w @ w.T

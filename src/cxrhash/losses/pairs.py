@@ -44,6 +44,28 @@ def pair_similarity(labels: Tensor) -> Tensor:
     return (levels >= 1).to(levels.dtype)
 
 
+def pair_jaccard(labels: Tensor) -> Tensor:
+    """Graded pair similarity s_ij = |Y_i ∩ Y_j| / |Y_i ∪ Y_j| ∈ [0, 1] (Jaccard).
+
+    1 for identical finding sets, 0 for disjoint ones, and in between the share
+    of findings the two films have in common: the multi-level similarity of
+    OSDH in a form a contrastive loss can take as a soft target. NaN counts as
+    absent; two films without any finding (no ``No Finding`` column) get 0.
+
+    Args:
+        labels: B×C multi-hot labels.
+
+    Returns:
+        B×B tensor in ``labels``' float dtype.
+    """
+    y = _label_matrix(labels)
+    inter = y @ y.T
+    sizes = y.sum(dim=1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    dtype = labels.dtype if labels.is_floating_point() else torch.float32
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter)).to(dtype)
+
+
 def cross_similarity(labels_a: Tensor, labels_b: Tensor) -> Tensor:
     """s_ij = 1 if item i of ``labels_a`` and item j of ``labels_b`` share ≥ 1 finding (A×B).
 

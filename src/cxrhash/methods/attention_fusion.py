@@ -19,7 +19,13 @@ from cxrhash.methods.continuation import hashnet_scale
 from cxrhash.models.attention_fusion import AttentionFusionNet
 from cxrhash.models.output import HashOutput
 
-DEFAULTS = {"scale_gamma": 0.005, "scale_power": 0.5}
+DEFAULTS = {
+    "scale_gamma": 0.005,
+    "scale_power": 0.5,
+    "graded": 0.0,  # 1: Jaccard similarity of the finding sets instead of "shares any"
+    "balance": 0.0,  # weight of the bit-balance term Σ_bits (batch mean of f)²
+    "decorrelation": 0.0,  # weight of the mean squared correlation between bits
+}
 
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
@@ -38,9 +44,17 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
 def loss(
     out: HashOutput, labels: torch.Tensor, config: TrainConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Joint contrastive + quantisation + BCE loss with the config's α, β and margin."""
+    """Joint contrastive + quantisation + BCE loss with the config's α, β, margin and params."""
+    p = ATTENTION_FUSION.params(config)
     return attention_fusion_loss(
-        out, labels, alpha=config.alpha, beta=config.beta, margin=config.margin
+        out,
+        labels,
+        alpha=config.alpha,
+        beta=config.beta,
+        margin=config.margin,
+        graded=bool(p["graded"]),
+        balance=p["balance"],
+        decorrelation=p["decorrelation"],
     )
 
 

@@ -11,6 +11,7 @@ from cxrhash.losses.code_regularizers import bit_balance_loss, bit_decorrelation
 from cxrhash.losses.contrastive import contrastive_loss, default_margin
 from cxrhash.losses.pairs import pair_jaccard, pair_levels, pair_similarity, upper_pairs
 from cxrhash.losses.quantization import quantization_regularizer
+from cxrhash.models.hash_head import straight_through_sign
 from cxrhash.models.output import HashOutput
 from cxrhash.registry import Registry
 
@@ -27,6 +28,7 @@ def attention_fusion_loss(
     graded: bool = False,
     balance: float = 0.0,
     decorrelation: float = 0.0,
+    code_pairs: bool = False,
 ) -> tuple[Tensor, dict[str, float]]:
     """Joint loss L = L_c + α·L_r + β·L_cb of SPEC §1 (α = β = 0.5), plus opt-in terms.
 
@@ -39,8 +41,11 @@ def attention_fusion_loss(
     (``pair_jaccard``), so L_c pulls a pair with weight s and pushes it with
     weight 1 − s and partly similar films settle at distance ≈ (1 − s)·m.
     ``balance`` weights Σ_bits (batch mean of f)² and ``decorrelation`` the
-    mean squared correlation between bits (``losses.code_regularizers``); with
-    all three at their defaults the loss is the paper's.
+    mean squared correlation between bits (``losses.code_regularizers``).
+    ``code_pairs`` computes L_c on the binary codes sign(f) with the gradient
+    passed straight through to f (``straight_through_sign``), so the distances
+    the loss shapes are the Hamming distances the index ranks by (2·√hamming).
+    With all of them at their defaults the loss is the paper's.
 
     Args:
         out: the model output (uses ``hash`` and ``logits``).
@@ -54,7 +59,7 @@ def attention_fusion_loss(
         ``"contrastive"``, ``"quantization"``, ``"bce"``, ``"total"``.
     """
     sim = pair_jaccard(labels) if graded else pair_similarity(labels)
-    l_c = contrastive_loss(out.hash, sim, margin)
+    l_c = contrastive_loss(straight_through_sign(out.hash) if code_pairs else out.hash, sim, margin)
     l_r = quantization_regularizer(out.hash)
     l_cb = multilabel_bce(out.logits, labels)
     total = l_c + alpha * l_r + beta * l_cb

@@ -25,6 +25,8 @@ DEFAULTS = {
     "graded": 0.0,  # 1: Jaccard similarity of the finding sets instead of "shares any"
     "balance": 0.0,  # weight of the bit-balance term Σ_bits (batch mean of f)²
     "decorrelation": 0.0,  # weight of the mean squared correlation between bits
+    "code_pairs": 0.0,  # 1: L_c on sign(f), gradient straight through
+    "classify_codes": 0.0,  # 1: the BCE classifier reads sign(f), gradient straight through
 }
 
 
@@ -38,6 +40,7 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
         variant=config.variant,
         backbone_weights=config.backbone_weights,
         hash_activation=config.hash_activation,
+        classify_codes=bool(ATTENTION_FUSION.params(config)["classify_codes"]),
     )
 
 
@@ -55,6 +58,7 @@ def loss(
         graded=bool(p["graded"]),
         balance=p["balance"],
         decorrelation=p["decorrelation"],
+        code_pairs=bool(p["code_pairs"]),
     )
 
 

@@ -64,6 +64,7 @@ class AttentionFusionNet(HashModel):
         backbone_weights: str | Path | None = None,
         fc_dim: int = 512,
         hash_activation: str = "identity",
+        classify_codes: bool = False,
         refine_width: int = 256,
     ) -> None:
         super().__init__()
@@ -98,7 +99,7 @@ class AttentionFusionNet(HashModel):
             self.refine_local = FeatureRefinement(spec.out_channels, BRANCH_DIM, refine_width)
         fused_dim = BRANCH_DIM * (int(use_global) + int(descriptors is not None))
         self.fc = nn.Sequential(nn.Linear(fused_dim, fc_dim), nn.ReLU(inplace=True))
-        self.head = HashHead(fc_dim, bits, num_classes, hash_activation)
+        self.head = HashHead(fc_dim, bits, num_classes, hash_activation, classify_codes)
 
     def forward(self, x: Tensor) -> HashOutput:
         """Run the network on B×1×S×S images in [0, 1]."""

@@ -66,6 +66,17 @@ def check_activation(activation: str) -> str:
     return activation
 
 
+def straight_through_sign(f: Tensor) -> Tensor:
+    """sign(f) (0 → +1, as ``binarize``) in the forward pass, the identity in the backward pass.
+
+    The straight-through estimator of Greedy Hash (Su et al., NeurIPS 2018):
+    a loss computed on the returned tensor sees the binary code, and its
+    gradient is passed to f unchanged.
+    """
+    b = torch.where(f >= 0, torch.ones_like(f), -torch.ones_like(f))
+    return f + (b - f).detach()
+
+
 class HashLayer(nn.Linear):
     """k-unit linear hash layer with its activation (see the module docstring).
 
@@ -121,12 +132,20 @@ class HashHead(nn.Module):
     Binary codes are sign(f) whatever the activation and scale.
     """
 
-    def __init__(self, in_dim: int, bits: int, num_classes: int, activation: str = "identity"):
+    def __init__(
+        self,
+        in_dim: int,
+        bits: int,
+        num_classes: int,
+        activation: str = "identity",
+        classify_codes: bool = False,
+    ):
         super().__init__()
         if bits < 1 or num_classes < 1:
             raise ValueError(f"bits and num_classes must be ≥ 1, got {bits}, {num_classes}")
         self.hash_layer = HashLayer(in_dim, bits, activation)
         self.classifier = nn.Linear(bits, num_classes)
+        self.classify_codes = classify_codes
 
     @property
     def activation(self) -> str:
@@ -143,9 +162,15 @@ class HashHead(nn.Module):
         self.hash_layer.set_scale(value)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """(relaxed codes f, classifier logits on f)."""
+        """(relaxed codes f, classifier logits on f — or on sign(f) with ``classify_codes``).
+
+        With ``classify_codes`` the classifier reads the binary code the index
+        will store, sign(f), and its gradient reaches f straight through
+        (``straight_through_sign``), so the findings must be decodable from the
+        code itself, not from the magnitudes of f.
+        """
         f = self.hash_layer(features)
-        return f, self.classifier(f)
+        return f, self.classifier(straight_through_sign(f) if self.classify_codes else f)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any

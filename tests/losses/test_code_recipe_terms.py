@@ -1,0 +1,93 @@
+"""The opt-in terms of the attention-fusion loss (issue #10): graded similarity,
+bit balance and decorrelation, straight-through codes."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from cxrhash.losses import attention_fusion_loss, contrastive_loss, pair_jaccard
+from cxrhash.losses.code_regularizers import bit_balance_loss, bit_decorrelation_loss
+from cxrhash.models.hash_head import HashHead, straight_through_sign
+from cxrhash.models.output import HashOutput
+
+
+def test_jaccard_matches_set_arithmetic() -> None:
+    labels = torch.tensor(
+        [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [1, math.nan, 0, 1]]
+    )
+    sets = [{c for c in range(4) if row[c] == 1} for row in labels.tolist()]
+    s = pair_jaccard(labels)
+    for i, j in itertools.product(range(5), repeat=2):
+        union = sets[i] | sets[j]
+        expected = len(sets[i] & sets[j]) / len(union) if union else 0.0
+        assert s[i, j].item() == pytest.approx(expected)
+
+
+def test_graded_contrastive_settles_partly_similar_pairs_between() -> None:
+    # For one pair with similarity s the loss s·D²/2 + (1−s)·(m−D)²/2 is minimal at D = (1−s)·m.
+    m, s = 4.0, 1.0 / 3.0
+    dists = torch.linspace(0.0, m, 401)
+    losses = [
+        contrastive_loss(torch.tensor([[0.0], [d.item()]]), torch.tensor([[1.0, s], [s, 1.0]]), m)
+        for d in dists
+    ]
+    best = dists[int(torch.stack(losses).argmin())].item()
+    assert best == pytest.approx((1 - s) * m, abs=0.011)
+
+
+def test_decorrelation_is_zero_for_independent_bits_and_one_for_copies() -> None:
+    codes = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=3)))  # all 8 codes: uncorrelated
+    assert bit_decorrelation_loss(codes).item() == pytest.approx(0.0, abs=1e-6)
+    copies = codes[:, :1].repeat(1, 4)
+    assert bit_decorrelation_loss(copies).item() == pytest.approx(1.0, abs=1e-4)
+    flipped = torch.cat([codes[:, :1], -codes[:, :1]], dim=1)  # anti-correlated counts too
+    assert bit_decorrelation_loss(flipped).item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_straight_through_sign_is_sign_forward_identity_backward() -> None:
+    f = torch.tensor([-0.3, 0.0, 2.0], requires_grad=True)
+    b = straight_through_sign(f)
+    assert b.tolist() == [-1.0, 1.0, 1.0]
+    (b * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert f.grad.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_code_pairs_loss_sees_hamming_distances_only() -> None:
+    # Two outputs with the same signs but different magnitudes: the relaxed L_c
+    # of a similar pair is > 0, on the codes it is 0 (their Hamming distance is 0).
+    f = torch.tensor([[0.2, -0.5, 1.0], [1.5, -0.1, 0.3]], requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    out = HashOutput(hash=f, logits=torch.zeros(2, 2), features=torch.zeros(2, 4))
+    _, relaxed = attention_fusion_loss(out, labels, alpha=0.0, beta=0.0)
+    _, coded = attention_fusion_loss(out, labels, alpha=0.0, beta=0.0, code_pairs=True)
+    assert relaxed["contrastive"] > 0.1
+    assert coded["contrastive"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_opt_in_terms_add_their_weighted_parts() -> None:
+    torch.manual_seed(0)
+    f = torch.randn(6, 8, dtype=torch.float64)
+    labels = (torch.rand(6, 3) < 0.5).double()
+    out = HashOutput(hash=f, logits=torch.randn(6, 3, dtype=torch.float64), features=f)
+    base, _ = attention_fusion_loss(out, labels)
+    total, parts = attention_fusion_loss(out, labels, balance=0.3, decorrelation=2.0)
+    extra = 0.3 * bit_balance_loss(f) + 2.0 * bit_decorrelation_loss(f)
+    assert total.item() == pytest.approx((base + extra).item(), rel=1e-12)
+    assert parts["balance"] == pytest.approx(bit_balance_loss(f).item())
+    assert parts["decorrelation"] == pytest.approx(bit_decorrelation_loss(f).item())
+
+
+def test_classify_codes_feeds_the_classifier_the_binary_code() -> None:
+    torch.manual_seed(0)
+    head = HashHead(5, 6, 3, classify_codes=True)
+    x = torch.randn(4, 5, requires_grad=True)
+    f, logits = head(x)
+    expected = head.classifier(torch.where(f >= 0, 1.0, -1.0))
+    assert torch.allclose(logits, expected)
+    logits.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # the gradient passes through sign
+    plain = HashHead(5, 6, 3)
+    plain.load_state_dict(head.state_dict())
+    assert torch.allclose(plain(x)[1], plain.classifier(plain(x)[0]))

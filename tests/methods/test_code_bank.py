@@ -13,7 +13,8 @@ from cxrhash.config import make_config
 from cxrhash.losses.pairs import cross_similarity
 from cxrhash.losses.pairwise_likelihood import bank_pairwise_likelihood_loss
 from cxrhash.methods import METHODS
-from cxrhash.methods.code_bank import CodeBank, LossContext
+from cxrhash.methods.base import LossContext
+from cxrhash.methods.code_bank import CodeBank
 from cxrhash.models.output import HashOutput
 from cxrhash.training.engine import load_state
 from cxrhash.training.trainer import train

@@ -18,7 +18,8 @@ import torch
 
 from cxrhash.config import TrainConfig
 from cxrhash.methods import METHODS
-from cxrhash.methods.code_bank import CodeBank, LossContext
+from cxrhash.methods.base import LossContext
+from cxrhash.methods.code_bank import CodeBank
 from cxrhash.models.output import HashOutput
 
 B, K, C, D = 7, 8, 4, 5

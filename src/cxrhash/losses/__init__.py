@@ -29,6 +29,7 @@ def attention_fusion_loss(
     balance: float = 0.0,
     decorrelation: float = 0.0,
     code_pairs: bool = False,
+    code_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """Joint loss L = L_c + α·L_r + β·L_cb of SPEC §1 (α = β = 0.5), plus opt-in terms.
 
@@ -45,7 +46,9 @@ def attention_fusion_loss(
     ``code_pairs`` computes L_c on the binary codes sign(f) with the gradient
     passed straight through to f (``straight_through_sign``), so the distances
     the loss shapes are the Hamming distances the index ranks by (2·√hamming).
-    With all of them at their defaults the loss is the paper's.
+    ``code_weight`` multiplies every term but the BCE (a warm-up schedule
+    passes < 1 in the first epochs). With all of them at their defaults the
+    loss is the paper's.
 
     Args:
         out: the model output (uses ``hash`` and ``logits``).
@@ -62,7 +65,7 @@ def attention_fusion_loss(
     l_c = contrastive_loss(straight_through_sign(out.hash) if code_pairs else out.hash, sim, margin)
     l_r = quantization_regularizer(out.hash)
     l_cb = multilabel_bce(out.logits, labels)
-    total = l_c + alpha * l_r + beta * l_cb
+    code_terms = l_c + alpha * l_r
     parts = {
         "contrastive": float(l_c.detach()),
         "quantization": float(l_r.detach()),
@@ -70,12 +73,15 @@ def attention_fusion_loss(
     }
     if balance:
         l_b = bit_balance_loss(out.hash)
-        total = total + balance * l_b
+        code_terms = code_terms + balance * l_b
         parts["balance"] = float(l_b.detach())
     if decorrelation:
         l_d = bit_decorrelation_loss(out.hash)
-        total = total + decorrelation * l_d
+        code_terms = code_terms + decorrelation * l_d
         parts["decorrelation"] = float(l_d.detach())
+    total = (code_terms if code_weight == 1.0 else code_weight * code_terms) + beta * l_cb
+    if code_weight != 1.0:
+        parts["code_weight"] = float(code_weight)
     parts["total"] = float(total.detach())
     return total, parts
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from cxrhash.config import TrainConfig
 from cxrhash.losses import attention_fusion_loss
-from cxrhash.methods.base import EpochInfo, Method, register_method
+from cxrhash.methods.base import EpochInfo, LossContext, Method, register_method
 from cxrhash.methods.common import set_hash_scale
 from cxrhash.methods.continuation import hashnet_scale
 from cxrhash.models.attention_fusion import AttentionFusionNet
@@ -27,6 +27,7 @@ DEFAULTS = {
     "decorrelation": 0.0,  # weight of the mean squared correlation between bits
     "code_pairs": 0.0,  # 1: L_c on sign(f), gradient straight through
     "classify_codes": 0.0,  # 1: the BCE classifier reads sign(f), gradient straight through
+    "ramp_epochs": 0.0,  # R > 0: the code terms' weight is min(1, epoch / R) (BCE alone at first)
 }
 
 
@@ -44,8 +45,18 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     )
 
 
+def code_weight(epoch: EpochInfo | None, ramp_epochs: float) -> float:
+    """Weight of the code terms at ``epoch``: min(1, epoch / ramp_epochs); 1 without a ramp."""
+    if ramp_epochs <= 0 or epoch is None:
+        return 1.0
+    return min(1.0, epoch.epoch / ramp_epochs)
+
+
 def loss(
-    out: HashOutput, labels: torch.Tensor, config: TrainConfig
+    out: HashOutput,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    context: LossContext | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Joint contrastive + quantisation + BCE loss with the config's α, β, margin and params."""
     p = ATTENTION_FUSION.params(config)
@@ -59,6 +70,7 @@ def loss(
         balance=p["balance"],
         decorrelation=p["decorrelation"],
         code_pairs=bool(p["code_pairs"]),
+        code_weight=code_weight(context.epoch if context else None, p["ramp_epochs"]),
     )
 
 
@@ -79,5 +91,6 @@ ATTENTION_FUSION = register_method(
         description="spatial attention (3 descriptors) + global/local fusion; contrastive+reg+BCE",
         defaults=DEFAULTS,
         on_epoch=on_epoch,
+        takes_context=True,
     )
 )

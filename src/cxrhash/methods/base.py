@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from cxrhash.config import TrainConfig
 from cxrhash.registry import Registry
+
+if TYPE_CHECKING:
+    from cxrhash.methods.code_bank import CodeBank
 
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 EpochHook = Callable[[nn.Module, "EpochInfo", TrainConfig], None]
@@ -22,6 +26,22 @@ class EpochInfo:
     epoch: int  # 0-based
     epochs: int
     steps_per_epoch: int
+
+
+@dataclass
+class LossContext:
+    """What a loss may get beyond the batch (methods with ``uses_bank`` or ``takes_context``).
+
+    Attributes:
+        index: the batch items' rows in the training set.
+        bank: the training set's :class:`~cxrhash.methods.code_bank.CodeBank`
+            (``None`` unless the method uses one).
+        epoch: where training stands (for loss-weight schedules), ``None`` outside training.
+    """
+
+    index: torch.Tensor
+    bank: CodeBank | None = None
+    epoch: EpochInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,8 @@ class Method:
         uses_bank: ``config -> bool``; when true the trainer keeps a
             :class:`~cxrhash.methods.code_bank.CodeBank` of every training image's
             code and calls ``loss(output, labels, config, LossContext)``.
+        takes_context: the loss takes a :class:`LossContext` as its fourth
+            argument even without a bank (e.g. for the epoch of a weight schedule).
         paper_backbone: the backbone the method's paper uses; the ``paper``
             profile builds it unless ``--backbone`` is given (``None`` = the
             profile's own backbone).
@@ -56,6 +78,7 @@ class Method:
     on_epoch: EpochHook | None = None
     paper: str = ""
     uses_bank: Callable[[TrainConfig], bool] | None = None
+    takes_context: bool = False
     paper_backbone: str | None = None
 
     def params(self, config: TrainConfig) -> dict[str, float]:

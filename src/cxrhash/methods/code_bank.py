@@ -3,8 +3,6 @@ the whole training set (DPSH, Li et al. 2016: U = [u_1 … u_n], updated with ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -49,11 +47,3 @@ class CodeBank:
                 f"{tuple(self.codes.shape)} (a different training set?)"
             )
         self.codes.copy_(state["codes"])
-
-
-@dataclass
-class LossContext:
-    """What a bank method's loss gets beyond the batch: its rows in the training set, the bank."""
-
-    index: Tensor
-    bank: CodeBank

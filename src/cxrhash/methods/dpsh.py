@@ -18,7 +18,7 @@ from cxrhash.losses.pairwise_likelihood import (
     sign_quantization_loss,
 )
 from cxrhash.methods.base import Method, register_method
-from cxrhash.methods.code_bank import LossContext
+from cxrhash.methods.base import LossContext
 from cxrhash.methods.common import deep_hash_net
 from cxrhash.models.output import HashOutput
 
@@ -48,7 +48,7 @@ def loss(
     """
     p = DPSH.params(config)
     if uses_bank(config):
-        if context is None:
+        if context is None or context.bank is None:
             raise ValueError("dpsh with bank=1 needs the training set's code bank (LossContext)")
         sim = cross_similarity(labels, context.bank.labels)
         l_p = bank_pairwise_likelihood_loss(out.hash, context.bank.codes.to(out.hash.device), sim)

@@ -30,7 +30,8 @@ from cxrhash.evaluation.evaluate import peak_memory_mb
 from cxrhash.evaluation.metrics import retrieval_metrics
 from cxrhash.index.codes import hamming_rank
 from cxrhash.methods import METHODS, EpochInfo, Method
-from cxrhash.methods.code_bank import CodeBank, LossContext
+from cxrhash.methods.base import LossContext
+from cxrhash.methods.code_bank import CodeBank
 from cxrhash.training.checkpoint import model_fingerprint
 from cxrhash.training.engine import (
     DivergenceError,
@@ -155,6 +156,7 @@ class HashingTask:
         self.names = label_names(self.dataset.pathologies, config.no_finding_class)
         self.bank: CodeBank | None = None
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._epoch: EpochInfo | None = None
 
     def prepare(self, run_dir: Path, saved: Mapping[str, Any] | None) -> None:
         """Resolve the split and build the training, validation and validation-database sets."""
@@ -189,9 +191,9 @@ class HashingTask:
         return collate_skipping(items)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, steps_per_epoch: int) -> None:
+        self._epoch = EpochInfo(epoch, self.config.epochs, steps_per_epoch)
         if self.method.on_epoch is not None:
-            info = EpochInfo(epoch, self.config.epochs, steps_per_epoch)
-            self.method.on_epoch(model, info, self.config)
+            self.method.on_epoch(model, self._epoch, self.config)
 
     def training_step(
         self, model: nn.Module, batch: dict[str, Any], device: torch.device
@@ -200,12 +202,13 @@ class HashingTask:
             return None  # contrastive pairs need two images
         targets = with_no_finding(batch["lab"], self.config.no_finding_class).to(device)
         out = model(batch["img"].to(device))
-        if self.bank is None:
+        if self.bank is None and not self.method.takes_context:
             loss, parts = self.method.loss(out, targets, self.config)
         else:
-            context = LossContext(batch["idx"], self.bank)
+            context = LossContext(batch["idx"], self.bank, self._epoch)
             loss, parts = self.method.loss(out, targets, self.config, context)
-            self._pending = (batch["idx"], out.hash.detach())
+            if self.bank is not None:
+                self._pending = (batch["idx"], out.hash.detach())
         return StepOutput(loss, parts, len(batch["case_id"]))
 
     def after_step(self, model: nn.Module) -> None:

@@ -27,7 +27,7 @@ DEFAULTS = {
     "decorrelation": 0.0,  # weight of the mean squared correlation between bits
     "code_pairs": 0.0,  # 1: L_c on sign(f), gradient straight through
     "classify_codes": 0.0,  # 1: the BCE classifier reads sign(f), gradient straight through
-    "ramp_epochs": 0.0,  # R > 0: the code terms' weight is min(1, epoch / R) (BCE alone at first)
+    "ramp_epochs": 0.0,  # R > 0: the code terms' weight rises linearly from 0 to 1 over R epochs
 }
 
 
@@ -45,11 +45,16 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     )
 
 
-def code_weight(epoch: EpochInfo | None, ramp_epochs: float) -> float:
-    """Weight of the code terms at ``epoch``: min(1, epoch / ramp_epochs); 1 without a ramp."""
-    if ramp_epochs <= 0 or epoch is None:
+def code_weight(context: LossContext | None, ramp_epochs: float) -> float:
+    """Weight of the code terms: min(1, epochs done / ramp_epochs), per step; 1 without a ramp.
+
+    Per step, not per epoch, so the loss grows smoothly and the engine's
+    divergence guard (a loss > 10 × its recent median) does not mistake the
+    schedule for an explosion.
+    """
+    if ramp_epochs <= 0 or context is None or context.epoch is None:
         return 1.0
-    return min(1.0, epoch.epoch / ramp_epochs)
+    return min(1.0, context.epochs_done / ramp_epochs)
 
 
 def loss(
@@ -70,7 +75,7 @@ def loss(
         balance=p["balance"],
         decorrelation=p["decorrelation"],
         code_pairs=bool(p["code_pairs"]),
-        code_weight=code_weight(context.epoch if context else None, p["ramp_epochs"]),
+        code_weight=code_weight(context, p["ramp_epochs"]),
     )
 
 

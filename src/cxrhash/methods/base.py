@@ -37,11 +37,20 @@ class LossContext:
         bank: the training set's :class:`~cxrhash.methods.code_bank.CodeBank`
             (``None`` unless the method uses one).
         epoch: where training stands (for loss-weight schedules), ``None`` outside training.
+        step: batches of this epoch before this one.
     """
 
     index: torch.Tensor
     bank: CodeBank | None = None
     epoch: EpochInfo | None = None
+    step: int = 0
+
+    @property
+    def epochs_done(self) -> float:
+        """Training progress in epochs (epoch + fraction of it), 0 outside training."""
+        if self.epoch is None:
+            return 0.0
+        return self.epoch.epoch + self.step / max(self.epoch.steps_per_epoch, 1)
 
 
 @dataclass(frozen=True)

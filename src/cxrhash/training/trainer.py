@@ -157,6 +157,7 @@ class HashingTask:
         self.bank: CodeBank | None = None
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
         self._epoch: EpochInfo | None = None
+        self._step = 0  # batches of the current epoch so far (a rollback restarts the epoch)
 
     def prepare(self, run_dir: Path, saved: Mapping[str, Any] | None) -> None:
         """Resolve the split and build the training, validation and validation-database sets."""
@@ -192,12 +193,14 @@ class HashingTask:
 
     def on_epoch_start(self, model: nn.Module, epoch: int, steps_per_epoch: int) -> None:
         self._epoch = EpochInfo(epoch, self.config.epochs, steps_per_epoch)
+        self._step = 0
         if self.method.on_epoch is not None:
             self.method.on_epoch(model, self._epoch, self.config)
 
     def training_step(
         self, model: nn.Module, batch: dict[str, Any], device: torch.device
     ) -> StepOutput | None:
+        step, self._step = self._step, self._step + 1
         if batch["img"] is None or len(batch["case_id"]) < 2:
             return None  # contrastive pairs need two images
         targets = with_no_finding(batch["lab"], self.config.no_finding_class).to(device)
@@ -205,7 +208,7 @@ class HashingTask:
         if self.bank is None and not self.method.takes_context:
             loss, parts = self.method.loss(out, targets, self.config)
         else:
-            context = LossContext(batch["idx"], self.bank, self._epoch)
+            context = LossContext(batch["idx"], self.bank, self._epoch, step)
             loss, parts = self.method.loss(out, targets, self.config, context)
             if self.bank is not None:
                 self._pending = (batch["idx"], out.hash.detach())

@@ -168,6 +168,22 @@ def test_rollback_restores_the_epoch_start_exactly(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_divergence_at_an_epochs_first_step_goes_back_one_epoch(tmp_path: Path) -> None:
+    """At step 1 no step of the epoch was applied, so its start is the damaged state (the last
+    update of the epoch before was saved unchecked): the engine must redo that epoch at the
+    lowered rate. The run then equals a clean run at half the learning rate, bit for bit
+    (restoring only the epoch start would keep epoch 1's steps at the full rate)."""
+    run = tmp_path / "a"
+    result = fit(ToyTask(poison={(1, 1): 1e6}), _settings(), run, {}, progress=False)
+    fit(ToyTask(), _settings(lr=0.025), tmp_path / "b", {}, progress=False)
+    a, b = _weights(run), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rb = result.rollbacks[0]
+    assert (rb.epoch, rb.step, rb.to_epoch) == (2, 1, 1)
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
 def test_gives_up_with_a_clear_message_after_the_allowed_rollbacks(tmp_path: Path) -> None:
     task = ToyTask(poison={(0, 2): math.inf}, once=False)
     with pytest.raises(DivergenceError, match=r"after 2 rollback\(s\).*--lr"):

@@ -230,6 +230,7 @@ class Rollback:
     loss: float
     reason: str
     lr_factor: float  # the factor in force after the rollback
+    to_epoch: int = 0  # 1-based epoch training went back to the start of (0: not recorded)
 
 
 @dataclass
@@ -419,9 +420,14 @@ def fit(
     t_start = time.perf_counter()
     images_seen = 0
     epoch = start_epoch
+    # The start of the previous epoch, for a divergence at an epoch's very first step: the
+    # state it would roll back to is then the damaged one (the last update of the epoch
+    # before is never checked by a loss before it is saved).
+    previous: dict[str, Any] | None = None
     while epoch < settings.epochs:
         # The state to roll back to: what last.pt holds (or the initial state).
         snapshot = _snapshot(task, model, optimizer, guard, global_step)
+        snapshot["history_len"] = len(history)
         # Per-epoch seeding makes a resumed (or rolled-back) epoch replay the same order.
         seed_everything(settings.seed * 1000 + epoch)
         gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
@@ -494,19 +500,27 @@ def fit(
                     "bounded --hash-activation (docs/design.md)"
                 )
             lr_factor *= settings.rollback_lr_factor
-            rollbacks.append(Rollback(epoch + 1, step, loss_value, reason, lr_factor))
+            detected = epoch + 1
+            if n_batches == 0 and previous is not None:
+                snapshot, previous, epoch = previous, None, epoch - 1
+                del history[snapshot["history_len"] :]
+            rollbacks.append(Rollback(detected, step, loss_value, reason, lr_factor, epoch + 1))
             LOG.warning(
-                "epoch %d step %d: %s; rolled back to the start of the epoch, learning rate "
+                "epoch %d step %d: %s; rolled back to the start of epoch %d, learning rate "
                 "now %g × its schedule (rollback %d of at most %d)",
-                epoch + 1,
+                detected,
                 step,
                 reason,
+                epoch + 1,
                 lr_factor,
                 len(rollbacks),
                 settings.max_rollbacks,
             )
             if progress:
-                tqdm.write(f"divergence at epoch {epoch + 1} step {step}: {reason}; rolled back")
+                tqdm.write(
+                    f"divergence at epoch {detected} step {step}: {reason}; "
+                    f"rolled back to the start of epoch {epoch + 1}"
+                )
             global_step = _restore(snapshot, task, model, optimizer, guard)
             continue
         if n_batches == 0:
@@ -569,6 +583,7 @@ def fit(
                 f"{task.kind} epoch {epoch + 1}/{settings.epochs}  {summary}"
                 + ("  *best*" if improved else "")
             )
+        previous = snapshot
         epoch += 1
 
     seconds = time.perf_counter() - t_start

@@ -358,15 +358,30 @@ def evaluate(
     ] = "both",
     data: Annotated[str | None, typer.Option(help="Override the run's dataset spec.")] = None,
     random_seeds: Annotated[int, typer.Option(help="Seeds of the random-code reference.")] = 5,
+    shortlist: Annotated[
+        int | None,
+        typer.Option(
+            help="Hamming shortlist L of the two-stage rows (re-ranked by the query's float "
+            "outputs, the rest of the database after it in Hamming order); default 1000 "
+            "= max(10·100, 100)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     out: Annotated[Path | None, typer.Option(help="Where to write eval.json/eval.md.")] = None,
     batch_size: Annotated[int, typer.Option()] = 64,
     workers: Annotated[int, typer.Option()] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Every SPEC §6 metric, beside the float upper bound, LSH and random codes."""
+    """Every SPEC §6 metric of the codes, alone and re-ranked in two stages, beside the float
+    upper bound, LSH and random codes; code rows give the share of distinct database codes."""
     _setup_logging(verbose)
-    from cxrhash.evaluation.evaluate import HEADLINE, results_to_json
+    from cxrhash.evaluation.evaluate import (
+        COLUMN_TITLES,
+        HEADLINE,
+        format_value,
+        results_to_json,
+        with_distinct_share,
+    )
     from cxrhash.evaluation.run import evaluate_run
 
     protocols = ("literature", "strict") if protocol == "both" else (protocol,)
@@ -377,6 +392,7 @@ def evaluate(
         batch_size=batch_size,
         num_workers=workers,
         random_seeds=random_seeds,
+        shortlist=shortlist,
         out_dir=out,
         progress=not as_json,
     )
@@ -384,26 +400,21 @@ def evaluate(
         print(results_to_json(results, facts))
         return
     for res in results:
-        table = Table(title=f"{res.protocol}: {res.n_query} queries × {res.n_database} database")
+        table = Table(
+            title=f"{res.protocol}: {res.n_query} queries × {res.n_database} database "
+            f"(two-stage shortlist L = {res.shortlist})"
+        )
         table.add_column("codes")
-        cols = [*HEADLINE, "mAP@100_minkR", "P@H<=2"]
+        cols = [*with_distinct_share(HEADLINE), "mAP@100_minkR", "P@H<=2"]
         for c in cols:
-            table.add_column(c, justify="right")
+            table.add_column(COLUMN_TITLES.get(c, c), justify="right")
         for name, row in res.rows.items():
-            table.add_row(name, *[_fmt(row, c) for c in cols])
+            table.add_row(name, *[format_value(row, c, sep="±") for c in cols])
         console.print(table)
     console.print(
         f"encode {facts['encode_ms_per_image']:.1f} ms/image; peak memory "
         f"{facts['peak_memory_mb']:.0f} MiB; written to {(out or Path(facts['checkpoint']).parent)}"
     )
-
-
-def _fmt(row: dict[str, float], key: str) -> str:
-    v = row.get(key)
-    if v is None:
-        return "–"
-    sd = row.get(f"{key}_std")
-    return f"{v:.4f}" + (f"±{sd:.4f}" if sd else "")
 
 
 @app.command()

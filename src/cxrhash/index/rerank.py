@@ -32,7 +32,6 @@ from cxrhash.index.codes import hamming_rank
 
 RerankMode = Literal["none", "asymmetric", "floats"]
 RERANK_MODES: tuple[RerankMode, ...] = ("none", "asymmetric", "floats")
-FLOAT_DTYPE = np.dtype("<f2")  # stored float outputs: little-endian float16
 
 
 def default_shortlist(k: int) -> int:

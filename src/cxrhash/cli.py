@@ -449,6 +449,15 @@ def index(
     shard_size: Annotated[
         int | None, typer.Option(help="Most codes per shard file of a new index (default 2^22).")
     ] = None,
+    store_floats: Annotated[
+        bool,
+        typer.Option(
+            "--store-floats",
+            help="Create the index with a float store: each film's float outputs (float16, "
+            "2·bits bytes per film beside its bits/8 bytes of code) for `search --rerank "
+            "floats`. Chosen at creation only; an existing index keeps what it has.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Encode a dataset into a persistent Hamming index (appends; skips what is indexed)."""
@@ -476,6 +485,7 @@ def index(
         backend=backend,
         backend_params=params or None,
         shard_size=shard_size,
+        store_floats=True if store_floats else None,
     )
     console.print(
         f"added {report.added} images ({report.images_per_second:.1f} img/s), "
@@ -510,6 +520,23 @@ def search(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Model (default: the one that built the index).")
     ] = None,
+    rerank: Annotated[
+        str,
+        typer.Option(
+            help="Second stage over the Hamming shortlist: 'asymmetric' (default) orders it by "
+            "<f_q, b>, the query's float outputs against each film's ±1 code (nothing extra "
+            "stored; breaks Hamming ties by how sure the query is of the differing bits); "
+            "'floats' by cosine to each film's stored float outputs (an index made with "
+            "--store-floats); 'none' keeps Hamming order, ties by index order."
+        ),
+    ] = "asymmetric",
+    shortlist: Annotated[
+        int | None,
+        typer.Option(
+            help="Hamming-nearest films re-ranked (L ≥ k; default max(10·k, 100)); ignored "
+            "with --rerank none."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG: query, attention heat-map, top hits.")
@@ -520,7 +547,9 @@ def search(
     _setup_logging(verbose)
     from cxrhash.retrieve import search_images
 
-    results = search_images(images, index_dir, k=k, checkpoint=checkpoint)
+    results = search_images(
+        images, index_dir, k=k, checkpoint=checkpoint, rerank=rerank, shortlist=shortlist
+    )
     if as_json:
         print(json.dumps([_result_json(r) for r in results], indent=2))
     else:
@@ -543,6 +572,7 @@ def _result_json(r: QueryResult) -> dict:
                 "rank": h.rank + 1,
                 "case_id": h.case_id,
                 "distance": h.distance,
+                "score": h.score,
                 "findings": h.findings,
             }
             for h in r.hits
@@ -551,13 +581,17 @@ def _result_json(r: QueryResult) -> dict:
 
 
 def _print_hits(r: QueryResult) -> None:
+    reranked = any(h.score is not None for h in r.hits)
     table = Table(title=f"query {r.path}")
     table.add_column("rank", justify="right")
     table.add_column("case")
     table.add_column("Hamming", justify="right")
+    if reranked:
+        table.add_column("re-rank score", justify="right")
     table.add_column("findings")
     for h in r.hits:
-        table.add_row(str(h.rank + 1), h.case_id, str(h.distance), h.findings)
+        score = [f"{h.score:.4f}"] if reranked and h.score is not None else []
+        table.add_row(str(h.rank + 1), h.case_id, str(h.distance), *score, h.findings)
     console.print(table)
 
 

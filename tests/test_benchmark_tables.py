@@ -98,3 +98,22 @@ def test_recipes_section_shows_the_distinct_share(scripts: tuple[ModuleType, Mod
     assert paper["distinct share"] == f"{0.05:.4f} ± {0.01:.4f}"
     assert old["distinct share"] == "–"
     assert old["− first variant (paired)"] == f"{0.05:.4f} ± {0.0:.4f}"
+
+
+def test_search_page_keeps_the_rerank_section_when_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("search", "rerank"):
+        sys.modules.pop(name, None)
+    import rerank
+    import search
+
+    page = tmp_path / "search.md"
+    page.write_text("# Search\n\n## Targets\n\n- t\n\n## Every configuration\n\n| a |\n")
+    rerank.write_section(page, rerank.TITLE, f"## {rerank.TITLE}\n\nfirst\n")
+    rerank.write_section(page, rerank.TITLE, f"## {rerank.TITLE}\n\nsecond\n")  # replaced
+    text = page.read_text()
+    assert text.count(rerank.TITLE) == 1 and "second" in text and "first" not in text
+    assert text.startswith("# Search\n\n## Targets")
+    assert search.other_sections(page) == f"\n## {rerank.TITLE}\n\nsecond\n"

@@ -108,9 +108,14 @@ def cosine_scores(query_floats: np.ndarray, floats: np.ndarray) -> np.ndarray:
     Returns:
         Q×L ``float32`` cosines; a zero vector has cosine 0 with everything.
     """
-    q = _unit(np.asarray(query_floats, np.float32))
-    db = _unit(np.asarray(floats, np.float32))
-    return np.einsum("qlk,qk->ql", db, q)
+    q = np.asarray(query_floats, np.float32)
+    db = np.asarray(floats, np.float32)
+    # einsum reduces each (query, item) pair alike, so equal rows get equal cosines
+    dots = np.einsum("qlk,qk->ql", db, q)
+    norms = (
+        np.sqrt(np.einsum("qlk,qlk->ql", db, db)) * np.sqrt(np.einsum("qk,qk->q", q, q))[:, None]
+    )
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 
 def rerank_shortlist(
@@ -126,18 +131,9 @@ def rerank_shortlist(
     Returns:
         ``(rows, distances, scores)`` permuted per query.
     """
-    pad = rows < 0
-    order = np.lexsort((rows, distances, -scores, pad), axis=-1)
-    return (
-        np.take_along_axis(rows, order, axis=1),
-        np.take_along_axis(distances, order, axis=1),
-        np.take_along_axis(scores, order, axis=1),
-    )
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    order = np.lexsort((rows, distances, -scores, rows < 0), axis=-1)
+    at = (np.arange(len(order))[:, None], order)  # one index for the three gathers
+    return rows[at], distances[at], scores[at]
 
 
 def two_stage_rank(

@@ -286,6 +286,8 @@ class ShardStore:
         maps = self._float_maps if floats else self._maps
         width = self.manifest.bits if floats else self.manifest.code_bytes
         flat = np.asarray(rows, dtype=np.int64).ravel()
+        if len(maps) == 1 and (len(flat) == 0 or flat.min() >= 0):  # the common case: one take
+            return np.take(maps[0].view(np.ndarray), flat, axis=0).reshape(*np.shape(rows), width)
         out = np.zeros((len(flat), width), dtype=FLOAT_DTYPE if floats else np.uint8)
         size = self.manifest.shard_size
         shard = np.where(flat < 0, -1, flat // size)

@@ -523,13 +523,14 @@ def search(
     rerank: Annotated[
         str,
         typer.Option(
-            help="Second stage over the Hamming shortlist: 'asymmetric' (default) orders it by "
-            "<f_q, b>, the query's float outputs against each film's ±1 code (nothing extra "
-            "stored; breaks Hamming ties by how sure the query is of the differing bits); "
-            "'floats' by cosine to each film's stored float outputs (an index made with "
-            "--store-floats); 'none' keeps Hamming order, ties by index order."
+            help="Second stage over the --shortlist Hamming-nearest films: 'none' (default) "
+            "keeps Hamming order, ties by index order; 'asymmetric' orders them by <f_q, b>, "
+            "the query's float outputs against each film's ±1 code (nothing extra stored; "
+            "tells apart unequal codes at one distance, not equal codes); 'floats' by cosine "
+            "to each film's stored float outputs (an index made with --store-floats; also "
+            "orders equal codes). Measured gains and costs: docs/search.md."
         ),
-    ] = "asymmetric",
+    ] = "none",
     shortlist: Annotated[
         int | None,
         typer.Option(

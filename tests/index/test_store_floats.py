@@ -245,7 +245,7 @@ def test_process_exiting_between_steps_leaves_floats_at_the_committed_count(
     np.testing.assert_array_equal(again.floats[:20], floats.astype(np.float16))
 
 
-_KILL_BATCHES, _KILL_BATCH = 20, 5_000
+_KILL_BATCHES, _KILL_BATCH = 400, 5_000  # far more than can finish before the kill
 
 
 def _kill_floats(b: int) -> np.ndarray:

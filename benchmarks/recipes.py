@@ -29,7 +29,8 @@ def _mean_std(values: list[float]) -> str:
 
 
 def section(title: str, command: str, runs: dict[str, dict[int, dict]], note: str = "") -> str:
-    """Markdown section: per-variant strict mAP (hash, float), paired differences, cost."""
+    """Markdown section: per-variant strict mAP (hash, float), the distinct-code share of the
+    database codes, paired differences, cost."""
     names = list(runs)
     base = runs[names[0]]
     lines = [
@@ -37,21 +38,24 @@ def section(title: str, command: str, runs: dict[str, dict[int, dict]], note: st
         "",
         f"Command: `{command}`",
         "",
-        "| variant | strict mAP (codes) | float upper bound | − first variant (paired) | ahead "
-        "| rollbacks | train s |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | strict mAP (codes) | distinct share | float upper bound "
+        "| − first variant (paired) | ahead | rollbacks | train s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         seeds = sorted(runs[name])
         codes = [_strict(runs[name][s], "hash codes") for s in seeds]
+        shares = [_distinct_share(runs[name][s]) for s in seeds]
         floats = [_strict(runs[name][s], "float upper bound (cosine)") for s in seeds]
         diffs = [codes[i] - _strict(base[s], "hash codes") for i, s in enumerate(seeds)]
         ahead = f"{sum(d > 0 for d in diffs)}/{len(diffs)}" if name != names[0] else "–"
         rollbacks = sum(len(runs[name][s]["train"].get("rollbacks", [])) for s in seeds)
         seconds = np.mean([runs[name][s]["train"]["train_seconds"] for s in seeds])
         diff = _mean_std(diffs) if name != names[0] else "–"
+        known = [v for v in shares if v is not None]  # an older eval.json lacks the share
+        share = _mean_std(known) if len(known) == len(shares) else "–"
         lines.append(
-            f"| {name} | {_mean_std(codes)} | {_mean_std(floats)} | {diff} | {ahead} | "
+            f"| {name} | {_mean_std(codes)} | {share} | {_mean_std(floats)} | {diff} | {ahead} | "
             f"{rollbacks} | {seconds:.0f} |"
         )
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
@@ -59,6 +63,12 @@ def section(title: str, command: str, runs: dict[str, dict[int, dict]], note: st
 
 def _strict(facts: dict, row: str) -> float:
     return float(facts["eval"]["protocols"]["strict"]["rows"][row]["mAP"])
+
+
+def _distinct_share(facts: dict) -> float | None:
+    """Distinct database codes / films of the strict protocol (None in an older eval.json)."""
+    value = facts["eval"]["protocols"]["strict"]["rows"]["hash codes"].get("distinct_share")
+    return None if value is None else float(value)
 
 
 def write_section(path: Path, title: str, text: str) -> None:

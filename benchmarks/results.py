@@ -23,8 +23,16 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-COLUMNS = ["mAP", "mAP@100", "nDCG@100", "ACG@100", "mAP_w", "P@10"]
-ROWS = ["hash codes", "float upper bound (cosine)", "LSH on features", "random codes"]
+COLUMNS = ["mAP", "distinct_share", "mAP@100", "nDCG@100", "ACG@100", "mAP_w", "P@10"]
+TITLES = {"distinct_share": "distinct share"}
+ROWS = [
+    "hash codes",
+    "two-stage (asymmetric re-rank)",
+    "two-stage (stored floats)",
+    "float upper bound (cosine)",
+    "LSH on features",
+    "random codes",
+]
 
 
 def run(cmd: list[str]) -> float:
@@ -128,23 +136,32 @@ def pointing_table(runs: dict[tuple[int, int], Path], data_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def fmt(values: list[float]) -> str:
-    """mean ± std over seeds (just the value for one seed)."""
+def fmt(values: list[float | None]) -> str:
+    """mean ± std over seeds (just the value for one seed); "–" when a seed lacks it
+    (an eval.json of an older cxrhash, or a row without codes)."""
+    if not values or any(v is None for v in values):
+        return "–"
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
 def table(runs: dict[tuple[int, int], dict], protocol: str, bits_list: list[int]) -> str:
-    """Markdown: rows = bits × code type, columns = headline metrics, mean ± std over seeds."""
-    lines = ["| bits | codes | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    """Markdown: rows = bits × code type, columns = headline metrics (the distinct-code share
+    beside mAP), mean ± std over seeds. Rows no run has (two-stage rows in an older
+    eval.json) are left out."""
+    titles = [TITLES.get(c, c) for c in COLUMNS]
+    lines = ["| bits | codes | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for bits in bits_list:
-        seeds = [f for (b, _), f in sorted(runs.items()) if b == bits]
+        seeds = [
+            f["eval"]["protocols"][protocol]["rows"]
+            for (b, _), f in sorted(runs.items())
+            if b == bits
+        ]
         for row in ROWS:
-            cells = []
-            for col in COLUMNS:
-                vals = [f["eval"]["protocols"][protocol]["rows"][row][col] for f in seeds]
-                cells.append(fmt(vals))
+            if not any(row in rows for rows in seeds):
+                continue
+            cells = [fmt([rows.get(row, {}).get(col) for rows in seeds]) for col in COLUMNS]
             lines.append(f"| {bits} | {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -253,9 +270,14 @@ def main() -> None:
         f"{args.profile} --bits B --seed S{' ' + args.train_options if extra else ''}` then "
         "`cxrhash eval RUN --json`.\n\n"
         "Rows: **hash codes** = the learned k-bit codes ranked by Hamming distance (ties by "
-        "database order); **float upper bound** = the same network's pre-hash embedding ranked "
+        "database order); **two-stage** = the 1,000 Hamming-nearest re-ranked by the query's "
+        "float outputs against the database codes (**asymmetric**, ⟨f_q, b⟩) or against the "
+        "database's float16 outputs (**stored floats**, cosine), the rest after them in Hamming "
+        "order; **float upper bound** = the same network's pre-hash embedding ranked "
         "by cosine; **LSH on features** = k-bit random-hyperplane LSH of that embedding; "
         "**random codes** = uniformly random k-bit codes (chance level, mean of 5 draws). "
+        "**distinct share** = distinct database codes / database films (a collapsed model has "
+        "few; `–` for rows without codes and for runs evaluated before it was recorded). "
         "Relevance: sharing at least one finding, `No Finding` counted as a class (SPEC §6). "
         "Model selection: validation split only (its images query a fixed sample of "
         "training images; mAP@100). The discussion below comes from `docs/results-notes.md`; "

@@ -29,6 +29,7 @@ import gc
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -358,9 +359,23 @@ def _without_note(argv: list[str]) -> list[str]:
     return out
 
 
+OWN_SECTIONS = ("Targets", "Every configuration")
+
+
+def other_sections(path: Path) -> str:
+    """The ``## `` sections of ``path`` this script does not write (e.g. benchmarks/rerank.py's
+    "Two-stage search"), to keep them when the page is rewritten."""
+    if not path.exists():
+        return ""
+    parts = re.split(r"^(?=## )", path.read_text(), flags=re.M)[1:]
+    kept = [p for p in parts if p.splitlines()[0][3:].strip() not in OWN_SECTIONS]
+    return "".join("\n" + p.rstrip("\n") + "\n" for p in kept)
+
+
 def write_doc(path: Path, rows: list[Row], args: argparse.Namespace, minutes: float) -> None:
-    """The Markdown report: set-up, summary, and every measured row."""
+    """The Markdown report: set-up, summary, and every measured row (other sections kept)."""
     table = "\n".join([HEADER] + [r.markdown() for r in rows])
+    kept = other_sections(path)
     path.write_text(
         "# Archive-scale Hamming search\n\n"
         f"Command: `{' '.join(['python benchmarks/search.py', *_without_note(args.argv)])}` "
@@ -385,7 +400,7 @@ def write_doc(path: Path, rows: list[Row], args: argparse.Namespace, minutes: fl
         "## Targets\n\n"
         f"{summary(rows, max(args.sizes))}\n\n"
         "## Every configuration\n\n"
-        f"{table}\n"
+        f"{table}\n" + kept
     )
     print(f"wrote {path}", flush=True)
 

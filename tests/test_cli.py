@@ -55,7 +55,10 @@ def test_pipeline_end_to_end(phantom_dir: Path, tmp_path: Path) -> None:
     split = load_split(run / "split.json", ds.case_ids)
     row = int(split["database"][0])
     hits = json.loads(
-        _ok(["search", str(ds.paths[row]), "--index", str(idx), "-k", "50", "--json"])
+        _ok(
+            ["search", str(ds.paths[row]), "--index", str(idx), "-k", "50", "--json"]
+            + ["--rerank", "none"]  # Hamming order: ascending distances
+        )
     )[0]["hits"]
     assert hits[0]["distance"] == 0
     same = [h for h in hits if h["case_id"] == ds.case_ids[row]]
@@ -223,3 +226,69 @@ def test_paper_bench_cells_of_saliency_fusion_use_densenet121() -> None:
     assert spec.base_config().backbone == "resnet50"  # frozen features, splits
     pinned = BenchSpec(data="phantom:x", profile="paper", overrides={"backbone": "resnet18"})
     assert pinned.base_config("saliency-fusion").backbone == "resnet18"
+
+
+def test_two_stage_search_and_float_store_flags_end_to_end(
+    phantom_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cxrhash import cli
+
+    monkeypatch.setattr(cli.console, "width", 250)  # room for the eval table's row names
+    run, idx, plain = tmp_path / "run", tmp_path / "idx", tmp_path / "plain"
+    data = f"phantom:{phantom_dir}"
+    _ok(["train", "--data", data, "--out", str(run), "--profile", "test", "--epochs", "1"])
+    shown = _ok(
+        ["eval", str(run), "--protocol", "strict", "--random-seeds", "1", "--shortlist", "20"]
+    )
+    for text in ("two-stage (asymmetric", "two-stage (stored", "distinct share", "L = 20"):
+        assert text in shown, text
+    rows = json.loads((run / "eval.json").read_text())["protocols"]["strict"]["rows"]
+    assert 0 < rows["hash codes"]["distinct_share"] <= 1
+    assert 0 <= rows["two-stage (stored floats)"]["mAP"] <= 1
+
+    index_args = ["index", "--checkpoint", str(run), "--data", data]
+    _ok([*index_args, "--out", str(idx), "--store-floats"])
+    _ok([*index_args, "--out", str(plain)])
+    manifest = json.loads((idx / "index.json").read_text())
+    assert manifest["floats"]["row_bytes"] == 2 * manifest["bits"]
+    assert "floats" not in json.loads((plain / "index.json").read_text())
+    res = runner.invoke(app, [*index_args, "--out", str(plain), "--store-floats"])
+    assert res.exit_code != 0 and "--store-floats" in str(res.exception)
+
+    ds = open_dataset(data, 32)
+    query = str(ds.paths[5])
+    search = ["search", query, "-k", "8", "--json"]
+    by_mode = {}
+    for mode in ("none", "asymmetric", "floats"):
+        out = _ok([*search, "--index", str(idx), "--rerank", mode, "--shortlist", "30"])
+        by_mode[mode] = json.loads(out)[0]["hits"]
+    assert all(h["score"] is None for h in by_mode["none"])
+    for mode in ("asymmetric", "floats"):
+        scores = [h["score"] for h in by_mode[mode]]
+        assert scores == sorted(scores, reverse=True), mode
+        assert by_mode[mode][0]["case_id"] == ds.case_ids[5]  # a film finds itself first
+    default = json.loads(_ok([*search, "--index", str(idx)]))[0]["hits"]
+    assert default == by_mode["none"]  # docs/search.md: no re-rank unless asked for
+    assert "re-rank score" in _ok(["search", query, "--index", str(idx), "--rerank", "floats"])
+
+    res = runner.invoke(app, [*search, "--index", str(plain), "--rerank", "floats"])
+    assert res.exit_code != 0 and "--store-floats" in str(res.exception)
+    res = runner.invoke(
+        app, [*search, "--index", str(idx), "--rerank", "asymmetric"] + ["--shortlist", "5"]
+    )
+    assert res.exit_code != 0 and "at least the k = 8" in str(res.exception)
+    res = runner.invoke(app, [*search, "--index", str(idx), "--rerank", "cosine"])
+    assert res.exit_code != 0 and "unknown re-rank mode" in str(res.exception)
+    assert "--store-floats" in _ok(["index", "--help"])
+    for option in ("--rerank", "--shortlist", "asymmetric", "floats"):
+        assert option in _ok(["search", "--help"]), option
+
+
+def test_search_default_rerank_is_the_documented_one() -> None:
+    import inspect
+
+    from cxrhash import cli
+    from cxrhash.retrieve import DEFAULT_RERANK, search_images
+
+    assert inspect.signature(cli.search).parameters["rerank"].default == DEFAULT_RERANK
+    assert inspect.signature(search_images).parameters["rerank"].default == DEFAULT_RERANK

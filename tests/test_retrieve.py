@@ -8,8 +8,10 @@ import pytest
 
 from cxrhash.config import make_config
 from cxrhash.data.readers import open_dataset
-from cxrhash.index.store import HashIndex
-from cxrhash.retrieve import build_index, findings_text
+from cxrhash.encode import encode_dataset
+from cxrhash.index.store import HashIndex, IndexMismatchError
+from cxrhash.retrieve import build_index, findings_text, search_images
+from cxrhash.training.checkpoint import load_model
 from cxrhash.training.trainer import train
 
 
@@ -69,3 +71,28 @@ def test_unreadable_film_is_reported_and_not_indexed(
     assert HashIndex.open(tmp_path / "idx").contains([ds.case_ids[3]]) == [False]
     again = build_index(checkpoint, ds, tmp_path / "idx", progress=False)
     assert (again.added, again.already_indexed, again.unreadable) == (0, len(ds) - 2, 2)
+
+
+def test_float_store_keeps_each_films_outputs_and_reranks_queries(
+    phantom_dir: Path, checkpoint: Path, tmp_path: Path
+):
+    ds = open_dataset(f"phantom:{phantom_dir}", 32)
+    first = build_index(
+        checkpoint, ds.subset(np.arange(40)), tmp_path / "idx", store_floats=True, progress=False
+    )
+    assert first.added == 40
+    build_index(checkpoint, ds, tmp_path / "idx", commit_every=16, progress=False)  # resumed
+    model, _ = load_model(checkpoint)
+    enc = encode_dataset(model, ds.with_image_size(32, augment=False), progress=False)
+    index = HashIndex.open(tmp_path / "idx")
+    assert index.stores_floats and len(index) == len(ds)
+    np.testing.assert_array_equal(index.codes, enc.codes)
+    np.testing.assert_allclose(index.floats, enc.hashes, rtol=1e-3, atol=1e-4)  # float16
+
+    paths = [Path(str(ds.paths[i])) for i in (0, 7)]
+    for mode in ("floats", "asymmetric", "none"):
+        found = search_images(paths, tmp_path / "idx", k=5, rerank=mode, shortlist=20)
+        assert [h.case_id for h in found[0].hits][0] == ds.case_ids[0]  # itself first
+        assert (found[1].hits[0].score is None) == (mode == "none")
+    with pytest.raises(IndexMismatchError, match="--store-floats"):
+        build_index(checkpoint, ds, tmp_path / "idx", store_floats=False, progress=False)

@@ -358,15 +358,30 @@ def evaluate(
     ] = "both",
     data: Annotated[str | None, typer.Option(help="Override the run's dataset spec.")] = None,
     random_seeds: Annotated[int, typer.Option(help="Seeds of the random-code reference.")] = 5,
+    shortlist: Annotated[
+        int | None,
+        typer.Option(
+            help="Hamming shortlist L of the two-stage rows (re-ranked by the query's float "
+            "outputs, the rest of the database after it in Hamming order); default 1000 "
+            "= max(10·100, 100)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     out: Annotated[Path | None, typer.Option(help="Where to write eval.json/eval.md.")] = None,
     batch_size: Annotated[int, typer.Option()] = 64,
     workers: Annotated[int, typer.Option()] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Every SPEC §6 metric, beside the float upper bound, LSH and random codes."""
+    """Every SPEC §6 metric of the codes, alone and re-ranked in two stages, beside the float
+    upper bound, LSH and random codes; code rows give the share of distinct database codes."""
     _setup_logging(verbose)
-    from cxrhash.evaluation.evaluate import HEADLINE, results_to_json
+    from cxrhash.evaluation.evaluate import (
+        COLUMN_TITLES,
+        HEADLINE,
+        format_value,
+        results_to_json,
+        with_distinct_share,
+    )
     from cxrhash.evaluation.run import evaluate_run
 
     protocols = ("literature", "strict") if protocol == "both" else (protocol,)
@@ -377,6 +392,7 @@ def evaluate(
         batch_size=batch_size,
         num_workers=workers,
         random_seeds=random_seeds,
+        shortlist=shortlist,
         out_dir=out,
         progress=not as_json,
     )
@@ -384,26 +400,21 @@ def evaluate(
         print(results_to_json(results, facts))
         return
     for res in results:
-        table = Table(title=f"{res.protocol}: {res.n_query} queries × {res.n_database} database")
+        table = Table(
+            title=f"{res.protocol}: {res.n_query} queries × {res.n_database} database "
+            f"(two-stage shortlist L = {res.shortlist})"
+        )
         table.add_column("codes")
-        cols = [*HEADLINE, "mAP@100_minkR", "P@H<=2"]
+        cols = [*with_distinct_share(HEADLINE), "mAP@100_minkR", "P@H<=2"]
         for c in cols:
-            table.add_column(c, justify="right")
+            table.add_column(COLUMN_TITLES.get(c, c), justify="right")
         for name, row in res.rows.items():
-            table.add_row(name, *[_fmt(row, c) for c in cols])
+            table.add_row(name, *[format_value(row, c, sep="±") for c in cols])
         console.print(table)
     console.print(
         f"encode {facts['encode_ms_per_image']:.1f} ms/image; peak memory "
         f"{facts['peak_memory_mb']:.0f} MiB; written to {(out or Path(facts['checkpoint']).parent)}"
     )
-
-
-def _fmt(row: dict[str, float], key: str) -> str:
-    v = row.get(key)
-    if v is None:
-        return "–"
-    sd = row.get(f"{key}_std")
-    return f"{v:.4f}" + (f"±{sd:.4f}" if sd else "")
 
 
 @app.command()
@@ -438,6 +449,15 @@ def index(
     shard_size: Annotated[
         int | None, typer.Option(help="Most codes per shard file of a new index (default 2^22).")
     ] = None,
+    store_floats: Annotated[
+        bool,
+        typer.Option(
+            "--store-floats",
+            help="Create the index with a float store: each film's float outputs (float16, "
+            "2·bits bytes per film beside its bits/8 bytes of code) for `search --rerank "
+            "floats`. Chosen at creation only; an existing index keeps what it has.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Encode a dataset into a persistent Hamming index (appends; skips what is indexed)."""
@@ -465,6 +485,7 @@ def index(
         backend=backend,
         backend_params=params or None,
         shard_size=shard_size,
+        store_floats=True if store_floats else None,
     )
     console.print(
         f"added {report.added} images ({report.images_per_second:.1f} img/s), "
@@ -499,6 +520,24 @@ def search(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Model (default: the one that built the index).")
     ] = None,
+    rerank: Annotated[
+        str,
+        typer.Option(
+            help="Second stage over the --shortlist Hamming-nearest films: 'none' (default) "
+            "keeps Hamming order, ties by index order; 'asymmetric' orders them by <f_q, b>, "
+            "the query's float outputs against each film's ±1 code (nothing extra stored; "
+            "tells apart unequal codes at one distance, not equal codes); 'floats' by cosine "
+            "to each film's stored float outputs (an index made with --store-floats; also "
+            "orders equal codes). Measured gains and costs: docs/search.md."
+        ),
+    ] = "none",
+    shortlist: Annotated[
+        int | None,
+        typer.Option(
+            help="Hamming-nearest films re-ranked (L ≥ k; default max(10·k, 100)); ignored "
+            "with --rerank none."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG: query, attention heat-map, top hits.")
@@ -509,7 +548,9 @@ def search(
     _setup_logging(verbose)
     from cxrhash.retrieve import search_images
 
-    results = search_images(images, index_dir, k=k, checkpoint=checkpoint)
+    results = search_images(
+        images, index_dir, k=k, checkpoint=checkpoint, rerank=rerank, shortlist=shortlist
+    )
     if as_json:
         print(json.dumps([_result_json(r) for r in results], indent=2))
     else:
@@ -532,6 +573,7 @@ def _result_json(r: QueryResult) -> dict:
                 "rank": h.rank + 1,
                 "case_id": h.case_id,
                 "distance": h.distance,
+                "score": h.score,
                 "findings": h.findings,
             }
             for h in r.hits
@@ -540,13 +582,17 @@ def _result_json(r: QueryResult) -> dict:
 
 
 def _print_hits(r: QueryResult) -> None:
+    reranked = any(h.score is not None for h in r.hits)
     table = Table(title=f"query {r.path}")
     table.add_column("rank", justify="right")
     table.add_column("case")
     table.add_column("Hamming", justify="right")
+    if reranked:
+        table.add_column("re-rank score", justify="right")
     table.add_column("findings")
     for h in r.hits:
-        table.add_row(str(h.rank + 1), h.case_id, str(h.distance), h.findings)
+        score = [f"{h.score:.4f}"] if reranked and h.score is not None else []
+        table.add_row(str(h.rank + 1), h.case_id, str(h.distance), *score, h.findings)
     console.print(table)
 
 

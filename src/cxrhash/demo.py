@@ -12,7 +12,7 @@ from rich.table import Table
 from cxrhash.config import TrainConfig, make_config
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split
-from cxrhash.evaluation.evaluate import HEADLINE
+from cxrhash.evaluation.evaluate import COLUMN_TITLES, HEADLINE, format_value, with_distinct_share
 from cxrhash.evaluation.run import evaluate_run
 from cxrhash.retrieve import build_index, findings_text, search_images
 from cxrhash.training.checkpoint import CheckpointError, load_checkpoint
@@ -92,11 +92,12 @@ def run_demo(
     table = Table(title="retrieval quality")
     table.add_column("protocol")
     table.add_column("codes")
-    for c in HEADLINE:
-        table.add_column(c, justify="right")
+    columns = with_distinct_share(HEADLINE)
+    for c in columns:
+        table.add_column(COLUMN_TITLES.get(c, c), justify="right")
     for res in results:
         for name, row in res.rows.items():
-            table.add_row(res.protocol, name, *[f"{row[c]:.3f}" for c in HEADLINE])
+            table.add_row(res.protocol, name, *[format_value(row, c, sep="±") for c in columns])
     console.print(table)
 
     console.rule("4/5 index the database part")

@@ -17,6 +17,7 @@ from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.images import load_image, resize_square
 from cxrhash.encode import iter_encoded_batches
 from cxrhash.index.codes import pack_codes
+from cxrhash.index.rerank import check_mode
 from cxrhash.index.shards import write_json_atomic
 from cxrhash.index.store import HashIndex, SearchHit
 from cxrhash.models.output import HashOutput
@@ -24,6 +25,9 @@ from cxrhash.training.checkpoint import load_model
 
 LOG = logging.getLogger(__name__)
 MODEL_REF = "model.json"
+#: Re-rank of ``cxrhash search`` unless told otherwise: none. The asymmetric re-rank
+#: was not measured never to hurt (docs/search.md, "Two-stage search: which default").
+DEFAULT_RERANK = "none"
 
 
 def findings_text(row: np.ndarray, pathologies: list[str]) -> str:
@@ -73,6 +77,7 @@ def build_index(
     backend: str | None = None,
     backend_params: dict[str, Any] | None = None,
     shard_size: int | None = None,
+    store_floats: bool | None = None,
 ) -> IndexReport:
     """Encode ``dataset`` and append it to the index at ``index_dir`` (created if new).
 
@@ -82,8 +87,10 @@ def build_index(
     index). Images already in the index (same case id) are skipped, so re-running
     after an interruption or with a grown folder only adds what is new.
     Unreadable images are listed in the report (and logged), not indexed.
-    ``backend``, ``backend_params`` and ``shard_size`` apply when the index is
-    created (see :meth:`HashIndex.create`); for an existing index they must match.
+    ``backend``, ``backend_params``, ``shard_size`` and ``store_floats`` (keep each
+    film's float outputs, float16, for ``search --rerank floats``) apply when the
+    index is created (see :meth:`HashIndex.create`); for an existing index they must
+    match. An index with a float store gets the float rows of every film added.
     """
     model, payload = load_model(checkpoint)
     config = payload["config"]
@@ -95,6 +102,7 @@ def build_index(
         backend=backend,
         backend_params=backend_params,
         shard_size=shard_size,
+        store_floats=store_floats,
     ) as index:
         write_json_atomic(
             index_dir / MODEL_REF,
@@ -141,6 +149,7 @@ def _append_encoded(
     sub = dataset.with_image_size(image_size, augment=False).subset(todo)
     pending: dict[str, list] = {
         "codes": [],
+        "floats": [],
         "case_ids": [],
         "findings": [],
         "pids": [],
@@ -156,6 +165,7 @@ def _append_encoded(
             findings=pending["findings"],
             patient_ids=pending["pids"],
             source_paths=pending["paths"],
+            floats=np.concatenate(pending["floats"]) if index.stores_floats else None,
         )
         report.added += len(pending["case_ids"])
         for v in pending.values():
@@ -168,7 +178,9 @@ def _append_encoded(
         if out is None:
             continue
         rows = [int(todo[i]) for i in batch["idx"].tolist()]
-        pending["codes"].append(pack_codes(out.hash.numpy() >= 0))
+        floats = out.hash.float().numpy()
+        pending["codes"].append(pack_codes(floats >= 0))
+        pending["floats"].append(floats)
         pending["case_ids"].extend(batch["case_id"])
         pending["findings"].extend(
             findings_text(dataset.labels[r], dataset.pathologies) for r in rows
@@ -212,7 +224,7 @@ def encode_images(
     x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
     with torch.no_grad():
         out = model(x)
-    return pack_codes(out.hash.numpy() >= 0), images, out
+    return pack_codes(out.hash.float().numpy() >= 0), images, out
 
 
 def search_images(
@@ -221,13 +233,28 @@ def search_images(
     *,
     k: int = 10,
     checkpoint: Path | None = None,
+    rerank: str = DEFAULT_RERANK,
+    shortlist: int | None = None,
 ) -> list[QueryResult]:
-    """Top-``k`` Hamming neighbours of each query image in the index."""
+    """Top-``k`` neighbours of each query image in the index.
+
+    ``rerank``: ``none`` (Hamming order, ties by id), ``asymmetric`` (the
+    ``shortlist`` Hamming-nearest re-ranked by ⟨f_q, b⟩ against their codes) or
+    ``floats`` (re-ranked by cosine to their stored float outputs; an index made
+    with ``store_floats``); see :mod:`cxrhash.index.rerank`.
+    """
+    check_mode(rerank)
     ckpt = resolve_checkpoint(index_dir, checkpoint)
     model, payload = load_model(ckpt)
     with HashIndex.open(index_dir, model_id=payload["model_id"]) as index:
         codes, images, out = encode_images(model, paths, payload["config"]["image_size"])
-        hits = index.search(codes, k)
+        hits = index.search(
+            codes,
+            k,
+            rerank=rerank,
+            shortlist=shortlist,
+            query_floats=out.hash.float().numpy(),
+        )
     probs = torch.sigmoid(out.logits).numpy()
     results = []
     for i, p in enumerate(paths):

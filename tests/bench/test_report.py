@@ -29,10 +29,12 @@ FIGURES.append("per_finding_ap.png")
 
 def _metrics(rng: np.random.Generator, base: float, method: str) -> dict[str, float]:
     # itq wins P@10 so "best in bold" is not simply "first row in bold"
-    return {
+    metrics = {
         m: base + (0.5 if (method, m) == ("itq", "P@10") else 0.0) + float(rng.uniform(0, 0.05))
         for m in METRICS
     }
+    distinct = int(rng.integers(5, 100))  # of 100 database films; dsh collapses hardest
+    return {**metrics, "distinct_codes": distinct, "distinct_share": distinct / 100}
 
 
 def _cell(
@@ -78,7 +80,10 @@ def _cell(
         cell["references"] = {
             "strict": {
                 ROW_FLOAT: {m: 0.9 + float(rng.uniform(0, 0.05)) for m in METRICS},
-                ROW_RANDOM: {m: 0.1 + float(rng.uniform(0, 0.05)) for m in METRICS},
+                ROW_RANDOM: {
+                    **{m: 0.1 + float(rng.uniform(0, 0.05)) for m in METRICS},
+                    "distinct_share": 1.0,
+                },
             }
         }
         cell["history"] = [
@@ -169,29 +174,61 @@ def test_table1_mean_std_equal_numpy(report: Path, cells: list[dict[str, Any]]) 
     for metric in HEADLINE:
         caption, header, rows = _table(md, rf"Table 1[a-z]\. {re.escape(metric)}, strict")
         assert "ddof=0" in caption
-        assert header == ["method", "16 bits", "32 bits"]
+        if metric == "mAP":  # the distinct-code share beside mAP, per code length
+            assert header == [
+                "method",
+                "16 bits",
+                "16 bits distinct share",
+                "32 bits",
+                "32 bits distinct share",
+            ]
+        else:
+            assert header == ["method", "16 bits", "32 bits"]
         by_label = {_plain(r[0]): r for r in rows}
         for method in KIND:
-            for col, bits in enumerate(BITS, start=1):
+            for bits in BITS:
                 vals = _values(cells, method, bits, metric)
                 want = _expected(vals) if vals else "–"
+                col = header.index(f"{bits} bits")
                 assert _plain(by_label[method][col]) == want, (metric, method, bits)
+
+
+def test_table1_gives_the_distinct_share_beside_map(
+    report: Path, cells: list[dict[str, Any]]
+) -> None:
+    md = (report / "report.md").read_text()
+    caption, header, rows = _table(md, r"Table 1a\. mAP, strict")
+    assert "distinct share = distinct database codes / database films" in caption
+    by_label = {_plain(r[0]): r for r in rows}
+    for method in KIND:
+        for bits in BITS:
+            vals = _values(cells, method, bits, "distinct_share")
+            col = header.index(f"{bits} bits distinct share")
+            assert _plain(by_label[method][col]) == (_expected(vals) if vals else "–")
+            assert not by_label[method][col].startswith("**")  # a share is not a score
+    assert by_label[f"{ROW_RANDOM} (reference)"][2] == "*1.000 ± 0.000*"
+    assert by_label[f"{ROW_FLOAT} (reference)"][2] == "*–*"  # no codes
+    saved = json.loads((report / "results.json").read_text())["protocols"]["strict"]
+    dsh = next(r for r in saved["rows"] if (r["method"], r["bits"]) == ("dsh", 16))
+    vals = _values(cells, "dsh", 16, "distinct_share")
+    assert dsh["metrics"]["distinct_share"] == {"mean": np.mean(vals), "std": np.std(vals), "n": 3}
 
 
 def test_single_seed_shows_zero_std_and_n(report: Path, cells: list[dict[str, Any]]) -> None:
     md = (report / "report.md").read_text()
-    _, _, rows = _table(md, r"Table 1a\. mAP, strict")
+    _, header, rows = _table(md, r"Table 1a\. mAP, strict")
     ext = next(r for r in rows if _plain(r[0]) == "ext:toolkit")
     (value,) = _values(cells, "ext:toolkit", 32, "mAP")
-    assert _plain(ext[2]) == f"{value:.3f} ± 0.000 (n=1)"
-    assert ext[1] == "–"  # no 16-bit run
+    assert _plain(ext[header.index("32 bits")]) == f"{value:.3f} ± 0.000 (n=1)"
+    assert ext[header.index("16 bits")] == "–"  # no 16-bit run
 
 
 def test_bold_marks_the_best_method_per_column(report: Path, cells: list[dict[str, Any]]) -> None:
     md = (report / "report.md").read_text()
     for metric in HEADLINE:
-        _, _, rows = _table(md, rf"Table 1[a-z]\. {re.escape(metric)}, strict")
-        for col, bits in enumerate(BITS, start=1):
+        _, header, rows = _table(md, rf"Table 1[a-z]\. {re.escape(metric)}, strict")
+        for bits in BITS:
+            col = header.index(f"{bits} bits")
             means = {m: np.mean(v) for m in KIND if (v := _values(cells, m, bits, metric))}
             best = max(means, key=means.__getitem__)
             bold = [_plain(r[0]) for r in rows if r[col].startswith("**")]
@@ -221,7 +258,8 @@ def test_reference_rows_average_deep_cells_over_methods_and_seeds(
 def test_full_table_has_every_metric(report: Path, cells: list[dict[str, Any]]) -> None:
     md = (report / "report.md").read_text()
     _, header, rows = _table(md, r"All metrics at 16 bits, strict")
-    assert header == ["method", *METRICS]
+    assert header == ["method", "mAP", "distinct share", *METRICS[1:], "distinct_codes"]
+    assert not any(r[2].startswith("**") for r in rows)  # shares are never bold
     dsh = next(r for r in rows if _plain(r[0]) == "dsh")
     col = header.index("P@H<=2")
     assert _plain(dsh[col]) == _expected(_values(cells, "dsh", 16, "P@H<=2"))
@@ -280,7 +318,7 @@ def test_ablation_tables_only_with_ablation_cells(
     all_cells = cells + _ablation_cells()
     full = np.mean(_values(all_cells, "attention-fusion", 32, "mAP"))
     _, header, rows = _table(md, r"Attention-fusion ablation, 32 bits")
-    assert header[-1] == "Δ mAP"
+    assert header[-1] == "Δ mAP" and header[1:3] == ["mAP", "distinct share"]
     by_variant = {r[0]: r for r in rows}
     assert set(by_variant) == {"full (main run)", "global-only", "no-fmax"}
     assert by_variant["full (main run)"][-1] == "ref"
@@ -288,6 +326,10 @@ def test_ablation_tables_only_with_ablation_cells(
         abl = _values(all_cells, "attention-fusion", 32, "mAP", group="ablation", variant=variant)
         assert by_variant[variant][-1] == f"{np.mean(abl) - full:+.3f}"
         assert by_variant[variant][1] == _expected(abl)
+        share = _values(
+            all_cells, "attention-fusion", 32, "distinct_share", group="ablation", variant=variant
+        )
+        assert by_variant[variant][2] == _expected(share)
     _, _, rows = _table(md, r"Pretraining comparison, 32 bits")
     c2l = _values(all_cells, "attention-fusion", 32, "mAP", group="ablation", variant="c2l")
     assert [r[:2] for r in rows] == [["attention-fusion", "main run"], ["attention-fusion", "c2l"]]

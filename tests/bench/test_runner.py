@@ -118,6 +118,9 @@ def test_external_codes_are_scored_by_the_same_evaluator(tmp_path: Path) -> None
     assert res["bits"] == 24 and res["method"] == "ext:other"
     assert res["metrics"]["strict"]["mAP"] == pytest.approx(expect["mAP"])
     assert res["metrics"]["strict"]["nDCG@100"] == pytest.approx(expect["nDCG@100"])
+    n_distinct = len({tuple(r) for r in db.astype(int).tolist()})
+    assert res["metrics"]["strict"]["distinct_codes"] == n_distinct  # Table 1's share beside mAP
+    assert res["metrics"]["strict"]["distinct_share"] == pytest.approx(n_distinct / len(db))
     assert res["label_names"] == ["class 0", "class 1", "class 2", "No Finding"]
 
 

@@ -1,20 +1,25 @@
 """The evaluation run: chunking, baselines, and that learned-like codes beat random ones."""
 
 import numpy as np
+import pytest
 
 from cxrhash.encode import Encoded
 from cxrhash.evaluation.baselines import lsh_codes, random_codes
 from cxrhash.evaluation.evaluate import (
+    ROW_ASYMMETRIC,
     ROW_FLOAT,
     ROW_HASH,
     ROW_LSH,
     ROW_RANDOM,
+    ROW_STORED_FLOATS,
     code_metrics,
     evaluate_encoded,
     format_table,
 )
 from cxrhash.evaluation.metrics import retrieval_metrics
 from cxrhash.index.codes import hamming_rank
+from cxrhash.index.rerank import two_stage_rank
+from cxrhash.training.targets import relevance_labels, with_no_finding_np
 
 
 def _encoded(rng: np.random.Generator, labels: np.ndarray, bits: int, noise: float) -> Encoded:
@@ -61,7 +66,14 @@ def test_label_driven_codes_beat_random_and_lsh_is_reported() -> None:
         random_seeds=3,
         protocol="strict",
     )
-    assert set(res.rows) == {ROW_HASH, ROW_FLOAT, ROW_LSH, ROW_RANDOM}
+    assert set(res.rows) == {
+        ROW_HASH,
+        ROW_ASYMMETRIC,
+        ROW_STORED_FLOATS,
+        ROW_FLOAT,
+        ROW_LSH,
+        ROW_RANDOM,
+    }
     assert res.rows[ROW_HASH]["mAP"] > res.rows[ROW_RANDOM]["mAP"] + 0.1
     assert res.rows[ROW_RANDOM]["mAP_std"] >= 0.0
     assert "strict" in format_table([res])
@@ -76,3 +88,60 @@ def test_lsh_codes_are_deterministic_and_of_the_requested_length() -> None:
     assert np.array_equal(a_db, b_db) and np.array_equal(a_q, b_q)
     bits = np.unpackbits(a_db, axis=1)
     assert 0.2 < bits.mean() < 0.8  # centred features: bits are balanced, not constant
+
+
+def test_two_stage_rows_score_the_reranked_shortlist_then_the_rest_in_hamming_order() -> None:
+    rng = np.random.default_rng(4)
+    labels_q = (rng.random((40, 5)) < 0.25).astype(np.float32)
+    labels_db = (rng.random((250, 5)) < 0.25).astype(np.float32)
+    q, db = _encoded(rng, labels_q, 16, 0.8), _encoded(rng, labels_db, 16, 0.8)
+    res = evaluate_encoded(q, db, bits=16, random_seeds=1, shortlist=30)
+    assert res.shortlist == 30
+    q_rel = relevance_labels(with_no_finding_np(q.labels, True))
+    db_rel = relevance_labels(with_no_finding_np(db.labels, True))
+    for row, mode, floats in (
+        (ROW_ASYMMETRIC, "asymmetric", None),
+        (ROW_STORED_FLOATS, "floats", db.hashes.astype(np.float16)),  # as the index stores them
+    ):
+        order, dist = two_stage_rank(
+            q.codes, q.hashes, db.codes, 16, mode=mode, shortlist=30, db_floats=floats
+        )
+        hamming, _ = hamming_rank(q.codes, db.codes)
+        np.testing.assert_array_equal(order[:, 30:], hamming[:, 30:])  # the rest: Hamming order
+        assert not np.array_equal(order[:, :30], hamming[:, :30])  # the shortlist: re-ranked
+        want = retrieval_metrics(order, q_rel, db_rel, ks=(10, 100), distances=dist)
+        for key in ("mAP", "mAP@100", "nDCG@100", "P@10", "P@H<=2"):
+            assert res.rows[row][key] == pytest.approx(want[key], abs=1e-12), (row, key)
+    # Hamming balls are sets: the re-rank does not change them
+    assert res.rows[ROW_ASYMMETRIC]["P@H<=2"] == pytest.approx(res.rows[ROW_HASH]["P@H<=2"])
+    assert res.timing["asymmetric_rank_ms_per_query"] > 0
+
+
+def test_distinct_codes_of_a_collapsed_model_are_reported_beside_map() -> None:
+    rng = np.random.default_rng(5)
+    labels_q = (rng.random((30, 4)) < 0.3).astype(np.float32)
+    labels_db = (rng.random((299, 4)) < 0.3).astype(np.float32)
+    q, db = _encoded(rng, labels_q, 64, 0.3), _encoded(rng, labels_db, 64, 0.3)
+    few = np.sign(rng.standard_normal((11, 64))).astype(np.float32)
+    db.hashes = few[np.arange(299) % 11] * rng.uniform(0.5, 2.0, (299, 1)).astype(np.float32)
+    res = evaluate_encoded(q, db, bits=64, random_seeds=2, protocol="strict")
+    for row in (ROW_HASH, ROW_ASYMMETRIC):
+        assert res.rows[row]["distinct_codes"] == 11
+        assert res.rows[row]["distinct_share"] == pytest.approx(11 / 299)
+    lsh = res.rows[ROW_LSH]
+    assert (
+        1 <= lsh["distinct_codes"] <= 299 and lsh["distinct_share"] == lsh["distinct_codes"] / 299
+    )
+    assert res.rows[ROW_RANDOM]["distinct_share"] == pytest.approx(1.0)  # 64 random bits
+    for row in (ROW_FLOAT, ROW_STORED_FLOATS):  # no codes of their own
+        assert "distinct_share" not in res.rows[row]
+
+    lines = format_table([res]).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[2:4] == ["mAP", "distinct share"]
+    cells = {
+        r.split("|")[2].strip(): [c.strip() for c in r.strip("|").split("|")] for r in lines[2:]
+    }
+    assert cells[ROW_HASH][3] == "0.0368 (11)"
+    assert cells[ROW_FLOAT][3] == "–"
+    assert cells[ROW_RANDOM][3] == "1.0000 (299)"

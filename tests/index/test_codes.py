@@ -9,6 +9,7 @@ import pytest
 from cxrhash.index.codes import (
     AmbiguousCodesError,
     as_packed_codes,
+    distinct_count,
     hamming_distances,
     hamming_rank,
     pack_codes,
@@ -148,3 +149,12 @@ def test_codes_that_fit_no_layout_are_refused_with_the_reason() -> None:
         as_packed_codes(np.array([[0, 2], [1, 0]]))
     with pytest.raises(ValueError, match="2-D"):
         as_packed_codes(np.ones(4, np.uint8))
+
+
+def test_distinct_count_counts_distinct_rows() -> None:
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, size=(7, 12))[rng.integers(0, 7, size=300)]
+    assert distinct_count(pack_codes(bits)) == len({tuple(r) for r in bits.tolist()})
+    assert distinct_count(np.zeros((0, 2), np.uint8)) == 0
+    with pytest.raises(ValueError, match="uint8"):
+        distinct_count(bits)

@@ -33,7 +33,15 @@ from cxrhash.bench.figures import (
 )
 from cxrhash.bench.grid import AF_ABLATIONS, DEEP_BASELINES, OSDH_ABLATIONS, PAPER_METHODS
 from cxrhash.bench.grid import SHALLOW as SHALLOW_METHODS
-from cxrhash.evaluation.evaluate import HEADLINE, ROW_FLOAT, ROW_RANDOM
+from cxrhash.evaluation.evaluate import (
+    COLUMN_TITLES,
+    DISTINCT_CODES,
+    DISTINCT_SHARE,
+    HEADLINE,
+    ROW_FLOAT,
+    ROW_RANDOM,
+    with_distinct_share,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -62,6 +70,11 @@ PROTOCOL_TEXT = {
 DASH = "–"
 TARGET_BITS = 32
 _STD_NOTE = "mean ± std over seeds (std = numpy population std, ddof=0)"
+_DISTINCT_NOTE = (
+    "distinct share = distinct database codes / database films (a collapsed model has few)"
+)
+#: Columns that describe the codes rather than rank the methods: never bold.
+_UNRANKED = (DISTINCT_CODES, DISTINCT_SHARE)
 _NO_CELLS = "no bench cells to report on: the list of cell results is empty"
 
 _CSS = """
@@ -324,9 +337,16 @@ def _fmt(stat: Mapping[str, Any] | None, n_total: int) -> str:
     return text + (f" (n={stat['n']})" if stat["n"] < n_total else "")
 
 
-def _bold_best(rows: list[list[Cell]], stats: list[list[Mapping[str, Any] | None]]) -> None:
-    """Bold, per column, every cell whose mean ties the column's best at 3 decimals."""
+def _bold_best(
+    rows: list[list[Cell]],
+    stats: list[list[Mapping[str, Any] | None]],
+    ranked: Sequence[bool] | None = None,
+) -> None:
+    """Bold, per column, every cell whose mean ties the column's best at 3 decimals
+    (only the columns ``ranked`` marks, all by default)."""
     for col in range(len(stats[0]) if stats else 0):
+        if ranked is not None and not ranked[col]:
+            continue
         column = [s[col] for s in stats]
         best = max((st["mean"] for st in column if st), default=None)
         if best is None:
@@ -374,14 +394,16 @@ def _ranked_table(
     references: Mapping[str, list[Mapping[str, Any] | None]],
     n_total: int,
     has_references: bool,
+    ranked: Sequence[bool] | None = None,
 ) -> Table:
     """Method rows with each column's best in bold, then the reference rows in italics.
 
     ``caption`` is extended to explain the bold (and, with ``has_references``, the italics).
+    ``ranked`` marks the columns that get a bold best (default: all).
     """
     stats = list(methods.values())
     rows = [[Cell(label)] + [Cell(_fmt(s, n_total)) for s in st] for label, st in methods.items()]
-    _bold_best(rows, stats)
+    _bold_best(rows, stats, ranked)
     rows += [
         [Cell(f"{name} (reference)", italic=True)] + [Cell(_fmt(s, 0), italic=True) for s in st]
         for name, st in references.items()
@@ -393,14 +415,17 @@ def _ranked_table(
 
 
 def _metric_by_bits_tables(agg: Mapping[str, Any], number: str, n_total: int) -> list[Table]:
-    """One table per headline metric: rows methods (then references), columns bit lengths."""
+    """One table per headline metric: rows methods (then references), columns bit lengths;
+    the mAP table also gives the distinct-code share at each bit length."""
     methods = _main_by_label(agg)
     bits = _bits_of(methods)
     refs = _refs_by_name(agg)
     tables = []
     for i, metric in enumerate(HEADLINE):
+        keys = with_distinct_share([metric]) if metric == "mAP" else [metric]
+        columns = [(b, key) for b in bits for key in keys]
         stats = {
-            label: [per[b]["metrics"].get(metric) if b in per else None for b in bits]
+            label: [per[b]["metrics"].get(key) if b in per else None for b, key in columns]
             for label, per in methods.items()
         }
         if not any(s for row in stats.values() for s in row):
@@ -408,10 +433,23 @@ def _metric_by_bits_tables(agg: Mapping[str, Any], number: str, n_total: int) ->
         caption = (
             f"Table {number}{chr(ord('a') + i)}. {metric}, {agg['protocol']} protocol: {_STD_NOTE}"
         )
-        ref_stats = {name: [per.get(b, {}).get(metric) for b in bits] for name, per in refs.items()}
-        header = ["method", *[f"{b} bits" for b in bits]]
-        tables.append(_ranked_table(caption, header, stats, ref_stats, n_total, bool(refs)))
+        if len(keys) > 1:
+            caption += f"; {_DISTINCT_NOTE}"
+        ref_stats = {
+            name: [per.get(b, {}).get(key) for b, key in columns] for name, per in refs.items()
+        }
+        header = [
+            "method",
+            *[f"{b} bits" if key == metric else f"{b} bits {_title(key)}" for b, key in columns],
+        ]
+        ranked = [key not in _UNRANKED for _, key in columns]
+        tables.append(_ranked_table(caption, header, stats, ref_stats, n_total, bool(refs), ranked))
     return tables
+
+
+def _title(key: str) -> str:
+    """The column title of a metric key (``distinct share`` for ``distinct_share``)."""
+    return COLUMN_TITLES.get(key, key)
 
 
 def _full_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
@@ -421,15 +459,17 @@ def _full_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
     tables = []
     for bits in _bits_of(methods):
         here = {label: per[bits] for label, per in methods.items() if bits in per}
-        metrics = _known_first((m for row in here.values() for m in row["metrics"]), HEADLINE)
+        metrics = _known_first(
+            (m for row in here.values() for m in row["metrics"]), with_distinct_share(HEADLINE)
+        )
         stats = {label: [row["metrics"].get(m) for m in metrics] for label, row in here.items()}
         ref_stats = {
             name: [per[bits].get(m) for m in metrics] for name, per in refs.items() if bits in per
         }
         caption = f"All metrics at {bits} bits, {agg['protocol']} protocol: {_STD_NOTE}"
-        tables.append(
-            _ranked_table(caption, ["method", *metrics], stats, ref_stats, n_total, bool(refs))
-        )
+        header = ["method", *[_title(m) for m in metrics]]
+        ranked = [m not in _UNRANKED for m in metrics]
+        tables.append(_ranked_table(caption, header, stats, ref_stats, n_total, bool(refs), ranked))
     return tables
 
 
@@ -454,7 +494,9 @@ def _delta_table(
     entries: Sequence[tuple[list[str], Mapping[str, Any], Mapping[str, Any] | None]],
     n_total: int,
 ) -> Table:
-    """Headline metrics of ablation rows and Δ mAP against each entry's reference row."""
+    """Headline metrics (and the distinct-code share) of ablation rows and Δ mAP against
+    each entry's reference row."""
+    columns = with_distinct_share(HEADLINE)
     rows = []
     for labels, row, ref in entries:
         if ref is None or "mAP" not in ref["metrics"] or "mAP" not in row["metrics"]:
@@ -465,10 +507,11 @@ def _delta_table(
             delta = f"{row['metrics']['mAP']['mean'] - ref['metrics']['mAP']['mean']:+.3f}"
         rows.append(
             [Cell(t) for t in labels]
-            + [Cell(_fmt(row["metrics"].get(m), n_total)) for m in HEADLINE]
+            + [Cell(_fmt(row["metrics"].get(m), n_total)) for m in columns]
             + [Cell(delta)]
         )
-    return Table(caption, [*label_header, *HEADLINE, "Δ mAP"], rows, len(label_header))
+    header = [*label_header, *[_title(m) for m in columns], "Δ mAP"]
+    return Table(caption, header, rows, len(label_header))
 
 
 def standing(

@@ -34,6 +34,7 @@ def evaluate_run(
     batch_size: int = 64,
     num_workers: int = 0,
     random_seeds: int = 5,
+    shortlist: int | None = None,
     progress: bool = True,
     out_dir: Path | None = None,
 ) -> tuple[list[ProtocolResult], dict[str, Any]]:
@@ -43,6 +44,7 @@ def evaluate_run(
         checkpoint: ``best.pt``/``last.pt`` or the run directory (``best.pt`` is used).
         protocols: any of ``literature`` and ``strict``.
         data: dataset spec overriding the one in the run's config.
+        shortlist: Hamming shortlist L of the two-stage rows (default 1,000).
         out_dir: where to write ``eval.json``/``eval.md`` (default: the run directory).
 
     Returns:
@@ -86,6 +88,7 @@ def evaluate_run(
             no_finding_class=config.no_finding_class,
             random_seeds=random_seeds,
             protocol=proto,
+            shortlist=shortlist,
         )
         results.append(res)
     facts = {

@@ -76,6 +76,18 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     return np.unpackbits(packed, axis=1, count=bits)
 
 
+def distinct_count(packed: np.ndarray) -> int:
+    """Number of distinct codes among N×B packed rows.
+
+    A collapsed model maps many films to few codes (e.g. 11 distinct 64-bit
+    codes among 299 films), which a mean AP alone does not show.
+    """
+    arr = _as_packed(packed, "packed")
+    if len(arr) == 0:
+        return 0
+    return len(np.unique(arr.view(np.dtype((np.void, arr.shape[1]))).ravel()))
+
+
 def hamming_distances(q_packed: np.ndarray, db_packed: np.ndarray) -> np.ndarray:
     """All Q×N Hamming distances, ``popcount(q XOR db)``.
 

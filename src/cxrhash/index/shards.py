@@ -4,12 +4,19 @@ Shard ``i`` is the file ``shards/NNNN.codes`` (``NNNN`` = ``i``, zero-padded)
 holding the raw ``uint8`` rows of ids ``i·shard_size`` … ``(i+1)·shard_size − 1``,
 ``code_bytes`` bytes per row, no header. Every shard but the last is full.
 
+An index created with a float store also keeps ``shards/NNNN.f16`` beside each
+codes file: the same rows' pre-binarisation outputs as raw little-endian
+float16, ``2·bits`` bytes per row, no header, written in the same step as the
+codes (format version 3; an index without floats stays format 2, which older
+cxrhash versions read).
+
 The manifest ``index.json`` is the commit point: it records per shard the
-committed row count and the CRC-32 of those bytes. Bytes beyond the committed
-rows (left by an interrupted append) are never read and are overwritten by the
-next append. :meth:`ShardStore.stage` writes and fsyncs new rows without
-committing them; :meth:`ShardStore.commit` replaces the manifest (temp file,
-fsync, ``os.replace``, fsync of the directory), after which the rows exist.
+committed row count and the CRC-32 of those bytes (of the codes, and of the
+floats in ``floats_crc32``). Bytes beyond the committed rows (left by an
+interrupted append) are never read and are overwritten by the next append.
+:meth:`ShardStore.stage` writes and fsyncs new rows without committing them;
+:meth:`ShardStore.commit` replaces the manifest (temp file, fsync,
+``os.replace``, fsync of the directory), after which the rows exist.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import json
 import logging
 import os
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,9 @@ from cxrhash.index.errors import IndexCorruptError
 LOG = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
+FLOATS_FORMAT_VERSION = 3  # format 2 + a float16 file per shard
+FLOAT_DTYPE = np.dtype("<f2")
+FLOAT_SUFFIX = ".f16"
 MANIFEST_NAME = "index.json"
 SHARD_DIR = "shards"
 DEFAULT_SHARD_SIZE = 1 << 22
@@ -37,11 +47,25 @@ DEFAULT_SHARD_SIZE = 1 << 22
 
 @dataclass(frozen=True)
 class ShardEntry:
-    """One shard as the manifest records it: file (relative to the index), rows, CRC-32."""
+    """One shard as the manifest records it: file (relative to the index), rows, CRC-32
+    of the codes and, with a float store, of the float rows."""
 
     file: str
     rows: int
     crc32: int
+    floats_crc32: int | None = None
+
+    @property
+    def floats_file(self) -> str:
+        """The float file of this shard, relative to the index (``NNNN.f16``)."""
+        return str(Path(self.file).with_suffix(FLOAT_SUFFIX))
+
+    def to_json(self) -> dict[str, Any]:
+        """The shard's entry in ``index.json`` (no float CRC without a float store)."""
+        out: dict[str, Any] = {"file": self.file, "rows": self.rows, "crc32": self.crc32}
+        if self.floats_crc32 is not None:
+            out["floats_crc32"] = self.floats_crc32
+        return out
 
 
 @dataclass(frozen=True)
@@ -56,11 +80,17 @@ class Manifest:
     backend: str
     backend_params: dict[str, Any]
     shards: tuple[ShardEntry, ...] = ()
+    floats: bool = False  # a float16 store of the pre-binarisation outputs
 
     @property
     def code_bytes(self) -> int:
         """Bytes per packed code."""
         return code_bytes(self.bits)
+
+    @property
+    def float_bytes(self) -> int:
+        """Bytes per row of the float store (2·bits; 0 without one)."""
+        return FLOAT_DTYPE.itemsize * self.bits if self.floats else 0
 
     @property
     def count(self) -> int:
@@ -69,8 +99,9 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to ``index.json``."""
+        floats = {"dtype": "float16", "row_bytes": self.float_bytes} if self.floats else None
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": FLOATS_FORMAT_VERSION if self.floats else FORMAT_VERSION,
             "bits": self.bits,
             "code_bytes": self.code_bytes,
             "model_id": self.model_id,
@@ -79,7 +110,8 @@ class Manifest:
             "shard_size": self.shard_size,
             "backend": {"name": self.backend, "params": self.backend_params},
             "count": self.count,
-            "shards": [asdict(s) for s in self.shards],
+            "shards": [s.to_json() for s in self.shards],
+            **({"floats": floats} if floats else {}),
         }
 
     @classmethod
@@ -93,10 +125,12 @@ class Manifest:
                 f"{source} is a format-1 index (one codes.npy) from an older cxrhash; "
                 "re-index the images into a new directory"
             )
-        if version != FORMAT_VERSION:
+        if version not in (FORMAT_VERSION, FLOATS_FORMAT_VERSION):
             raise IndexCorruptError(
-                f"{source} has format version {version!r}, this cxrhash reads {FORMAT_VERSION}"
+                f"{source} has format version {version!r}, this cxrhash reads "
+                f"{FORMAT_VERSION} and {FLOATS_FORMAT_VERSION}"
             )
+        floats = version == FLOATS_FORMAT_VERSION
         required = ("bits", "code_bytes", "model_id", "created", "salt", "shard_size")
         missing = [key for key in (*required, "backend", "count", "shards") if key not in data]
         if missing:
@@ -111,10 +145,20 @@ class Manifest:
                 backend=str(data["backend"]["name"]),
                 backend_params=dict(data["backend"]["params"]),
                 shards=tuple(
-                    ShardEntry(str(s["file"]), _count(s["rows"]), _count(s["crc32"]))
+                    ShardEntry(
+                        str(s["file"]),
+                        _count(s["rows"]),
+                        _count(s["crc32"]),
+                        _count(s["floats_crc32"]) if floats else None,
+                    )
                     for s in data["shards"]
                 ),
+                floats=floats,
             )
+            if floats and data["floats"] != {"dtype": "float16", "row_bytes": manifest.float_bytes}:
+                raise ValueError(
+                    f"floats {data['floats']!r} are not {manifest.bits} float16 per row"
+                )
         except (TypeError, KeyError, ValueError) as err:
             raise IndexCorruptError(f"{source} has a malformed field: {err}") from err
         if data["code_bytes"] != manifest.code_bytes:
@@ -179,12 +223,18 @@ def fsync_path(path: Path) -> None:
 
 
 class ShardStore:
-    """The committed codes of an index directory, one read-only memory map per shard."""
+    """The committed codes (and float rows) of an index directory, one read-only memory
+    map per shard file."""
 
     def __init__(self, root: Path, manifest: Manifest) -> None:
         self.root = root
         self.manifest = manifest
         self._maps = [self._map(i) for i in range(len(manifest.shards))]
+        self._float_maps = (
+            [self._map(i, floats=True) for i in range(len(manifest.shards))]
+            if manifest.floats
+            else []
+        )
 
     @classmethod
     def create(cls, root: Path, manifest: Manifest) -> ShardStore:
@@ -194,44 +244,88 @@ class ShardStore:
         return cls(root, manifest)
 
     def verify(self) -> None:
-        """Check every shard's committed bytes against the CRC-32 in the manifest."""
-        for entry, rows in zip(self.manifest.shards, self._maps, strict=True):
-            if zlib.crc32(rows.data) != entry.crc32:
-                raise IndexCorruptError(
-                    f"{self.root / entry.file}: the {entry.rows} committed codes fail their "
-                    f"CRC-32 check in {MANIFEST_NAME} (the file was modified or is damaged)"
-                )
+        """Check every shard's committed bytes (codes and floats) against the manifest's CRC-32."""
+        for i, entry in enumerate(self.manifest.shards):
+            checks: list[tuple[str, np.ndarray, int | None, str]] = [
+                (entry.file, self._maps[i], entry.crc32, "codes")
+            ]
+            if self.manifest.floats:
+                floats = self._float_maps[i]
+                checks.append((entry.floats_file, floats, entry.floats_crc32, "float rows"))
+            for file, rows, crc, what in checks:
+                if zlib.crc32(rows.data) != crc:
+                    raise IndexCorruptError(
+                        f"{self.root / file}: the {entry.rows} committed {what} fail their "
+                        f"CRC-32 check in {MANIFEST_NAME} (the file was modified or is damaged)"
+                    )
 
     def shard_codes(self, i: int) -> np.ndarray:
         """The committed rows of shard ``i`` (read-only, memory-mapped)."""
         return self._maps[i]
 
+    def shard_floats(self, i: int) -> np.ndarray:
+        """The committed float rows of shard ``i`` (read-only, memory-mapped ``<f2``)."""
+        return self._float_maps[i]
+
     def all_codes(self) -> np.ndarray:
         """Every committed row in id order (the map itself for one shard, else a copy)."""
-        if len(self._maps) == 1:
-            return self._maps[0]
-        if not self._maps:
-            return np.zeros((0, self.manifest.code_bytes), dtype=np.uint8)
-        return np.concatenate(self._maps)
+        return _joined(self._maps, (0, self.manifest.code_bytes), np.uint8)
 
-    def stage(self, codes: np.ndarray) -> Manifest:
-        """Write ``codes`` after the committed rows and fsync them; return the manifest to commit.
+    def all_floats(self) -> np.ndarray:
+        """Every committed float row in id order (N×bits ``<f2``; the map itself for one shard)."""
+        if not self.manifest.floats:
+            raise ValueError("this index stores no float outputs")
+        return _joined(self._float_maps, (0, self.manifest.bits), FLOAT_DTYPE)
+
+    def gather(self, rows: np.ndarray, *, floats: bool = False) -> np.ndarray:
+        """The codes (or float rows) of committed ids ``rows`` (any shape; −1 gives zeros).
+
+        Returns:
+            ``rows.shape + (width,)``: ``uint8`` packed codes, or ``<f2`` floats.
+        """
+        maps = self._float_maps if floats else self._maps
+        width = self.manifest.bits if floats else self.manifest.code_bytes
+        flat = np.asarray(rows, dtype=np.int64).ravel()
+        if len(maps) == 1 and (len(flat) == 0 or flat.min() >= 0):  # the common case: one take
+            return np.take(maps[0].view(np.ndarray), flat, axis=0).reshape(*np.shape(rows), width)
+        out = np.zeros((len(flat), width), dtype=FLOAT_DTYPE if floats else np.uint8)
+        size = self.manifest.shard_size
+        shard = np.where(flat < 0, -1, flat // size)
+        for s in np.unique(shard[shard >= 0]):
+            at = np.flatnonzero(shard == s)
+            out[at] = maps[s][flat[at] - s * size]
+        return out.reshape(*np.shape(rows), width)
+
+    def stage(self, codes: np.ndarray, floats: np.ndarray | None = None) -> Manifest:
+        """Write ``codes`` (and their ``<f2`` float rows, for an index with a float store) after
+        the committed rows and fsync them; return the manifest to commit.
 
         Nothing is visible until :meth:`commit`; a crash leaves only ignored bytes.
         """
         m = self.manifest
+        if m.floats != (floats is not None):
+            raise ValueError("float rows must be staged exactly when the index stores them")
         width, size = m.code_bytes, m.shard_size
         shards = list(m.shards)
         done, grown = 0, False
         while done < len(codes):
             if not shards or shards[-1].rows == size:
-                shards.append(ShardEntry(shard_file(len(shards)), 0, 0))
+                shards.append(ShardEntry(shard_file(len(shards)), 0, 0, 0 if m.floats else None))
                 grown = True
             last = shards[-1]
-            chunk = np.ascontiguousarray(codes[done : done + size - last.rows]).reshape(-1)
+            stop = done + size - last.rows
+            chunk = np.ascontiguousarray(codes[done:stop]).reshape(-1)
             _write_at(self.root / last.file, last.rows * width, chunk)
+            floats_crc = None
+            if floats is not None:
+                rows = np.ascontiguousarray(floats[done:stop], dtype=FLOAT_DTYPE).reshape(-1)
+                _write_at(self.root / last.floats_file, last.rows * m.float_bytes, rows)
+                floats_crc = zlib.crc32(rows.data, last.floats_crc32 or 0)
             shards[-1] = replace(
-                last, rows=last.rows + len(chunk) // width, crc32=zlib.crc32(chunk.data, last.crc32)
+                last,
+                rows=last.rows + len(chunk) // width,
+                crc32=zlib.crc32(chunk.data, last.crc32),
+                floats_crc32=floats_crc,
             )
             done += len(chunk) // width
         if grown:  # a new shard file's directory entry must be durable too
@@ -244,32 +338,52 @@ class ShardStore:
         old = self.manifest.shards
         self.manifest = manifest
         for i, entry in enumerate(manifest.shards):
-            if i >= len(old):
-                self._maps.append(self._map(i))
-            elif entry.rows != old[i].rows:
-                self._maps[i] = self._map(i)
+            if i >= len(old) or entry.rows != old[i].rows:
+                codes = self._map(i)
+                floats = self._map(i, floats=True) if manifest.floats else None
+                if i >= len(old):
+                    self._maps.append(codes)
+                    if floats is not None:
+                        self._float_maps.append(floats)
+                else:
+                    self._maps[i] = codes
+                    if floats is not None:
+                        self._float_maps[i] = floats
 
-    def _map(self, i: int) -> np.ndarray:
+    def _map(self, i: int, *, floats: bool = False) -> np.ndarray:
+        """Shard ``i``'s committed codes (or float rows), checking the file holds them."""
         entry = self.manifest.shards[i]
-        path = self.root / entry.file
-        width = self.manifest.code_bytes
+        path = self.root / (entry.floats_file if floats else entry.file)
+        what = "float rows" if floats else "codes"
+        width = self.manifest.float_bytes if floats else self.manifest.code_bytes
         try:
             size = path.stat().st_size
         except OSError as err:
             raise IndexCorruptError(
                 f"{path} is missing or unreadable but {MANIFEST_NAME} records {entry.rows} "
-                f"codes in it: {err}"
+                f"{what} in it: {err}"
             ) from err
         if size < entry.rows * width:
             raise IndexCorruptError(
                 f"{path} is truncated: it holds {size} bytes, but {MANIFEST_NAME} records "
-                f"{entry.rows} codes of {width} bytes ({entry.rows * width} bytes)"
+                f"{entry.rows} {what} of {width} bytes ({entry.rows * width} bytes)"
             )
         if size > entry.rows * width:
             LOG.info("%s: ignoring %d bytes of an interrupted add", path, size - entry.rows * width)
+        dtype = FLOAT_DTYPE if floats else np.dtype(np.uint8)
+        shape = (entry.rows, self.manifest.bits if floats else width)
         if entry.rows == 0:
-            return np.zeros((0, width), dtype=np.uint8)
-        return np.memmap(path, dtype=np.uint8, mode="r", shape=(entry.rows, width))
+            return np.zeros(shape, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+
+def _joined(maps: list[np.ndarray], empty: tuple[int, int], dtype: Any) -> np.ndarray:
+    """The rows of every shard map in id order: the map itself for one shard, else a copy."""
+    if len(maps) == 1:
+        return maps[0]
+    if not maps:
+        return np.zeros(empty, dtype=dtype)
+    return np.concatenate(maps)
 
 
 def _write_at(path: Path, offset: int, data: np.ndarray) -> None:

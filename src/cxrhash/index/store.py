@@ -7,12 +7,15 @@ An index is a directory::
                             and per shard its committed rows and their CRC-32
     DIR/shards/NNNN.codes   shard NNNN: raw uint8 rows of ids [NNNN·S, (NNNN+1)·S),
                             B bytes each, append-only, memory-mapped for reading
+    DIR/shards/NNNN.f16     optional (``store_floats``): the same rows' float outputs,
+                            raw little-endian float16, 2·k bytes each
     DIR/meta.sqlite         items(row, case_id, findings, patient_hash, source_path, deleted)
     DIR/write.lock          flock-ed by the one process adding or removing
 
 A code's id is its row number: insertion order, so ties by id are SPEC §5's
-"database order". ``add`` is atomic: (1) the rows are appended to the shard
-files and fsync-ed, (2) their metadata inserted in one SQLite transaction,
+"database order". ``add`` is atomic: (1) the rows (codes, and float rows where
+stored) are appended to the shard files and fsync-ed, (2) their metadata
+inserted in one SQLite transaction,
 (3) ``index.json`` replaced (temp file, fsync, ``os.replace``). A crash before
 (3) leaves bytes and SQLite rows past the committed count, which every read
 ignores and the next ``add`` overwrites, so the index reopens as it was after
@@ -22,7 +25,9 @@ rows deleted (no compaction: the codes stay, the search backends drop them).
 Search fans out over one backend per shard (``flat`` by default; ``distinct``
 and the approximate ones selectable), each built from its shard's memory map
 at the first search after ``open`` or ``add`` (so bulk indexing never pays for
-it), and merges the per-shard top-k exactly by (distance, id). The metadata of
+it), and merges the per-shard top-k exactly by (distance, id). A two-stage
+search (:mod:`cxrhash.index.rerank`) re-ranks the L best of that merge by the
+query's float outputs (against the codes, or the stored float rows). The metadata of
 the hits comes from memory (a compact copy of up to 2^22 rows' metadata,
 loaded at the first search), beyond that from one SQL query per batch through a
 cache of recently returned rows.
@@ -44,13 +49,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from hashlib import sha256
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from cxrhash.index.backends import HammingBackend, create_backend, load_backend
-from cxrhash.index.codes import code_bytes
+from cxrhash.index.codes import code_bytes, pack_codes
 from cxrhash.index.errors import (
     ConcurrentWriteError,
     DuplicateCaseIdError,
@@ -61,8 +67,17 @@ from cxrhash.index.errors import (
     few,
 )
 from cxrhash.index.meta import META_NAME, ItemRow, MetaStore
+from cxrhash.index.rerank import (
+    asymmetric_scores,
+    check_mode,
+    check_query_floats,
+    cosine_scores,
+    rerank_shortlist,
+    shortlist_length,
+)
 from cxrhash.index.shards import (
     DEFAULT_SHARD_SIZE,
+    FLOAT_DTYPE,
     MANIFEST_NAME,
     Manifest,
     ShardEntry,
@@ -94,7 +109,8 @@ __all__ = [
 
 
 class SearchHit(NamedTuple):
-    """One search result: its rank (0 = best), database row (= id), and metadata.
+    """One search result: its rank (0 = best), database row (= id), Hamming distance,
+    metadata, and the re-rank score of a two-stage search (``None`` without one).
 
     A named tuple rather than a frozen dataclass: building k of them per query
     is part of the search time the store must keep near FAISS's.
@@ -106,6 +122,7 @@ class SearchHit(NamedTuple):
     distance: int
     findings: str
     source_path: str | None = None
+    score: float | None = None
 
 
 class HashIndex:
@@ -141,6 +158,7 @@ class HashIndex:
         backend: str = DEFAULT_BACKEND,
         backend_params: dict[str, Any] | None = None,
         shard_size: int = DEFAULT_SHARD_SIZE,
+        store_floats: bool = False,
     ) -> HashIndex:
         """Create an empty index in a new or empty directory.
 
@@ -151,6 +169,8 @@ class HashIndex:
             backend: search backend of every shard (one of ``STORE_BACKENDS``).
             backend_params: its constructor parameters (recorded in the manifest).
             shard_size: most codes per shard file.
+            store_floats: also store every item's float outputs (float16, 2·k bytes per
+                item) for ``search(rerank="floats")``; ``add`` then requires them.
 
         Raises:
             FileExistsError: ``path`` is a file or a non-empty directory.
@@ -179,9 +199,17 @@ class HashIndex:
             shard_size=shard_size,
             backend=backend,
             backend_params=params,
+            floats=bool(store_floats),
         )
         shards = ShardStore.create(path, manifest)  # the manifest is written last
-        LOG.info("created %d-bit hash index (%s) for model %s at %s", bits, backend, model_id, path)
+        LOG.info(
+            "created %d-bit hash index (%s%s) for model %s at %s",
+            bits,
+            backend,
+            ", float store" if store_floats else "",
+            model_id,
+            path,
+        )
         return cls(path, shards, meta, backend, params)
 
     @classmethod
@@ -247,9 +275,11 @@ class HashIndex:
         backend: str | None = None,
         backend_params: dict[str, Any] | None = None,
         shard_size: int | None = None,
+        store_floats: bool | None = None,
     ) -> HashIndex:
-        """Open the index at ``path`` if there is one (checking bits, model, backend and
-        shard size where given), else create it (``flat`` and 2^22 codes per shard by default).
+        """Open the index at ``path`` if there is one (checking bits, model, backend, shard
+        size and float store where given), else create it (``flat``, 2^22 codes per shard and
+        no float store by default).
         """
         if not (Path(path) / MANIFEST_NAME).is_file():
             return cls.create(
@@ -259,6 +289,7 @@ class HashIndex:
                 backend=backend or DEFAULT_BACKEND,
                 backend_params=backend_params,
                 shard_size=shard_size or DEFAULT_SHARD_SIZE,
+                store_floats=bool(store_floats),
             )
         index = cls.open(path, model_id=model_id, backend_params=backend_params)
         manifest = index._shards.manifest
@@ -273,6 +304,12 @@ class HashIndex:
             )
         if shard_size is not None and shard_size != manifest.shard_size:
             problems.append(f"has shards of {manifest.shard_size} codes, not {shard_size}")
+        if store_floats is not None and store_floats != manifest.floats:
+            problems.append(
+                ("stores no" if store_floats else "stores")
+                + " float outputs (the float store is chosen when an index is created: "
+                "--store-floats; index into a new directory to change it)"
+            )
         if problems:
             index.close()
             raise IndexMismatchError(f"index at {path} " + "; ".join(problems))
@@ -285,6 +322,7 @@ class HashIndex:
         findings: Sequence[str],
         patient_ids: Sequence[str] | None = None,
         source_paths: Sequence[str | os.PathLike[str] | None] | None = None,
+        floats: np.ndarray | None = None,
     ) -> None:
         """Append a batch of cases atomically (cost linear in the batch, not the index).
 
@@ -294,14 +332,20 @@ class HashIndex:
             findings: n findings strings (e.g. ``"Effusion|Mass"``).
             patient_ids: n patient ids; only their salted SHA-256 is stored.
             source_paths: n image paths (or None each), stored as given.
+            floats: n×k float outputs whose signs are the codes (``HashOutput.hash``);
+                required by an index with a float store (stored as float16), refused
+                by one without.
 
         Raises:
-            ValueError: wrong code width or argument lengths.
+            ValueError: wrong code width, argument lengths, or float rows missing,
+                unexpected, of the wrong width, not finite in float16, or whose signs
+                are not the codes.
             DuplicateCaseIdError: a case id repeats or is already indexed.
             ConcurrentWriteError: another process is writing, or wrote since ``open``.
         """
         codes = self._check_codes(packed_codes, "packed_codes")
         n = codes.shape[0]
+        rows16 = self._check_floats(floats, codes)
         case_ids = [str(c) for c in case_ids]
         _check_length("case_ids", case_ids, n)
         _check_length("findings", findings, n)
@@ -331,7 +375,7 @@ class HashIndex:
                 (start + i, case_ids[i], str(findings[i]), hashes[i], _opt_str(paths[i]))
                 for i in range(n)
             ]
-            staged = self._shards.stage(codes)
+            staged = self._shards.stage(codes, rows16)
             self._insert_rows(start, rows)
             self._commit(staged)
         LOG.info("added %d codes to %s (now %d rows)", n, self._path, self.n_rows)
@@ -374,23 +418,45 @@ class HashIndex:
 
     # ------------------------------------------------------------------ queries
 
-    def search(self, query_packed: np.ndarray, k: int) -> list[list[SearchHit]]:
+    def search(
+        self,
+        query_packed: np.ndarray,
+        k: int,
+        *,
+        rerank: str = "none",
+        shortlist: int | None = None,
+        query_floats: np.ndarray | None = None,
+    ) -> list[list[SearchHit]]:
         """The ``k`` nearest cases per query, with their metadata (from memory, or one SQL query).
 
         Args:
             query_packed: Q×B packed codes (or one code as a 1-D array).
             k: results per query (fewer when the index holds fewer items).
+            rerank: ``none`` (Hamming order, ties by id), or a two-stage search
+                (:meth:`search_reranked`): ``asymmetric`` or ``floats``.
+            shortlist: the two-stage shortlist L ≥ k (default max(10·k, 100)).
+            query_floats: Q×k float outputs of the queries, for a re-rank.
 
         Returns:
-            One list of :class:`SearchHit` per query, best first.
+            One list of :class:`SearchHit` per query, best first; ``score`` is the
+            re-rank score (``None`` without a re-rank).
         """
-        rows, dists = self.search_packed(query_packed, k)
+        if check_mode(rerank) == "none":
+            rows, dists = self.search_packed(query_packed, k)
+            scores = None
+        else:
+            rows, dists, scores = self.search_reranked(
+                query_packed, query_floats, k, rerank=rerank, shortlist=shortlist
+            )
         found = rows >= 0
         meta = self._meta.lookup(rows[found], self.n_rows)  # row-major
         per_query = found.sum(axis=1).tolist()
+        q_scores = repeat(repeat(None)) if scores is None else scores.tolist()
         hits, at = [], 0
         make = partial(tuple.__new__, SearchHit)  # SearchHit._make without its Python frame
-        for q_rows, q_dists, n in zip(rows.tolist(), dists.tolist(), per_query, strict=True):
+        for q_rows, q_dists, n, q_score in zip(
+            rows.tolist(), dists.tolist(), per_query, q_scores, strict=False
+        ):
             # an approximate backend pads at the end only (order_hits)
             case_ids, findings, paths = zip(*meta[at : at + n], strict=True) if n else ((),) * 3
             at += n
@@ -398,11 +464,67 @@ class HashIndex:
                 list(
                     map(
                         make,
-                        zip(range(n), q_rows, case_ids, q_dists, findings, paths, strict=False),
+                        zip(
+                            range(n),
+                            q_rows,
+                            case_ids,
+                            q_dists,
+                            findings,
+                            paths,
+                            q_score,
+                            strict=False,
+                        ),
                     )
                 )
             )
         return hits
+
+    def search_reranked(
+        self,
+        query_packed: np.ndarray,
+        query_floats: np.ndarray | None,
+        k: int,
+        *,
+        rerank: str = "asymmetric",
+        shortlist: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Two-stage search without metadata: the L Hamming-nearest (:meth:`search_packed`)
+        re-ranked by the queries' float outputs, cut to ``k``.
+
+        ``asymmetric`` scores ⟨f_q, b_i⟩ against the stored codes b_i ∈ {−1, +1}^k;
+        ``floats`` the cosine against the stored float16 outputs (an index created with
+        ``store_floats``). Higher scores first, ties by Hamming distance, then id
+        (:mod:`cxrhash.index.rerank`).
+
+        Returns:
+            ``(rows, distances, scores)``: Q×min(k, len(self)) ``int64`` rows, their
+            ``int32`` Hamming distances and ``float32`` scores (−1 / −1 / 0 padding as
+            :meth:`search_packed`).
+
+        Raises:
+            ValueError: unknown mode, shortlist < k, or query floats missing or of the
+                wrong shape; HashIndexError: ``floats`` on an index without a float store.
+        """
+        mode = check_mode(rerank)
+        length = shortlist_length(int(k), shortlist)
+        queries = self._check_codes(query_packed, "query_packed")
+        q_floats = check_query_floats(query_floats, len(queries), self.bits)
+        if mode == "floats" and not self.stores_floats:
+            raise HashIndexError(
+                f"the index at {self._path} stores no float outputs, so it cannot re-rank by "
+                "them; create the index with --store-floats (HashIndex.create(store_floats="
+                "True)), or re-rank with 'asymmetric', which needs only the codes"
+            )
+        rows, dists = self.search_packed(queries, length)
+        if mode == "asymmetric":
+            scores = asymmetric_scores(q_floats, self._shards.gather(rows), self.bits)
+        elif mode == "floats":
+            scores = cosine_scores(q_floats, self._shards.gather(rows, floats=True))
+        else:
+            scores = np.zeros(rows.shape, np.float32)
+        rows, dists, scores = rerank_shortlist(rows, dists, scores)
+        keep = min(int(k), rows.shape[1])
+        return rows[:, :keep], dists[:, :keep], scores[:, :keep]
 
     def search_packed(self, query_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` search without metadata: every shard's backend, merged by (distance, id).
@@ -530,6 +652,20 @@ class HashIndex:
         for one shard, an in-memory copy for several)."""
         return self._shards.all_codes()
 
+    @property
+    def stores_floats(self) -> bool:
+        """Whether the index keeps every item's float outputs (created with ``store_floats``)."""
+        return self._shards.manifest.floats
+
+    @property
+    def floats(self) -> np.ndarray:
+        """All ``n_rows`` stored float outputs by id (N×k ``<f2``), like :attr:`codes`.
+
+        Raises:
+            ValueError: the index stores no float outputs.
+        """
+        return self._shards.all_floats()
+
     # ------------------------------------------------------------------ internals
 
     def _check_codes(self, packed: np.ndarray, name: str) -> np.ndarray:
@@ -555,6 +691,43 @@ class HashIndex:
                     "code must be zero (pack the codes with pack_codes)"
                 )
         return np.ascontiguousarray(arr)
+
+    def _check_floats(self, floats: np.ndarray | None, codes: np.ndarray) -> np.ndarray | None:
+        """The float rows of an ``add`` as ``<f2``, checked against the index and the codes."""
+        if not self.stores_floats:
+            if floats is not None:
+                raise ValueError(
+                    f"the index at {self._path} stores no float outputs (it was created "
+                    "without store_floats / --store-floats); add the codes alone"
+                )
+            return None
+        if floats is None:
+            raise ValueError(
+                f"the index at {self._path} stores float outputs (created with "
+                "--store-floats): pass each item's float outputs (floats=, n×k) with its code"
+            )
+        arr = np.asarray(floats)
+        if arr.ndim != 2 or arr.shape != (len(codes), self.bits):
+            raise ValueError(
+                f"floats must be {len(codes)}×{self.bits} (one row of {self.bits} outputs per "
+                f"code), got shape {arr.shape}"
+            )
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"floats must be a float array, got {arr.dtype}")
+        with np.errstate(over="ignore"):  # an overflow becomes inf, reported below
+            rows16 = arr.astype(FLOAT_DTYPE)
+        bad = np.flatnonzero(~np.isfinite(rows16).all(axis=1))
+        if len(bad):
+            raise ValueError(
+                f"floats row {int(bad[0])} is not finite in float16 (NaN, or beyond ±65504)"
+            )
+        wrong = np.flatnonzero((pack_codes(arr >= 0) != codes).any(axis=1))
+        if len(wrong):
+            raise ValueError(
+                f"floats row {int(wrong[0])} does not match its code: the codes must be "
+                "pack_codes(floats >= 0) (are the rows in the same order?)"
+            )
+        return rows16
 
     @contextmanager
     def _writing(self) -> Iterator[None]:

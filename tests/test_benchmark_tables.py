@@ -1,0 +1,119 @@
+"""Tables of benchmarks/results.py (docs/results.md) and recipes.py (docs/recipes.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def scripts(monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, ModuleType]:
+    """The two scripts as modules (recipes.py imports results.py by its bare name)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("results", "recipes"):
+        sys.modules.pop(name, None)
+    import recipes
+    import results
+
+    return results, recipes
+
+
+def _row(m_ap: float, share: float | None) -> dict[str, float]:
+    row = {k: m_ap for k in ("mAP", "mAP@100", "nDCG@100", "ACG@100", "mAP_w", "P@10")}
+    return row if share is None else {**row, "distinct_share": share, "distinct_codes": 1.0}
+
+
+def _facts(m_ap: float, share: float | None, two_stage: bool = True) -> dict:
+    rows = {
+        "hash codes": _row(m_ap, share),
+        "float upper bound (cosine)": _row(0.9, None),
+        "LSH on features": _row(0.3, 0.5 if share is not None else None),
+        "random codes": _row(0.2, 1.0 if share is not None else None),
+    }
+    if two_stage:
+        rows["two-stage (asymmetric re-rank)"] = _row(m_ap + 0.01, share)
+        rows["two-stage (stored floats)"] = _row(m_ap + 0.02, None)
+    protocols = {p: {"rows": rows, "n_query": 3, "n_database": 9} for p in ("strict", "literature")}
+    train = {"train_seconds": 60.0, "rollbacks": []}
+    return {"eval": {"protocols": protocols}, "train": train}
+
+
+def _cells(table: str, label: str) -> dict[str, str]:
+    lines = table.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if label in cells[:2]:
+            return dict(zip(header, cells, strict=True))
+    raise AssertionError(f"no row {label!r} in\n{table}")
+
+
+def test_results_table_shows_the_distinct_share_beside_map(
+    scripts: tuple[ModuleType, ModuleType],
+) -> None:
+    results, _ = scripts
+    runs = {(64, 0): _facts(0.5, 11 / 299), (64, 1): _facts(0.6, 0.5)}
+    table = results.table(runs, "strict", [64])
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    assert header[2:4] == ["mAP", "distinct share"]
+    hash_row = _cells(table, "hash codes")
+    shares = [11 / 299, 0.5]
+    assert hash_row["distinct share"] == f"{np.mean(shares):.4f} ± {np.std(shares):.4f}"
+    assert hash_row["mAP"] == f"{0.55:.4f} ± {0.05:.4f}"
+    assert _cells(table, "float upper bound (cosine)")["distinct share"] == "–"
+    assert _cells(table, "two-stage (asymmetric re-rank)")["mAP"] == "0.5600 ± 0.0500"
+    assert _cells(table, "two-stage (stored floats)")["distinct share"] == "–"
+
+
+def test_results_table_of_an_older_eval_json_renders_dashes(
+    scripts: tuple[ModuleType, ModuleType],
+) -> None:
+    results, _ = scripts
+    old = {(32, 0): _facts(0.4, None, two_stage=False)}
+    table = results.table(old, "literature", [32])
+    assert _cells(table, "hash codes")["distinct share"] == "–"
+    assert _cells(table, "hash codes")["mAP"] == "0.4000"
+    assert "two-stage" not in table  # rows no run has are left out
+    mixed = {(32, 0): _facts(0.4, None, two_stage=False), (32, 1): _facts(0.5, 0.2)}
+    table = results.table(mixed, "strict", [32])
+    assert _cells(table, "hash codes")["distinct share"] == "–"  # one seed lacks it
+    assert _cells(table, "two-stage (asymmetric re-rank)")["mAP"] == "–"
+
+
+def test_recipes_section_shows_the_distinct_share(scripts: tuple[ModuleType, ModuleType]) -> None:
+    _, recipes = scripts
+    runs = {
+        "paper": {0: _facts(0.5, 0.04), 1: _facts(0.6, 0.06)},
+        "old": {0: _facts(0.55, None), 1: _facts(0.65, 0.1)},
+    }
+    text = recipes.section("t", "python benchmarks/recipes.py", runs)
+    table = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    paper, old = _cells(table, "paper"), _cells(table, "old")
+    assert paper["distinct share"] == f"{0.05:.4f} ± {0.01:.4f}"
+    assert old["distinct share"] == "–"
+    assert old["− first variant (paired)"] == f"{0.05:.4f} ± {0.0:.4f}"
+
+
+def test_search_page_keeps_the_rerank_section_when_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("search", "rerank"):
+        sys.modules.pop(name, None)
+    import rerank
+    import search
+
+    page = tmp_path / "search.md"
+    page.write_text("# Search\n\n## Targets\n\n- t\n\n## Every configuration\n\n| a |\n")
+    rerank.write_section(page, rerank.TITLE, f"## {rerank.TITLE}\n\nfirst\n")
+    rerank.write_section(page, rerank.TITLE, f"## {rerank.TITLE}\n\nsecond\n")  # replaced
+    text = page.read_text()
+    assert text.count(rerank.TITLE) == 1 and "second" in text and "first" not in text
+    assert text.startswith("# Search\n\n## Targets")
+    assert search.other_sections(page) == f"\n## {rerank.TITLE}\n\nsecond\n"

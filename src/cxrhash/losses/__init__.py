@@ -29,6 +29,7 @@ def attention_fusion_loss(
     balance: float = 0.0,
     decorrelation: float = 0.0,
     code_pairs: bool = False,
+    clip_pairs: bool = False,
     code_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """Joint loss L = L_c + α·L_r + β·L_cb of SPEC §1 (α = β = 0.5), plus opt-in terms.
@@ -62,7 +63,13 @@ def attention_fusion_loss(
         ``"contrastive"``, ``"quantization"``, ``"bce"``, ``"total"``.
     """
     sim = pair_jaccard(labels) if graded else pair_similarity(labels)
-    l_c = contrastive_loss(straight_through_sign(out.hash) if code_pairs else out.hash, sim, margin)
+    if code_pairs:
+        pair_f = straight_through_sign(out.hash)
+    elif clip_pairs:
+        pair_f = out.hash.clamp(-1.0, 1.0)
+    else:
+        pair_f = out.hash
+    l_c = contrastive_loss(pair_f, sim, margin)
     l_r = quantization_regularizer(out.hash)
     l_cb = multilabel_bce(out.logits, labels)
     code_terms = l_c + alpha * l_r

@@ -26,6 +26,7 @@ DEFAULTS = {
     "balance": 0.0,  # weight of the bit-balance term Σ_bits (batch mean of f)²
     "decorrelation": 0.0,  # weight of the mean squared correlation between bits
     "code_pairs": 0.0,  # 1: L_c on sign(f), gradient straight through
+    "clip_pairs": 0.0,  # 1: L_c on clamp(f, −1, 1)
     "classify_codes": 0.0,  # 1: the BCE classifier reads sign(f), gradient straight through
     "ramp_epochs": 0.0,  # R > 0: the code terms' weight rises linearly from 0 to 1 over R epochs
 }
@@ -75,6 +76,7 @@ def loss(
         balance=p["balance"],
         decorrelation=p["decorrelation"],
         code_pairs=bool(p["code_pairs"]),
+        clip_pairs=bool(p["clip_pairs"]),
         code_weight=code_weight(context, p["ramp_epochs"]),
     )
 

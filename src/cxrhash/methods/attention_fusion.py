@@ -8,6 +8,8 @@ schedule (1 + γ·step)^power (parameters ``scale_gamma``, ``scale_power``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -28,6 +30,7 @@ DEFAULTS = {
     "code_pairs": 0.0,  # 1: L_c on sign(f), gradient straight through
     "clip_pairs": 0.0,  # 1: L_c on clamp(f, −1, 1)
     "classify_codes": 0.0,  # 1: the BCE classifier reads sign(f), gradient straight through
+    "margin_scale": 1.0,  # m = √(margin_scale·k) unless --margin sets m itself
     "ramp_epochs": 0.0,  # R > 0: the code terms' weight rises linearly from 0 to 1 over R epochs
 }
 
@@ -58,6 +61,11 @@ def code_weight(context: LossContext | None, ramp_epochs: float) -> float:
     return min(1.0, context.epochs_done / ramp_epochs)
 
 
+def margin_of(out: HashOutput, p: dict[str, float]) -> float:
+    """m = √(margin_scale·k) for the k units of ``out`` (the paper's suggestion: √k)."""
+    return math.sqrt(p["margin_scale"] * out.hash.shape[1])
+
+
 def loss(
     out: HashOutput,
     labels: torch.Tensor,
@@ -71,7 +79,7 @@ def loss(
         labels,
         alpha=config.alpha,
         beta=config.beta,
-        margin=config.margin,
+        margin=config.margin if config.margin is not None else margin_of(out, p),
         graded=bool(p["graded"]),
         balance=p["balance"],
         decorrelation=p["decorrelation"],

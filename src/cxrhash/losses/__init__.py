@@ -30,6 +30,7 @@ def attention_fusion_loss(
     decorrelation: float = 0.0,
     code_pairs: bool = False,
     clip_pairs: bool = False,
+    pull_margin: float = 0.0,
     code_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """Joint loss L = L_c + α·L_r + β·L_cb of SPEC §1 (α = β = 0.5), plus opt-in terms.
@@ -47,7 +48,8 @@ def attention_fusion_loss(
     ``code_pairs`` computes L_c on the binary codes sign(f) with the gradient
     passed straight through to f (``straight_through_sign``), so the distances
     the loss shapes are the Hamming distances the index ranks by (2·√hamming).
-    ``code_weight`` multiplies every term but the BCE (a warm-up schedule
+    ``pull_margin`` > 0 pulls similar pairs only to within that distance
+    (``contrastive_loss``). ``code_weight`` multiplies every term but the BCE (a warm-up schedule
     passes < 1 in the first epochs). With all of them at their defaults the
     loss is the paper's.
 
@@ -69,7 +71,7 @@ def attention_fusion_loss(
         pair_f = out.hash.clamp(-1.0, 1.0)
     else:
         pair_f = out.hash
-    l_c = contrastive_loss(pair_f, sim, margin)
+    l_c = contrastive_loss(pair_f, sim, margin, pull_margin)
     l_r = quantization_regularizer(out.hash)
     l_cb = multilabel_bce(out.logits, labels)
     code_terms = l_c + alpha * l_r

@@ -22,8 +22,15 @@ def default_margin(bits: int) -> float:
     return math.sqrt(bits)
 
 
-def contrastive_loss(f: Tensor, sim: Tensor, margin: float | None = None) -> Tensor:
+def contrastive_loss(
+    f: Tensor, sim: Tensor, margin: float | None = None, pull_margin: float = 0.0
+) -> Tensor:
     """Mean over all pairs i < j of L_c = ½(1−y)·D² + ½·y·max(0, m − D)².
+
+    With ``pull_margin`` p > 0 the pull term is ½(1−y)·max(0, D − p)² (the
+    double-margin contrastive loss): similar pairs are drawn within distance p
+    of each other, not onto one point, so films of one finding keep room for
+    the graded differences a float embedding has.
 
     y = 1 − s_ij (y = 0 for a similar pair, 1 otherwise, as SPEC writes it) and
     D = ‖f_i − f_j‖₂. D² is computed directly from the differences; D itself,
@@ -49,5 +56,7 @@ def contrastive_loss(f: Tensor, sim: Tensor, margin: float | None = None) -> Ten
     i, j = upper_pairs(b, device=f.device)
     d2 = (f[i] - f[j]).pow(2).sum(dim=1)
     y = 1.0 - sim[i, j].to(f.dtype)
-    hinge = torch.clamp(m - torch.sqrt(d2 + _EPS), min=0.0)
-    return (0.5 * (1.0 - y) * d2 + 0.5 * y * hinge.pow(2)).mean()
+    dist = torch.sqrt(d2 + _EPS)
+    hinge = torch.clamp(m - dist, min=0.0)
+    pull = d2 if pull_margin <= 0 else torch.clamp(dist - pull_margin, min=0.0).pow(2)
+    return (0.5 * (1.0 - y) * pull + 0.5 * y * hinge.pow(2)).mean()

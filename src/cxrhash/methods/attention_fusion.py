@@ -31,6 +31,7 @@ DEFAULTS = {
     "clip_pairs": 0.0,  # 1: L_c on clamp(f, −1, 1)
     "classify_codes": 0.0,  # 1: the BCE classifier reads sign(f), gradient straight through
     "margin_scale": 1.0,  # m = √(margin_scale·k) unless --margin sets m itself
+    "pull_bits": 0.0,  # h > 0: similar pairs are pulled only to within D = 2√h (h bits apart)
     "ramp_epochs": 0.0,  # R > 0: the code terms' weight rises linearly from 0 to 1 over R epochs
 }
 
@@ -85,6 +86,7 @@ def loss(
         decorrelation=p["decorrelation"],
         code_pairs=bool(p["code_pairs"]),
         clip_pairs=bool(p["clip_pairs"]),
+        pull_margin=2.0 * math.sqrt(p["pull_bits"]),
         code_weight=code_weight(context, p["ramp_epochs"]),
     )
 

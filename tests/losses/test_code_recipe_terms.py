@@ -91,3 +91,43 @@ def test_classify_codes_feeds_the_classifier_the_binary_code() -> None:
     plain = HashHead(5, 6, 3)
     plain.load_state_dict(head.state_dict())
     assert torch.allclose(plain(x)[1], plain.classifier(plain(x)[0]))
+
+
+def test_double_margin_pull_leaves_similar_pairs_within_the_pull_margin_alone() -> None:
+    sim = torch.ones(2, 2)
+    near = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # D = 1
+    far = torch.tensor([[0.0, 0.0], [3.0, 0.0]])  # D = 3
+    assert contrastive_loss(near, sim, 4.0, pull_margin=2.0).item() == pytest.approx(0.0, abs=1e-9)
+    assert contrastive_loss(far, sim, 4.0, pull_margin=2.0).item() == pytest.approx(0.5 * 1.0**2)
+    assert contrastive_loss(far, sim, 4.0).item() == pytest.approx(0.5 * 3.0**2)
+
+
+def _af_loss(params: dict[str, float], context=None):
+    from cxrhash.config import TrainConfig
+    from cxrhash.methods.attention_fusion import ATTENTION_FUSION
+
+    torch.manual_seed(0)
+    f = torch.randn(6, 16, dtype=torch.float64)
+    out = HashOutput(hash=f, logits=torch.randn(6, 3, dtype=torch.float64), features=f)
+    labels = (torch.rand(6, 3) < 0.5).double()
+    config = TrainConfig(method="attention-fusion", bits=16, method_params=params)
+    return ATTENTION_FUSION.loss(out, labels, config, context), f, labels
+
+
+def test_margin_scale_sets_the_margin_from_the_output_width() -> None:
+    (_, parts), f, labels = _af_loss({"margin_scale": 2.0})
+    from cxrhash.losses import pair_similarity
+
+    expected = contrastive_loss(f, pair_similarity(labels), math.sqrt(2 * 16))
+    assert parts["contrastive"] == pytest.approx(expected.item())
+
+
+def test_ramp_weighs_the_code_terms_by_training_progress() -> None:
+    from cxrhash.methods.base import EpochInfo, LossContext
+
+    (_, full), _, _ = _af_loss({})
+    for epoch, step, weight in [(0, 0, 0.0), (0, 5, 0.25), (1, 0, 0.5), (3, 7, 1.0)]:
+        context = LossContext(torch.arange(6), None, EpochInfo(epoch, 12, 10), step)
+        (total, parts), _, _ = _af_loss({"ramp_epochs": 2.0}, context)
+        code = full["contrastive"] + 0.5 * full["quantization"]
+        assert total.item() == pytest.approx(weight * code + 0.5 * full["bce"]), (epoch, step)

@@ -16,7 +16,14 @@ from cxrhash.data.labels import add_no_finding
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split
 from cxrhash.encode import encode_dataset
-from cxrhash.evaluation.evaluate import code_metrics
+from cxrhash.evaluation.evaluate import (
+    ROW_ASYMMETRIC,
+    ROW_FLOAT,
+    ROW_LSH,
+    ROW_RANDOM,
+    ROW_STORED_FLOATS,
+    code_metrics,
+)
 from cxrhash.index.codes import AmbiguousCodesError, pack_codes
 from cxrhash.training.checkpoint import load_model
 from cxrhash.training.targets import label_names, relevance_labels, with_no_finding_np
@@ -40,6 +47,13 @@ def test_bench_runs_resumes_and_reports(phantom_dir: Path, tmp_path: Path) -> No
     assert set(deep["metrics"]) == {"strict", "literature"}
     assert len(deep["pr_curve"]["strict"]["precision"]) == 17
     assert deep["efficiency"]["train_seconds"] > 0 and deep["history"]
+    # beside the codes: the float upper bound, LSH of the cell's own features, the
+    # two-stage re-ranks and random codes, each with its own metrics
+    refs = deep["references"]["strict"]
+    assert set(refs) == {ROW_FLOAT, ROW_LSH, ROW_ASYMMETRIC, ROW_STORED_FLOATS, ROW_RANDOM}
+    assert refs[ROW_LSH]["mAP"] != refs[ROW_RANDOM]["mAP"]
+    report = (out / "report" / "report.md").read_text()
+    assert f"{ROW_LSH} (reference)" in report
     # every method saw the same cached split
     run_split = json.loads((out / "runs" / "deep-dsh-16b-s0" / "split.json").read_text())
     assert run_split == json.loads((out / "splits" / "seed0.json").read_text())

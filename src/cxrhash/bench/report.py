@@ -38,8 +38,11 @@ from cxrhash.evaluation.evaluate import (
     DISTINCT_CODES,
     DISTINCT_SHARE,
     HEADLINE,
+    ROW_ASYMMETRIC,
     ROW_FLOAT,
+    ROW_LSH,
     ROW_RANDOM,
+    ROW_STORED_FLOATS,
     with_distinct_share,
 )
 
@@ -50,7 +53,7 @@ LOG = logging.getLogger(__name__)
 
 METHOD_ORDER = PAPER_METHODS + DEEP_BASELINES + SHALLOW_METHODS
 PRIMARY = PAPER_METHODS[0]  # attention-fusion, the method the standing table is about
-REFERENCE_ROWS = (ROW_FLOAT, ROW_RANDOM)
+REFERENCE_ROWS = (ROW_FLOAT, ROW_STORED_FLOATS, ROW_ASYMMETRIC, ROW_LSH, ROW_RANDOM)
 AF_VARIANTS = ("full", *AF_ABLATIONS)
 OSDH_VARIANTS = tuple(OSDH_ABLATIONS)
 PRETRAIN_VARIANTS = ("c2l", "scratch")

@@ -157,7 +157,10 @@ def train(
     alpha: Annotated[float | None, typer.Option(help="Weight of the quantisation term.")] = None,
     beta: Annotated[float | None, typer.Option(help="Weight of the BCE term.")] = None,
     margin: Annotated[
-        float | None, typer.Option(help="Contrastive margin m (attention-fusion: √(margin_scale·bits)).")
+        float | None,
+        typer.Option(
+            help="Contrastive margin m (default for attention-fusion: √(margin_scale·bits))."
+        ),
     ] = None,
     param: Annotated[
         list[str] | None,

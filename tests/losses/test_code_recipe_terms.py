@@ -38,7 +38,9 @@ def test_graded_contrastive_settles_partly_similar_pairs_between() -> None:
 
 
 def test_decorrelation_is_zero_for_independent_bits_and_one_for_copies() -> None:
-    codes = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=3)))  # all 8 codes: uncorrelated
+    codes = torch.tensor(
+        list(itertools.product([-1.0, 1.0], repeat=3))
+    )  # all 8 codes: uncorrelated
     assert bit_decorrelation_loss(codes).item() == pytest.approx(0.0, abs=1e-6)
     copies = codes[:, :1].repeat(1, 4)
     assert bit_decorrelation_loss(copies).item() == pytest.approx(1.0, abs=1e-4)
@@ -110,7 +112,7 @@ def _af_loss(params: dict[str, float], context=None):
     f = torch.randn(6, 16, dtype=torch.float64)
     out = HashOutput(hash=f, logits=torch.randn(6, 3, dtype=torch.float64), features=f)
     labels = (torch.rand(6, 3) < 0.5).double()
-    config = TrainConfig(method="attention-fusion", bits=16, method_params=params)
+    config = TrainConfig(method="attention-fusion", bits=16, method_params={"paper": 1, **params})
     return ATTENTION_FUSION.loss(out, labels, config, context), f, labels
 
 
@@ -120,6 +122,20 @@ def test_margin_scale_sets_the_margin_from_the_output_width() -> None:
 
     expected = contrastive_loss(f, pair_similarity(labels), math.sqrt(2 * 16))
     assert parts["contrastive"] == pytest.approx(expected.item())
+
+
+def test_default_recipe_departs_from_the_paper_only_where_documented() -> None:
+    from cxrhash.config import TrainConfig
+    from cxrhash.methods.attention_fusion import ATTENTION_FUSION, PAPER_PARAMS, recipe
+
+    default = recipe(TrainConfig(method="attention-fusion"))
+    paper = recipe(TrainConfig(method="attention-fusion", method_params={"paper": 1}))
+    assert {k for k in default if default[k] != paper[k]} == set(PAPER_PARAMS) | {"paper"}
+    assert paper["margin_scale"] == 1.0 and paper["ramp_epochs"] == 0.0
+    # an explicit parameter wins over the paper switch
+    mixed = TrainConfig(method="attention-fusion", method_params={"paper": 1, "balance": 0.3})
+    assert recipe(mixed)["balance"] == 0.3 and recipe(mixed)["pull_bits"] == 0.0
+    assert set(PAPER_PARAMS) <= set(ATTENTION_FUSION.defaults)
 
 
 def test_ramp_weighs_the_code_terms_by_training_progress() -> None:

@@ -17,8 +17,7 @@ from cxrhash.losses.pairwise_likelihood import (
     pairwise_likelihood_loss,
     sign_quantization_loss,
 )
-from cxrhash.methods.base import Method, register_method
-from cxrhash.methods.base import LossContext
+from cxrhash.methods.base import LossContext, Method, register_method
 from cxrhash.methods.common import deep_hash_net
 from cxrhash.models.output import HashOutput
 

@@ -9,6 +9,12 @@ import numpy as np
 
 from cxrhash.retrieve import QueryResult
 
+HEATMAP_NOTE = (
+    "Heat-map: the network's spatial attention (where it weighted the image's features for "
+    "the code), scaled min-max per image. It is not a lesion detector: how often its peak "
+    "falls on a lesion is measured in docs/results.md (pointing game)."
+)
+
 
 def attention_overlay(attention: np.ndarray, size: int) -> np.ndarray:
     """Upsample an attention map (h×w, values in (−1, 1)) to ``size``×``size`` in [0, 1]."""
@@ -56,7 +62,7 @@ def plot_retrieval(
         ax.imshow(res.image, cmap="gray", vmin=0, vmax=1)
         if res.attention is not None:
             ax.imshow(attention_overlay(res.attention, res.image.shape[0]), cmap="jet", alpha=0.45)
-            ax.set_title("attention", fontsize=7)
+            ax.set_title("network attention\n(not a lesion finder)", fontsize=7)
         else:
             ax.set_title("(no attention:\nglobal-only)", fontsize=7)
         for c, hit in enumerate(res.hits[:top]):
@@ -68,7 +74,8 @@ def plot_retrieval(
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 / n_rows, 1, 1))
+    fig.text(0.01, 0.005, HEATMAP_NOTE, fontsize=6, wrap=True, va="bottom")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)

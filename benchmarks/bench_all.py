@@ -6,7 +6,10 @@ Steps (each skipped or resumed when already done, so re-running continues):
 2. a 1,000-film phantom dataset (``cxrhash phantom``);
 3. ``cxrhash bench`` on the phantom films and on ``../shared/data/cxr-dev`` (default grid:
    10 deep methods × {16, 32, 64} bits × 3 seeds, 4 shallow baselines, ablations, C2L vs scratch),
-   then attention-fusion and HashNet with the longer ``cpu-fast`` budget on the phantom films;
+   then, from scratch on 1,500 phantom films (``runs/results/phantom-data``, shared with
+   ``benchmarks/results.py``), the ten deep methods with the longer ``cpu-fast`` budget
+   (12 epochs, 64 px) at 32 and 64 bits, and attention-fusion and HashNet with the ``cpu``
+   profile (128 px) at 32 and 64 bits (issue #10's acceptance setting);
 4. ``docs/benchmarks.md`` = ``docs/benchmarks-notes.md`` (the discussion) followed by both reports,
    with their figures copied to ``docs/benchmarks/``.
 
@@ -43,24 +46,30 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "cxrhash.cli", *args]
 
 
-# A bench beyond the default grid: the longer budget of the `cpu-fast` profile (12 epochs,
-# lr step at 8) for attention-fusion and the strongest deep baseline, on the phantom films.
+# Benches beyond the default grid, from scratch on the 1,500 phantom films of results.py:
+# the longer budget of the `cpu-fast` profile (12 epochs, lr step at 8) for the ten deep
+# methods, and the `cpu` profile (128 px) for attention-fusion and the strongest baseline.
 LONGER_BUDGET = [
-    "--profile", "cpu-fast", "--methods", "attention-fusion,hashnet", "--shallow", "",
-    "--bits", "32", "--no-ablations",
+    "--profile", "cpu-fast", "--shallow", "", "--bits", "32,64", "--no-ablations",
 ]  # fmt: skip
+CPU_128PX = [
+    "--profile", "cpu", "--methods", "attention-fusion,hashnet", "--shallow", "",
+    "--bits", "64,32", "--no-ablations",
+]  # fmt: skip
+PHANTOM_1500 = REPO / "runs" / "results" / "phantom-data"
 
 
-def benches() -> dict[str, tuple[str, list[str]]]:
-    """Bench name → (dataset spec, extra ``cxrhash bench`` arguments), in document order
-    (the real films only when ../shared/data is present)."""
+def benches() -> dict[str, tuple[str, list[str], bool]]:
+    """Bench name → (dataset spec, extra ``cxrhash bench`` arguments, C2L-initialised), in
+    document order (the real films only when ../shared/data is present)."""
     phantom = f"phantom:{RUNS / 'phantom-data'}"
-    out = {"phantom": (phantom, [])}
+    out = {"phantom": (phantom, [], True)}
     if (SHARED / "cxr-dev").exists():
-        out["cxr-dev"] = (f"nih:{SHARED / 'cxr-dev'}", [])
+        out["cxr-dev"] = (f"nih:{SHARED / 'cxr-dev'}", [], True)
     else:
         print(f"{SHARED / 'cxr-dev'} not found: the real-data bench is left out", flush=True)
-    out["phantom-12-epochs"] = (phantom, LONGER_BUDGET)
+    out["phantom-12-epochs"] = (f"phantom:{PHANTOM_1500}", LONGER_BUDGET, False)
+    out["phantom-cpu128"] = (f"phantom:{PHANTOM_1500}", CPU_128PX, False)
     return out
 
 
@@ -131,7 +140,7 @@ def write_doc(names: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", choices=["phantom", "cxr-dev", "phantom-12-epochs"], default=None)
+    ap.add_argument("--only", choices=["phantom", "cxr-dev", "phantom-12-epochs", "phantom-cpu128"])
     ap.add_argument("--pretrain-epochs", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--doc-only", action="store_true")
@@ -139,15 +148,18 @@ def main() -> None:
     specs = benches()
     names = [n for n in specs if args.only in (None, n)]
     if not args.doc_only:
-        weights = pretrain(args.pretrain_epochs)
+        needs_c2l = any(specs[n][2] for n in names)
+        weights = pretrain(args.pretrain_epochs) if needs_c2l else None
         if not (RUNS / "phantom-data" / "labels.csv").exists():
             run(cli("phantom", "--out", str(RUNS / "phantom-data"), "--n", "1000", "--size", "128"))
+        if not (PHANTOM_1500 / "labels.csv").exists():
+            run(cli("phantom", "--out", str(PHANTOM_1500), "--n", "1500", "--size", "128"))
         for name in names:
             t0 = time.perf_counter()
-            data, extra = specs[name]
+            data, extra, use_c2l = specs[name]
             cmd = ["bench", "--data", data, "--out", str(RUNS / name), *extra]
             cmd += ["--jobs", str(args.jobs)]
-            if weights is not None:
+            if weights is not None and use_c2l:
                 cmd += ["--pretrained", str(weights)]
             run(cli(*cmd))
             print(f"{name}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)

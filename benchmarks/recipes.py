@@ -30,7 +30,8 @@ def _mean_std(values: list[float]) -> str:
 
 def section(title: str, command: str, runs: dict[str, dict[int, dict]], note: str = "") -> str:
     """Markdown section: per-variant strict mAP (hash, float), the distinct-code share of the
-    database codes, paired differences, cost."""
+    database codes, codes / float and codes − LSH of the same features (per seed), paired
+    differences, cost."""
     names = list(runs)
     base = runs[names[0]]
     lines = [
@@ -38,15 +39,23 @@ def section(title: str, command: str, runs: dict[str, dict[int, dict]], note: st
         "",
         f"Command: `{command}`",
         "",
-        "| variant | strict mAP (codes) | distinct share | float upper bound "
-        "| − first variant (paired) | ahead | rollbacks | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | strict mAP (codes) | distinct share | float upper bound | codes / float "
+        "| codes − LSH of the features (paired) | − first variant (paired) | ahead | rollbacks "
+        "| train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         seeds = sorted(runs[name])
         codes = [_strict(runs[name][s], "hash codes") for s in seeds]
         shares = [_distinct_share(runs[name][s]) for s in seeds]
         floats = [_strict(runs[name][s], "float upper bound (cosine)") for s in seeds]
+        ratio = _mean_std([c / f for c, f in zip(codes, floats, strict=True)])
+        vs_lsh = _mean_std(
+            [
+                c - _strict(runs[name][s], "LSH on features")
+                for c, s in zip(codes, seeds, strict=True)
+            ]
+        )
         diffs = [codes[i] - _strict(base[s], "hash codes") for i, s in enumerate(seeds)]
         ahead = f"{sum(d > 0 for d in diffs)}/{len(diffs)}" if name != names[0] else "–"
         rollbacks = sum(len(runs[name][s]["train"].get("rollbacks", [])) for s in seeds)
@@ -55,8 +64,8 @@ def section(title: str, command: str, runs: dict[str, dict[int, dict]], note: st
         known = [v for v in shares if v is not None]  # an older eval.json lacks the share
         share = _mean_std(known) if len(known) == len(shares) else "–"
         lines.append(
-            f"| {name} | {_mean_std(codes)} | {share} | {_mean_std(floats)} | {diff} | {ahead} | "
-            f"{rollbacks} | {seconds:.0f} |"
+            f"| {name} | {_mean_std(codes)} | {share} | {_mean_std(floats)} | {ratio} | {vs_lsh} "
+            f"| {diff} | {ahead} | {rollbacks} | {seconds:.0f} |"
         )
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 

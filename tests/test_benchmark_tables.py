@@ -98,6 +98,10 @@ def test_recipes_section_shows_the_distinct_share(scripts: tuple[ModuleType, Mod
     assert paper["distinct share"] == f"{0.05:.4f} ± {0.01:.4f}"
     assert old["distinct share"] == "–"
     assert old["− first variant (paired)"] == f"{0.05:.4f} ± {0.0:.4f}"
+    # codes against their own float upper bound (0.9) and LSH of the same features (0.3)
+    ratios = [0.5 / 0.9, 0.6 / 0.9]
+    assert paper["codes / float"] == f"{np.mean(ratios):.4f} ± {np.std(ratios):.4f}"
+    assert paper["codes − LSH of the features (paired)"] == f"{0.25:.4f} ± {0.05:.4f}"
 
 
 def test_search_page_keeps_the_rerank_section_when_rewritten(

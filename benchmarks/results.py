@@ -88,10 +88,13 @@ def one_run(
 
 
 def pointing(run_dir: Path, data_dir: Path) -> dict:
-    """Pointing game of the run's attention on the lesion masks of its query films (cached)."""
+    """Pointing game of the run's attention on the lesion masks of its query films (cached):
+    any lesion, masses and nodules, and each finding alone (key ``finding: NAME``)."""
     cache = run_dir / "pointing.json"
     if cache.exists():
-        return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text())
+        if any(k.startswith("finding: ") for k in cached):
+            return cached
     import torch
     import torch.nn.functional as F
 
@@ -113,7 +116,12 @@ def pointing(run_dir: Path, data_dir: Path) -> dict:
     names = list(ds.pathologies)
     focal = [names.index(n) for n in ("Mass", "Nodule")]
     out = {}
-    for key, sel in (("all findings", slice(None)), ("mass + nodule", focal)):
+    selections: list[tuple[str, slice | list[int]]] = [
+        ("all findings", slice(None)),
+        ("mass + nodule", focal),
+        *((f"finding: {n}", [i]) for i, n in enumerate(names)),
+    ]
+    for key, sel in selections:
         r = pointing_game(model, images, m[:, sel])
         out[key] = {"hit_rate": r.hit_rate, "chance_rate": r.chance_rate, "n": r.n_images}
     cache.write_text(json.dumps(out, indent=2))

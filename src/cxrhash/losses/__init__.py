@@ -47,7 +47,9 @@ def attention_fusion_loss(
     mean squared correlation between bits (``losses.code_regularizers``).
     ``code_pairs`` computes L_c on the binary codes sign(f) with the gradient
     passed straight through to f (``straight_through_sign``), so the distances
-    the loss shapes are the Hamming distances the index ranks by (2·√hamming).
+    the loss shapes are the Hamming distances the index ranks by (2·√hamming);
+    ``clip_pairs`` computes it on clamp(f, −1, 1), so a unit beyond ±1 adds
+    nothing to a distance and the margin must be met by more differing bits.
     ``pull_margin`` > 0 pulls similar pairs only to within that distance
     (``contrastive_loss``). ``code_weight`` multiplies every term but the BCE (a warm-up schedule
     passes < 1 in the first epochs). With all of them at their defaults the

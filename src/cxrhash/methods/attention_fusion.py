@@ -1,6 +1,8 @@
 """`attention-fusion` (Guan et al. 2023): spatial attention + global/local fusion.
 
-Loss: L = L_c + α·L_r + β·L_cb (SPEC §1), pairs formed within the batch.
+Loss: L = L_c + α·L_r + β·L_cb (SPEC §1), pairs formed within the batch. The defaults
+depart from the paper by measurement (margin √(2k), bit balance, a pull that stops at 4
+bits, the code terms ramped in; ``docs/design.md``); ``--param paper=1`` is the paper's.
 The hash layer's activation is ``config.hash_activation`` (``models.hash_head``);
 with ``tanh-continuation`` the epoch hook raises its scale β by HashNet's
 schedule (1 + γ·step)^power (parameters ``scale_gamma``, ``scale_power``).

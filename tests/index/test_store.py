@@ -5,12 +5,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -438,7 +437,9 @@ def _kill_codes(b: int) -> np.ndarray:
     return uniform_codes(_KILL_BATCH, 64, seed=1000 + b)
 
 
-def test_sigkill_mid_add_reopens_at_a_committed_state(tmp_path: Path) -> None:
+def test_sigkill_mid_add_reopens_at_a_committed_state(
+    tmp_path: Path, kill_writer: Callable[[str, Path], None]
+) -> None:
     path = tmp_path / "idx"
     HashIndex.create(path, 64, "m", shard_size=25_000).close()  # boundaries mid-batch
     script = textwrap.dedent(
@@ -454,20 +455,7 @@ def test_sigkill_mid_add_reopens_at_a_committed_state(tmp_path: Path) -> None:
             index.add(codes, ids, [f"f{{b}}"] * {_KILL_BATCH}, source_paths=paths)
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(path)], env=_subprocess_env(), stderr=subprocess.PIPE
-    )
-    manifest = path / "index.json"
-    deadline = time.monotonic() + 120
-    while json.loads(manifest.read_text())["count"] == 0:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.monotonic() < deadline, "no batch committed within 120 s"
-        time.sleep(0.005)
-    time.sleep(np.random.default_rng().uniform(0.0, 0.6))
-    assert proc.poll() is None, "the writer finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_writer(script, path)
 
     index = HashIndex.open(path)
     count = len(index)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +253,7 @@ def _kill_floats(b: int) -> np.ndarray:
 
 def test_sigkill_mid_add_leaves_floats_consistent_with_the_committed_count(
     tmp_path: Path,
+    kill_writer: Callable[[str, Path], None],
 ) -> None:
     path = tmp_path / "idx"
     HashIndex.create(path, 64, "m", shard_size=12_500, store_floats=True).close()
@@ -271,20 +271,7 @@ def test_sigkill_mid_add_leaves_floats_consistent_with_the_committed_count(
             index.add(pack_codes(floats >= 0), ids, ["f"] * {_KILL_BATCH}, floats=floats)
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(path)], env=_env(), stderr=subprocess.PIPE
-    )
-    manifest = path / "index.json"
-    deadline = time.monotonic() + 120
-    while json.loads(manifest.read_text())["count"] == 0:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.monotonic() < deadline, "no batch committed within 120 s"
-        time.sleep(0.005)
-    time.sleep(np.random.default_rng().uniform(0.0, 0.6))
-    assert proc.poll() is None, "the writer finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_writer(script, path)
 
     index = HashIndex.open(path)  # checks the codes' and the floats' CRC-32
     count = len(index)

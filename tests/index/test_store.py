@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -15,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import subprocess_env
 
-import cxrhash
 from cxrhash.index.backends import tie_aware_recall
 from cxrhash.index.backends.synthetic import clustered_codes, uniform_codes
 from cxrhash.index.codes import hamming_distances, hamming_rank, pack_codes
@@ -35,7 +34,6 @@ from cxrhash.index.store import (
 )
 
 BITS = 16
-SRC = str(Path(cxrhash.__file__).resolve().parents[1])  # the package under test, for subprocesses
 
 
 def _batch(rng: np.random.Generator, start: int, n: int, distinct: np.ndarray | None = None):
@@ -58,10 +56,6 @@ def _filled(
     index = HashIndex.create(tmp_path / "idx", BITS, "model-a", **create)
     index.add(codes, ids, findings, patient_ids=patients)
     return index, codes, ids
-
-
-def _subprocess_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 # ----------------------------------------------------------------- basics
@@ -417,7 +411,7 @@ def test_process_exiting_between_steps(tmp_path: Path, step: str) -> None:
         [sys.executable, "-c", script, str(tmp_path / "idx")],
         capture_output=True,
         timeout=120,
-        env=_subprocess_env(),
+        env=subprocess_env(),
     )
     assert done.returncode == 3, done.stderr.decode()
     assert (tmp_path / "idx" / "shards" / "0001.codes").stat().st_size == 4 * 2  # staged

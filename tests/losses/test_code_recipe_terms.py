@@ -147,3 +147,28 @@ def test_ramp_weighs_the_code_terms_by_training_progress() -> None:
         (total, parts), _, _ = _af_loss({"ramp_epochs": 2.0}, context)
         code = full["contrastive"] + 0.5 * full["quantization"]
         assert total.item() == pytest.approx(weight * code + 0.5 * full["bce"]), (epoch, step)
+
+
+def test_delay_trains_the_bce_alone_before_the_ramp_starts() -> None:
+    from cxrhash.methods.attention_fusion import code_weight
+    from cxrhash.methods.base import EpochInfo, LossContext
+
+    def at(epoch: int, step: int) -> LossContext:
+        return LossContext(torch.arange(6), None, EpochInfo(epoch, 12, 10), step)
+
+    for epoch, step, weight in [(0, 5, 0.0), (1, 0, 0.0), (1, 5, 0.25), (2, 0, 0.5), (3, 0, 1.0)]:
+        assert code_weight(at(epoch, step), 2.0, 1.0) == pytest.approx(weight), (epoch, step)
+    # without a ramp the code terms switch on at once after the delay
+    assert code_weight(at(0, 9), 0.0, 1.0) == 0.0 and code_weight(at(1, 0), 0.0, 1.0) == 1.0
+    # a 4-epoch run shortens the schedule to a third: delay 1/3 epoch, ramp 2/3
+    short = LossContext(torch.arange(6), None, EpochInfo(0, 4, 30), 10)
+    assert code_weight(short, 1.0, 1.0) == 0.0
+    short = LossContext(torch.arange(6), None, EpochInfo(1, 4, 30), 0)
+    assert code_weight(short, 2.0, 1.0) == pytest.approx(1.0)
+    short = LossContext(torch.arange(6), None, EpochInfo(0, 4, 30), 20)
+    assert code_weight(short, 2.0, 1.0) == pytest.approx((2 / 3 - 1 / 3) / (2 / 3))
+    # outside training (no epoch) the loss is the full one
+    assert code_weight(LossContext(torch.arange(6), None, None, 0), 2.0, 1.0) == 1.0
+    # the loss itself: BCE alone inside the delay
+    (total, parts), _, _ = _af_loss({"delay_epochs": 1.0}, at(0, 3))
+    assert total.item() == pytest.approx(0.5 * parts["bce"])

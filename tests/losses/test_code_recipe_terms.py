@@ -128,7 +128,7 @@ def test_default_recipe_departs_from_the_paper_only_where_documented() -> None:
     from cxrhash.config import TrainConfig
     from cxrhash.methods.attention_fusion import ATTENTION_FUSION, PAPER_PARAMS, recipe
 
-    default = recipe(TrainConfig(method="attention-fusion"))
+    default = recipe(TrainConfig(method="attention-fusion", optimizer="adam"))
     paper = recipe(TrainConfig(method="attention-fusion", method_params={"paper": 1}))
     assert {k for k in default if default[k] != paper[k]} == set(PAPER_PARAMS) | {"paper"}
     assert paper["margin_scale"] == 1.0 and paper["ramp_epochs"] == 0.0
@@ -172,3 +172,16 @@ def test_delay_trains_the_bce_alone_before_the_ramp_starts() -> None:
     # the loss itself: BCE alone inside the delay
     (total, parts), _, _ = _af_loss({"delay_epochs": 1.0}, at(0, 3))
     assert total.item() == pytest.approx(0.5 * parts["bce"])
+
+
+def test_default_delay_applies_to_adam_only_unless_given() -> None:
+    from cxrhash.config import TrainConfig
+    from cxrhash.methods.attention_fusion import recipe
+
+    def delay(optimizer: str, **params: float) -> float:
+        config = TrainConfig(method="attention-fusion", optimizer=optimizer, method_params=params)
+        return recipe(config)["delay_epochs"]
+
+    assert delay("adam") == 2.0 and delay("sgd") == 0.0
+    assert delay("sgd", delay_epochs=1.0) == 1.0 and delay("adam", delay_epochs=0.0) == 0.0
+    assert delay("adam", paper=1.0) == 0.0

@@ -319,3 +319,82 @@ def test_one_tiny_epoch_on_real_unlabelled_films(tmp_path: Path) -> None:
     assert math.isfinite(summary["final_loss"])
     spec = create_backbone("resnet18", weights=tmp_path / "backbone.pt")
     assert spec.out_channels == 256  # default stage 3 cut of the pretrained network
+
+
+# ---- k-NN probe ------------------------------------------------------------------------------
+
+
+def test_knn_balanced_accuracy_scores_each_class_equally() -> None:
+    from cxrhash.pretrain.probe import knn_balanced_accuracy
+
+    a, b = [1.0, 0.0], [0.0, 1.0]
+    near_a = F.normalize(torch.tensor([0.95, 0.05]), dim=0).tolist()
+    # five class-0 items around a, one class-1 item among them, two class-1 items at b
+    feats = F.normalize(torch.tensor([a, a, a, a, a, near_a, b, b]), dim=1)
+    labels = [0, 0, 0, 0, 0, 1, 1, 1]
+    # k = 1: the stray class-1 item's nearest other item is class 0; the two at b find each other
+    assert knn_balanced_accuracy(feats, labels, 1) == pytest.approx((1.0 + 2 / 3) / 2)
+    # k = 3: the items at b see one another and the stray item; class 1 still wins there
+    assert knn_balanced_accuracy(feats, labels, 3) == pytest.approx((1.0 + 2 / 3) / 2)
+    # perfectly separated classes score 1 whatever their sizes
+    feats = F.normalize(torch.tensor([a, a, a, a, a, b, b]), dim=1)
+    assert knn_balanced_accuracy(feats, [0] * 5 + [1] * 2, 1) == 1.0
+    with pytest.raises(ValueError):
+        knn_balanced_accuracy(feats[:1], [0], 1)
+
+
+def _labelled_dir(root: Path) -> Path:
+    paths = _write_pngs(root, 12)
+    rows = ["file,label"] + [f"{p.relative_to(root).as_posix()},{p.parent.name}" for p in paths]
+    rows.append("a/missing.png,a")  # listed but absent: skipped by training and probe alike
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_manifest_labels_reads_the_label_column(tmp_path: Path, png_dir: Path) -> None:
+    from cxrhash.pretrain.probe import manifest_labels
+
+    root = _labelled_dir(tmp_path / "labelled")
+    labels = manifest_labels(root)
+    assert labels[root / "a" / "img01.png"] == "a" and labels[root / "b" / "img00.png"] == "b"
+    assert len(labels) == 13
+    assert manifest_labels(png_dir) == {}  # no manifest at all
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "manifest.csv").write_text("file\nx.png\n")
+    assert manifest_labels(tmp_path / "plain") == {}  # no label column
+
+
+def test_pretraining_records_the_probe_and_keeps_it_across_resume(tmp_path: Path) -> None:
+    root = _labelled_dir(tmp_path / "labelled")
+    config = C2LConfig(backbone="test-cnn", **{**TINY, "epochs": 2, "batch_size": 4})
+    full = pretrain_c2l(config, root, tmp_path / "full", progress=False)
+    assert full["knn_probe_chance"] == 0.5
+    assert 0.0 <= full["knn_probe"] <= 1.0 and 0.0 <= full["knn_probe_init"] <= 1.0
+    history = json.loads((tmp_path / "full" / "history.json").read_text())
+    assert [h["knn_probe_init"] for h in history] == [full["knn_probe_init"]] * 2
+
+    pretrain_c2l(C2LConfig(backbone="test-cnn", **{**TINY, "batch_size": 4}), root,
+                 tmp_path / "split", progress=False)  # fmt: skip
+    split = pretrain_c2l(config, root, tmp_path / "split", resume=True, progress=False)
+    assert split["knn_probe_init"] == full["knn_probe_init"]  # saved, not recomputed
+    assert split["knn_probe"] == pytest.approx(full["knn_probe"])  # same weights, same score
+
+    off = pretrain_c2l(
+        C2LConfig(backbone="test-cnn", probe_images=0, **TINY), root, tmp_path / "off",
+        progress=False,
+    )  # fmt: skip
+    assert off["knn_probe"] is None
+    with pytest.raises(PretrainError, match="probe_images"):
+        C2LConfig(probe_images=-1)
+
+
+def test_cli_pretrain_sets_momentum_and_prints_the_probe(tmp_path: Path) -> None:
+    root = _labelled_dir(tmp_path / "labelled")
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", str(root), "--out", str(out), "--backbone", "test-cnn"]
+    args += ["--image-size", "32", "--batch-size", "4", "--queue", "16", "--epochs", "1"]
+    res = CliRunner().invoke(app, [*args, "--momentum", "0.99", "--temperature", "0.1", "-q"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["momentum"] == 0.99 and saved["temperature"] == 0.1
+    assert "k-NN probe" in res.output and "chance 0.500" in res.output

@@ -295,6 +295,20 @@ def pretrain(
     batch_size: Annotated[int | None, typer.Option(help="Default 64.")] = None,
     lr: Annotated[float | None, typer.Option(help="Initial SGD lr, cosine to 0 (0.03).")] = None,
     queue: Annotated[int | None, typer.Option(help="Negative keys kept (default 4096).")] = None,
+    momentum: Annotated[
+        float | None,
+        typer.Option(help="Key-encoder moving average m (default 0.999; 0.99 for short runs)."),
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Softmax temperature τ (default 0.2).")
+    ] = None,
+    probe_images: Annotated[
+        int | None,
+        typer.Option(
+            help="Images of the k-NN probe run after each epoch when manifest.csv has a "
+            "'label' column (default 600; 0 = off). Labels only watch, never train."
+        ),
+    ] = None,
     max_images: Annotated[
         int | None, typer.Option(help="Use a seeded random subset of this many images.")
     ] = None,
@@ -323,6 +337,9 @@ def pretrain(
         "batch_size": batch_size,
         "lr": lr,
         "queue": queue,
+        "momentum": momentum,
+        "temperature": temperature,
+        "probe_images": probe_images,
         "max_images": max_images,
         "seed": seed,
         "num_workers": workers,
@@ -346,6 +363,12 @@ def pretrain(
         f"({summary['images_per_second']:.1f} img/s); final loss {summary['final_loss']:.4f}; "
         f"skipped {summary['skipped_files']} unreadable images"
     )
+    if summary.get("knn_probe") is not None:
+        console.print(
+            f"k-NN probe (balanced accuracy on labelled films): {summary['knn_probe']:.3f} "
+            f"after training, {summary['knn_probe_init']:.3f} at initialisation, "
+            f"chance {summary['knn_probe_chance']:.3f}"
+        )
     console.print(
         f"backbone weights: {summary['backbone_weights']} → use with "
         f"`cxrhash train --backbone {config.backbone} --backbone-weights "

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cxrhash.models.backbones import BACKBONES, GreyInputAdapter, create_backbone
+from cxrhash.pretrain.probe import KnnProbe
 from cxrhash.pretrain.unlabeled import UnlabeledImages, collate_views
 from cxrhash.training.engine import (
     EngineSettings,
@@ -59,7 +60,7 @@ LOG = logging.getLogger(__name__)
 SGD_MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
 # Fields that may differ when a run is resumed (the rest fix the model, data or schedule).
-_RESUMABLE_CHANGES = ("epochs", "num_workers")
+_RESUMABLE_CHANGES = ("epochs", "num_workers", "probe_images")
 
 
 class PretrainError(TrainingError):
@@ -85,6 +86,8 @@ class C2LConfig:
         seed: seeds initialisation, image order, augmentation and mixup.
         num_workers: DataLoader worker processes.
         max_images: use a seeded random subset of this many images.
+        probe_images: size of the k-NN probe run after every epoch when the folder's
+            ``manifest.csv`` has a ``label`` column (``pretrain.probe``); 0 turns it off.
     """
 
     backbone: str = "resnet18"
@@ -101,6 +104,7 @@ class C2LConfig:
     seed: int = 0
     num_workers: int = 0
     max_images: int | None = None
+    probe_images: int = 600
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -119,13 +123,14 @@ class C2LConfig:
             "mixup_alpha": self.mixup_alpha >= 0,
             "num_workers": self.num_workers >= 0,
             "max_images": self.max_images is None or self.max_images >= 2,
+            "probe_images": self.probe_images >= 0,
         }
         bad = [f"{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
         if bad:
             raise PretrainError(
                 "invalid C2L settings: " + ", ".join(bad) + " (need image_size ≥ 8, epochs ≥ 1, "
                 "batch_size ≥ 2, lr > 0, dim ≥ 1, queue ≥ 1, 0 ≤ momentum < 1, temperature > 0, "
-                "mixup_alpha ≥ 0, num_workers ≥ 0, max_images ≥ 2)"
+                "mixup_alpha ≥ 0, num_workers ≥ 0, max_images ≥ 2, probe_images ≥ 0)"
             )
 
     @classmethod
@@ -343,8 +348,10 @@ class C2LTask:
 
     The engine runs SGD on the query encoder (the key encoder has no trainable
     parameters); after each step the task moves the key encoder by momentum and
-    enqueues the batch's keys. No validation: ``last.pt`` each epoch, and
-    ``backbone.pt`` at the end.
+    enqueues the batch's keys. ``last.pt`` each epoch, and ``backbone.pt`` at the end.
+    When the images carry labels, the k-NN probe of the query backbone (``pretrain.probe``)
+    is recorded after every epoch (``knn_probe``), beside its value at initialisation
+    (``knn_probe_init``) and chance (``knn_probe_chance``); it never selects a checkpoint.
     """
 
     kind: str = "c2l"
@@ -358,6 +365,10 @@ class C2LTask:
         self.fingerprint = dataset.fingerprint()
         self.skipped: set[str] = set()
         self._keys: Tensor | None = None
+        self.probe = KnnProbe.from_folder(
+            dataset.root, dataset.files, config.image_size, config.probe_images, config.seed
+        )
+        self.probe_init: float | None = None
 
     def prepare(self, run_dir: Path, saved: Mapping[str, Any] | None) -> None:
         if saved is not None:
@@ -373,7 +384,9 @@ class C2LTask:
         return collate_views(items)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, steps_per_epoch: int) -> None:
-        return None
+        if self.probe is not None and self.probe_init is None and epoch == 0:
+            assert isinstance(model, C2LModel)
+            self.probe_init = self.probe.score(model.encoder_q.backbone)
 
     def training_step(
         self, model: nn.Module, batch: dict[str, Any], device: torch.device
@@ -401,7 +414,16 @@ class C2LTask:
         self._keys = None
 
     def validate(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        return {}
+        if self.probe is None:
+            return {}
+        assert isinstance(model, C2LModel)
+        scores = {
+            "knn_probe": self.probe.score(model.encoder_q.backbone),
+            "knn_probe_chance": self.probe.chance,
+        }
+        if self.probe_init is not None:
+            scores["knn_probe_init"] = self.probe_init
+        return scores
 
     def checkpoint_extra(self, model: nn.Module) -> dict[str, Any]:
         return {
@@ -417,10 +439,11 @@ class C2LTask:
             )
 
     def state_dict(self) -> dict[str, Any]:
-        return {}  # the queue is a buffer of the model
+        return {"probe_init": self.probe_init}  # the queue is a buffer of the model
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        return None
+        value = state.get("probe_init")
+        self.probe_init = None if value is None else float(value)
 
     def finish(self, model: nn.Module, run_dir: Path) -> None:
         assert isinstance(model, C2LModel)
@@ -515,6 +538,9 @@ def pretrain_c2l(
         "images": len(dataset),
         "skipped_files": len(task.skipped),
         "final_loss": history[-1]["loss_total"] if history else float("nan"),
+        "knn_probe": history[-1].get("knn_probe") if history else None,
+        "knn_probe_init": task.probe_init,
+        "knn_probe_chance": None if task.probe is None else task.probe.chance,
         "images_per_second": result.images_per_second,
         "seconds": result.seconds,
     }

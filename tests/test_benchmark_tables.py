@@ -121,3 +121,37 @@ def test_search_page_keeps_the_rerank_section_when_rewritten(
     assert text.count(rerank.TITLE) == 1 and "second" in text and "first" not in text
     assert text.startswith("# Search\n\n## Targets")
     assert search.other_sections(page) == f"\n## {rerank.TITLE}\n\nsecond\n"
+
+
+def test_codes_summary_pairs_seeds_and_counts_seeds_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("codes_summary", None)
+    import codes_summary
+
+    def cell(method: str, seed: int, codes: float, lsh: float, share: float) -> None:
+        refs = {name: {"mAP": codes + 0.02} for name in (codes_summary.FLOAT, codes_summary.STORED)}
+        refs[codes_summary.LSH] = {"mAP": lsh}
+        refs[codes_summary.ASYM] = {"mAP": codes}
+        body = {
+            "method": method, "bits": 64, "seed": seed, "group": "main", "variant": "",
+            "metrics": {"strict": {"mAP": codes, "distinct_share": share}},
+            "references": {"strict": refs},
+        }  # fmt: skip
+        (tmp_path / "cells" / f"deep-{method}-64b-s{seed}.json").write_text(json.dumps(body))
+
+    (tmp_path / "cells").mkdir()
+    cell("attention-fusion", 0, 0.70, 0.69, 0.1)
+    cell("attention-fusion", 1, 0.60, 0.64, 0.3)
+    cell("hashnet", 0, 0.65, 0.60, 0.2)
+    cell("hashnet", 1, 0.62, 0.60, 0.2)
+    text = codes_summary.summary(codes_summary.load_cells(tmp_path))
+    af = next(line for line in text.splitlines() if line.startswith("| 64 | attention-fusion"))
+    # LSH: +0.01 and −0.04 → mean −0.015, std 0.025, ahead on 1 of 2 seeds
+    assert "-0.015 ± 0.025 (1/2 ahead)" in af and "0.200 ± 0.100" in af and "0.700, 0.600" in af
+    # attention-fusion − hashnet: +0.05 and −0.02
+    expected = "attention-fusion − hashnet at 64 bits, paired by seed: +0.015 ± 0.035 (1/2 ahead)"
+    assert expected in text

@@ -16,6 +16,14 @@ Steps (each skipped or resumed when already done, so re-running continues):
     python benchmarks/bench_all.py                      # everything
     python benchmarks/bench_all.py --only phantom       # one bench
     python benchmarks/bench_all.py --doc-only           # rebuild the document from finished reports
+    python benchmarks/bench_all.py --save-progress      # commit-able copy of the finished cells
+
+A bench longer than one sitting carries over to another machine or a clean checkout through
+``benchmarks/progress/NAME/`` (its ``bench.json``, the per-seed splits and the finished
+cells' result JSONs; no weights): ``--save-progress`` copies them there (safe while the bench
+runs), and every bench first restores whatever its run folder lacks from there, so the
+finished cells are skipped. Only benches on synthetic (phantom) films are carried:
+``PROGRESS_BENCHES``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 RUNS = REPO / "runs" / "bench"
 DOCS = REPO / "docs"
+PROGRESS = REPO / "benchmarks" / "progress"
+# Benches whose finished cells may be committed (phantom films only: their splits list
+# synthetic case ids, never a real film's).
+PROGRESS_BENCHES = ("phantom", "phantom-12-epochs", "phantom-cpu128")
 
 
 def run(cmd: list[str]) -> None:
@@ -91,6 +103,38 @@ def pretrain(epochs: int) -> Path | None:
     return weights
 
 
+def _carried_files(root: Path) -> list[Path]:
+    """The files of a bench folder that carry its progress, relative to ``root``."""
+    found = [Path("bench.json")] if (root / "bench.json").is_file() else []
+    found += [p.relative_to(root) for p in sorted((root / "splits").glob("seed*.json"))]
+    found += [p.relative_to(root) for p in sorted((root / "cells").glob("*.json"))]
+    return found
+
+
+def save_progress(name: str) -> int:
+    """Copy bench ``name``'s finished cells (and its settings and splits) to
+    ``benchmarks/progress/NAME``; returns how many cells it holds."""
+    src, dst = RUNS / name, PROGRESS / name
+    files = _carried_files(src)
+    for rel in files:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, dst / rel)
+    return sum(rel.parts[0] == "cells" for rel in files)
+
+
+def restore_progress(name: str) -> int:
+    """Copy into bench ``name``'s run folder what ``benchmarks/progress/NAME`` holds and the
+    folder lacks; returns how many cells were restored."""
+    src, dst = PROGRESS / name, RUNS / name
+    restored = 0
+    for rel in _carried_files(src):
+        if not (dst / rel).exists():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, dst / rel)
+            restored += rel.parts[0] == "cells"
+    return restored
+
+
 def _demote_headings(text: str) -> str:
     return re.sub(r"^(#+)", r"#\1", text, flags=re.MULTILINE)
 
@@ -144,9 +188,19 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--doc-only", action="store_true")
+    ap.add_argument(
+        "--save-progress",
+        action="store_true",
+        help="copy the finished cells to benchmarks/progress/ (to commit) and exit",
+    )
     args = ap.parse_args()
     specs = benches()
     names = [n for n in specs if args.only in (None, n)]
+    if args.save_progress:
+        for name in names:
+            if name in PROGRESS_BENCHES and (RUNS / name).is_dir():
+                print(f"{name}: {save_progress(name)} finished cells in {PROGRESS / name}")
+        return
     if not args.doc_only:
         needs_c2l = any(specs[n][2] for n in names)
         weights = pretrain(args.pretrain_epochs) if needs_c2l else None
@@ -157,6 +211,8 @@ def main() -> None:
         for name in names:
             t0 = time.perf_counter()
             data, extra, use_c2l = specs[name]
+            if name in PROGRESS_BENCHES and (restored := restore_progress(name)):
+                print(f"{name}: {restored} finished cells restored from {PROGRESS / name}")
             cmd = ["bench", "--data", data, "--out", str(RUNS / name), *extra]
             cmd += ["--jobs", str(args.jobs)]
             if weights is not None and use_c2l:

@@ -155,3 +155,37 @@ def test_codes_summary_pairs_seeds_and_counts_seeds_ahead(
     # attention-fusion − hashnet: +0.05 and −0.02
     expected = "attention-fusion − hashnet at 64 bits, paired by seed: +0.015 ± 0.035 (1/2 ahead)"
     assert expected in text
+
+
+def test_bench_progress_round_trips_finished_cells_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("bench_all", None)
+    import bench_all
+
+    monkeypatch.setattr(bench_all, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench_all, "PROGRESS", tmp_path / "progress")
+    run = tmp_path / "runs" / "phantom-cpu128"
+    for rel, text in {
+        "bench.json": "{}",
+        "splits/seed0.json": "split 0",
+        "cells/deep-a-64b-s0.json": "cell a",
+        "cells/deep-b-64b-s0.json": "cell b",
+        "cells/deep-c-64b-s0.error.txt": "failed",  # not a finished cell
+        "runs/deep-a-64b-s0/best.pt": "weights",  # never carried
+    }.items():
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text(text)
+    assert bench_all.save_progress("phantom-cpu128") == 2
+    saved = tmp_path / "progress" / "phantom-cpu128"
+    assert sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()) == [
+        "bench.json", "cells/deep-a-64b-s0.json", "cells/deep-b-64b-s0.json", "splits/seed0.json",
+    ]  # fmt: skip
+
+    (run / "cells" / "deep-a-64b-s0.json").unlink()
+    (run / "splits" / "seed0.json").write_text("newer split")
+    assert bench_all.restore_progress("phantom-cpu128") == 1
+    assert (run / "cells" / "deep-a-64b-s0.json").read_text() == "cell a"
+    assert (run / "splits" / "seed0.json").read_text() == "newer split"  # never overwritten
+    assert bench_all.restore_progress("phantom-cpu128") == 0

@@ -66,18 +66,13 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     )
 
 
-# The delay and ramp are set for a run of this many epochs (the CPU profiles' 12); a shorter
-# run shortens both in proportion, so a 4-epoch bench run still trains its codes at full weight.
-SCHEDULE_EPOCHS = 12
-
-
 def code_weight(
     context: LossContext | None, ramp_epochs: float, delay_epochs: float = 0.0
 ) -> float:
     """Weight of the code terms, per step: 0 for the first ``delay_epochs`` epochs (the BCE
     alone), then rising linearly to 1 over ``ramp_epochs`` (at once without a ramp); 1 when
-    neither is set or outside training. Runs under ``SCHEDULE_EPOCHS`` epochs shorten both
-    in proportion.
+    neither is set or outside training. In epochs, not in shares of the run, so a run
+    resumed with more ``--epochs`` follows the same schedule as an uninterrupted one.
 
     Per step, not per epoch, so the loss grows smoothly and the engine's
     divergence guard (a loss > 10 × its recent median) does not mistake the
@@ -85,11 +80,10 @@ def code_weight(
     """
     if (ramp_epochs <= 0 and delay_epochs <= 0) or context is None or context.epoch is None:
         return 1.0
-    shrink = min(1.0, context.epoch.epochs / SCHEDULE_EPOCHS)
-    done = context.epochs_done - shrink * max(delay_epochs, 0.0)
+    done = context.epochs_done - max(delay_epochs, 0.0)
     if done < 0:
         return 0.0
-    return 1.0 if ramp_epochs <= 0 else min(1.0, done / (shrink * ramp_epochs))
+    return 1.0 if ramp_epochs <= 0 else min(1.0, done / ramp_epochs)
 
 
 def recipe(config: TrainConfig) -> dict[str, float]:

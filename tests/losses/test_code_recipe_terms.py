@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from cxrhash.losses import attention_fusion_loss, contrastive_loss, pair_jaccard
-from cxrhash.losses.code_regularizers import bit_balance_loss, bit_decorrelation_loss
+from cxrhash.losses.code_regularizers import (
+    bit_balance_loss,
+    bit_decorrelation_loss,
+    feature_geometry_loss,
+)
 from cxrhash.models.hash_head import HashHead, straight_through_sign
 from cxrhash.models.output import HashOutput
 
@@ -182,3 +186,30 @@ def test_default_delay_applies_to_adam_only_unless_given() -> None:
     assert delay("adam") == 2.0 and delay("sgd") == 0.0
     assert delay("sgd", delay_epochs=1.0) == 1.0 and delay("adam", delay_epochs=0.0) == 0.0
     assert delay("adam", paper=1.0) == 0.0
+
+
+def test_geometry_is_zero_when_code_cosines_match_the_centred_embedding() -> None:
+    torch.manual_seed(0)
+    feats = torch.rand(16, 32) + 5.0  # ReLU-like: all positive, so centring matters
+    centred = feats - feats.mean(dim=0, keepdim=True)
+    rotation, _ = torch.linalg.qr(torch.randn(32, 32))
+    assert feature_geometry_loss(3.0 * centred @ rotation, feats).item() == pytest.approx(
+        0.0, abs=1e-5
+    )
+    # uncentred features have cosines near 1 everywhere: codes copying them are wrong
+    assert feature_geometry_loss(feats @ rotation, feats).item() > 0.1
+
+
+def test_geometry_counts_squared_hamming_error_per_bit_and_leaves_features_alone() -> None:
+    # two ±1 codes h bits apart have cos 1 − 2h/k; centred features of two films are antipodal
+    k, h = 16, 4
+    u = torch.ones(2, k)
+    u[1, :h] = -1.0
+    u.requires_grad_(True)
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    loss = feature_geometry_loss(u, feats)
+    # target cos −1, code cos 1 − 2h/k: error in cos 2 − 2h/k; (k/4)·error² = (k − h)²/k
+    assert loss.item() == pytest.approx((k - h) ** 2 / k)
+    loss.backward()
+    assert feats.grad is None
+    assert u.grad is not None and u.grad.abs().sum() > 0

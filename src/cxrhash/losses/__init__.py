@@ -7,7 +7,11 @@ from collections.abc import Callable
 from torch import Tensor
 
 from cxrhash.losses.classification import multilabel_bce
-from cxrhash.losses.code_regularizers import bit_balance_loss, bit_decorrelation_loss
+from cxrhash.losses.code_regularizers import (
+    bit_balance_loss,
+    bit_decorrelation_loss,
+    feature_geometry_loss,
+)
 from cxrhash.losses.contrastive import contrastive_loss, default_margin
 from cxrhash.losses.pairs import pair_jaccard, pair_levels, pair_similarity, upper_pairs
 from cxrhash.losses.quantization import quantization_regularizer
@@ -28,6 +32,7 @@ def attention_fusion_loss(
     graded: bool = False,
     balance: float = 0.0,
     decorrelation: float = 0.0,
+    geometry: float = 0.0,
     code_pairs: bool = False,
     clip_pairs: bool = False,
     pull_margin: float = 0.0,
@@ -44,7 +49,9 @@ def attention_fusion_loss(
     (``pair_jaccard``), so L_c pulls a pair with weight s and pushes it with
     weight 1 − s and partly similar films settle at distance ≈ (1 − s)·m.
     ``balance`` weights Σ_bits (batch mean of f)² and ``decorrelation`` the
-    mean squared correlation between bits (``losses.code_regularizers``).
+    mean squared correlation between bits (``losses.code_regularizers``);
+    ``geometry`` weights ``feature_geometry_loss`` (the codes' pair cosines
+    follow the detached float embedding's).
     ``code_pairs`` computes L_c on the binary codes sign(f) with the gradient
     passed straight through to f (``straight_through_sign``), so the distances
     the loss shapes are the Hamming distances the index ranks by (2·√hamming);
@@ -90,6 +97,10 @@ def attention_fusion_loss(
         l_d = bit_decorrelation_loss(out.hash)
         code_terms = code_terms + decorrelation * l_d
         parts["decorrelation"] = float(l_d.detach())
+    if geometry:
+        l_g = feature_geometry_loss(out.hash, out.features)
+        code_terms = code_terms + geometry * l_g
+        parts["geometry"] = float(l_g.detach())
     total = (code_terms if code_weight == 1.0 else code_weight * code_terms) + beta * l_cb
     if code_weight != 1.0:
         parts["code_weight"] = float(code_weight)

@@ -55,3 +55,27 @@ def variance_loss(u: Tensor) -> Tensor:
         return u.sum() * 0.0
     c = u - u.mean(dim=0, keepdim=True)
     return -(c.pow(2).sum()) / u.shape[0]
+
+
+def feature_geometry_loss(u: Tensor, features: Tensor) -> Tensor:
+    """(k/4) · mean over pairs i < j of (cos(u_i, u_j) − cos(c_i, c_j))², c = features centred.
+
+    Asks the codes' pair geometry to follow the float embedding's (detached, centred on the
+    batch mean as LSH centres it): for ±1 codes cos = 1 − 2·hamming/k, so the term is the mean
+    squared Hamming-distance error in bits divided by k. The label terms place the classes;
+    this one keeps the graded order inside and between them that a random projection of the
+    embedding keeps and class codewords drop.
+    """
+    b, k = u.shape
+    if b < 2:
+        return u.sum() * 0.0
+    c = features.detach() - features.detach().mean(dim=0, keepdim=True)
+    cu = nn_normalize(u) @ nn_normalize(u).T
+    cf = nn_normalize(c) @ nn_normalize(c).T
+    i, j = torch.triu_indices(b, b, offset=1, device=u.device)
+    return 0.25 * k * (cu[i, j] - cf[i, j]).pow(2).mean()
+
+
+def nn_normalize(x: Tensor) -> Tensor:
+    """Rows scaled to unit length (a zero row stays zero)."""
+    return torch.nn.functional.normalize(x, dim=1, eps=1e-8)

@@ -1,11 +1,15 @@
-"""Code-shape regularisers: bit balance, bit independence, smooth quantisation, variance."""
+"""Code-shape regularisers: bit balance, bit independence, smooth quantisation, variance,
+feature geometry."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from cxrhash.losses.pairs import upper_pairs
 
 
 def bit_balance_loss(u: Tensor) -> Tensor:
@@ -70,12 +74,6 @@ def feature_geometry_loss(u: Tensor, features: Tensor) -> Tensor:
     if b < 2:
         return u.sum() * 0.0
     c = features.detach() - features.detach().mean(dim=0, keepdim=True)
-    cu = nn_normalize(u) @ nn_normalize(u).T
-    cf = nn_normalize(c) @ nn_normalize(c).T
-    i, j = torch.triu_indices(b, b, offset=1, device=u.device)
-    return 0.25 * k * (cu[i, j] - cf[i, j]).pow(2).mean()
-
-
-def nn_normalize(x: Tensor) -> Tensor:
-    """Rows scaled to unit length (a zero row stays zero)."""
-    return torch.nn.functional.normalize(x, dim=1, eps=1e-8)
+    un, cn = F.normalize(u, dim=1, eps=1e-8), F.normalize(c, dim=1, eps=1e-8)
+    i, j = upper_pairs(b, device=u.device)
+    return 0.25 * k * ((un[i] * un[j]).sum(dim=1) - (cn[i] * cn[j]).sum(dim=1)).pow(2).mean()

@@ -73,7 +73,8 @@ def feature_geometry_loss(u: Tensor, features: Tensor) -> Tensor:
     b, k = u.shape
     if b < 2:
         return u.sum() * 0.0
-    c = features.detach() - features.detach().mean(dim=0, keepdim=True)
+    f = features.detach()
+    c = f - f.mean(dim=0, keepdim=True)
     un, cn = F.normalize(u, dim=1, eps=1e-8), F.normalize(c, dim=1, eps=1e-8)
     i, j = upper_pairs(b, device=u.device)
     return 0.25 * k * ((un[i] * un[j]).sum(dim=1) - (cn[i] * cn[j]).sum(dim=1)).pow(2).mean()

@@ -3,7 +3,8 @@
 Loss: L = L_c + α·L_r + β·L_cb (SPEC §1), pairs formed within the batch. The defaults
 depart from the paper by measurement (graded similarity of the finding sets, margin
 √(2k), bit balance, a pull that stops at 4 bits, with Adam 2 epochs of the BCE alone, then
-the code terms ramped in over 2 epochs; ``docs/design.md``); ``--param paper=1`` is the paper's.
+the code terms ramped in over 2 epochs, and after training the codes rotated by ITQ on the
+training films, ``models.code_rotation``; ``docs/design.md``); ``--param paper=1`` is the paper's.
 The hash layer's activation is ``config.hash_activation`` (``models.hash_head``);
 with ``tanh-continuation`` the epoch hook raises its scale β by HashNet's
 schedule (1 + γ·step)^power (parameters ``scale_gamma``, ``scale_power``).
@@ -40,6 +41,7 @@ DEFAULTS = {
     # D > 0: the first D epochs train the BCE alone, then the ramp starts; the default applies
     # to Adam only (with SGD it is 0 unless given; recipe())
     "delay_epochs": 2.0,
+    "itq": 1.0,  # 1: after training, rotate the codes by ITQ on the training films
     "paper": 0.0,  # 1: the paper's loss (PAPER_PARAMS) for every parameter not given explicitly
 }
 # The paper's loss (SPEC §1 with its suggested margin √k); the defaults above depart from it
@@ -51,6 +53,7 @@ PAPER_PARAMS = {
     "ramp_epochs": 0.0,
     "delay_epochs": 0.0,
     "balance": 0.0,
+    "itq": 0.0,
 }
 
 
@@ -152,5 +155,6 @@ ATTENTION_FUSION = register_method(
         defaults=DEFAULTS,
         on_epoch=on_epoch,
         takes_context=True,
+        rotates_codes=lambda config: bool(recipe(config)["itq"]),
     )
 )

@@ -77,6 +77,9 @@ class Method:
         paper_backbone: the backbone the method's paper uses; the ``paper``
             profile builds it unless ``--backbone`` is given (``None`` = the
             profile's own backbone).
+        rotates_codes: ``config -> bool``; when true the trainer fits the best
+            model's code rotation (``models.code_rotation``) on the training films
+            once training has ended.
     """
 
     name: str
@@ -89,6 +92,7 @@ class Method:
     uses_bank: Callable[[TrainConfig], bool] | None = None
     takes_context: bool = False
     paper_backbone: str | None = None
+    rotates_codes: Callable[[TrainConfig], bool] | None = None
 
     def params(self, config: TrainConfig) -> dict[str, float]:
         """The defaults overridden by ``config.method_params``; unknown names are errors."""

@@ -41,6 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cxrhash.models.code_rotation import CodeRotation
+
 HASH_ACTIVATIONS = (
     "identity",
     "tanh",
@@ -126,6 +128,9 @@ class HashLayer(nn.Linear):
 class HashHead(nn.Module):
     """features (B×D) → ``HashLayer`` (k units + activation) → classifier (k → C).
 
+    The relaxed codes it returns pass through ``rotation`` (a ``CodeRotation``: the
+    identity while training; fitted after training by methods that ask for it).
+
     Used by every hashing network (``AttentionFusionNet``, ``DeepHashNet``,
     ``SemanticAttentionNet``, ``SaliencyFusionNet``). ``scale`` is the
     continuation parameter methods raise epoch by epoch through ``set_scale``.
@@ -146,6 +151,7 @@ class HashHead(nn.Module):
         self.hash_layer = HashLayer(in_dim, bits, activation)
         self.classifier = nn.Linear(bits, num_classes)
         self.classify_codes = classify_codes
+        self.rotation = CodeRotation(bits)
 
     @property
     def activation(self) -> str:
@@ -162,7 +168,8 @@ class HashHead(nn.Module):
         self.hash_layer.set_scale(value)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """(relaxed codes f, classifier logits on f — or on sign(f) with ``classify_codes``).
+        """(relaxed codes (f − μ)·R, classifier logits on f — or on sign(f) with
+        ``classify_codes``); μ = 0 and R = I unless ``rotation`` was fitted.
 
         With ``classify_codes`` the classifier reads the binary code the index
         will store, sign(f), and its gradient reaches f straight through
@@ -170,7 +177,8 @@ class HashHead(nn.Module):
         code itself, not from the magnitudes of f.
         """
         f = self.hash_layer(features)
-        return f, self.classifier(straight_through_sign(f) if self.classify_codes else f)
+        logits = self.classifier(straight_through_sign(f) if self.classify_codes else f)
+        return self.rotation(f), logits
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any

@@ -33,6 +33,7 @@ from cxrhash.methods import METHODS, EpochInfo, Method
 from cxrhash.methods.base import LossContext
 from cxrhash.methods.code_bank import CodeBank
 from cxrhash.training.checkpoint import model_fingerprint
+from cxrhash.training.code_rotation import rotate_best_checkpoint
 from cxrhash.training.engine import (
     DivergenceError,
     EngineSettings,
@@ -163,9 +164,8 @@ class HashingTask:
         """Resolve the split and build the training, validation and validation-database sets."""
         config = self.config
         split = resolve_split(config, self.dataset, run_dir)
-        self._train = self.dataset.subset(split["train"]).with_image_size(
-            config.image_size, augment=config.augment
-        )
+        self._fit_set = self.dataset.subset(split["train"])  # unaugmented
+        self._train = self._fit_set.with_image_size(config.image_size, augment=config.augment)
         self.val_set = self.dataset.subset(split["val"])
         # A fixed, seeded sample of training images serves as the validation database.
         rng = np.random.default_rng(config.seed)
@@ -251,7 +251,15 @@ class HashingTask:
         return None
 
     def finish(self, model: nn.Module, run_dir: Path) -> None:
-        return None
+        """Fit the best model's code rotation when the method asks for it (``best.pt``
+        is rewritten with it; its statistics go to ``code_rotation.json``)."""
+        rotates = self.method.rotates_codes
+        best = run_dir / "best.pt"
+        if rotates is None or not rotates(self.config) or not best.exists():
+            return
+        rotate_best_checkpoint(
+            run_dir, model, self._fit_set, batch_size=self.config.batch_size, seed=self.config.seed
+        )
 
 
 def train(

@@ -389,3 +389,13 @@ def test_the_fixed_batch_exercises_every_branch() -> None:
     values = [v for row in lists["u"] for v in row]
     assert any(abs(v) > 1 for v in values) and any(abs(v) < 1 for v in values)
     assert any(math.isnan(v) for row in LABELS for v in row)
+
+
+@pytest.mark.parametrize(("flag", "mode"), [(0, "zeros"), (1, "replicate")])
+def test_attention_fusion_attention_padding_parameter(flag: int, mode: str) -> None:
+    config = TrainConfig(
+        method="attention-fusion", backbone="test-cnn", bits=8,
+        method_params={"attention_replicate": flag},
+    )  # fmt: skip
+    model = METHODS.get("attention-fusion").build_model(config, 3)
+    assert model.attention.fuse.padding_mode == mode

@@ -74,3 +74,19 @@ def test_output_in_open_interval_and_bad_descriptors():
     for bad in [(), ("maxp", "maxp"), ("mean",)]:
         with pytest.raises(ValueError, match="descriptors"):
             SpatialAttention(bad)
+
+
+def test_replicate_padding_gives_a_constant_input_a_constant_map():
+    """With zero padding a featureless map still marks its border; replication does not."""
+    torch.manual_seed(0)
+    fp = torch.full((1, 4, 8, 8), 0.7)
+    zeros = SpatialAttention()
+    replicate = SpatialAttention(padding="replicate")
+    replicate.load_state_dict(zeros.state_dict())  # same weights, only the padding differs
+    with torch.no_grad():
+        m_zero, m_rep = zeros(fp)[0, 0], replicate(fp)[0, 0]
+    assert torch.allclose(m_rep, m_rep[0, 0].expand_as(m_rep), atol=1e-6)
+    assert not torch.allclose(m_zero[0, 0], m_zero[4, 4])  # a corner differs from the centre
+    assert torch.allclose(m_rep[4, 4], m_zero[4, 4])  # interior cells agree
+    with pytest.raises(ValueError, match="padding"):
+        SpatialAttention(padding="reflect-ish")

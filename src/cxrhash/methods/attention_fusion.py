@@ -35,6 +35,7 @@ DEFAULTS = {
     "code_pairs": 0.0,  # 1: L_c on sign(f), gradient straight through
     "clip_pairs": 0.0,  # 1: L_c on clamp(f, −1, 1)
     "classify_codes": 0.0,  # 1: the BCE classifier reads sign(f), gradient straight through
+    "attention_replicate": 0.0,  # 1: the attention's 3×3 fusion conv pads by replication
     "margin_scale": 2.0,  # m = √(margin_scale·k) unless --margin sets m itself
     "pull_bits": 4.0,  # h > 0: similar pairs are pulled only to within D = 2√h (h bits apart)
     "ramp_epochs": 2.0,  # R > 0: the code terms' weight rises linearly from 0 to 1 over R epochs
@@ -59,6 +60,7 @@ PAPER_PARAMS = {
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     """The attention-fusion network for ``config`` (backbone, bits, ablation variant)."""
+    params = ATTENTION_FUSION.params(config)
     return AttentionFusionNet(
         bits=config.bits,
         num_classes=num_classes,
@@ -67,7 +69,8 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
         variant=config.variant,
         backbone_weights=config.backbone_weights,
         hash_activation=config.hash_activation,
-        classify_codes=bool(ATTENTION_FUSION.params(config)["classify_codes"]),
+        classify_codes=bool(params["classify_codes"]),
+        attention_padding="replicate" if params["attention_replicate"] else "zeros",
     )
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 DESCRIPTORS = ("maxp", "avgp", "max")
+PADDINGS = ("zeros", "replicate")
 
 
 class SpatialAttention(nn.Module):
@@ -23,9 +24,15 @@ class SpatialAttention(nn.Module):
     shared per-position MLP (1×1 conv 1→hidden→1 with ReLU) process each of them.
     Ablations pass fewer descriptors: ``("max",)`` is "without F_maxP + F_avgP",
     ``("maxp", "avgp")`` is "without F_max".
+
+    ``padding`` is the 3×3 fusion convolution's padding mode: ``"zeros"`` (the paper's
+    unstated default) gives border cells a signal interior cells lack;
+    ``"replicate"`` does not (``docs/benchmarks-notes.md``, "Issue #10", the pointing game).
     """
 
-    def __init__(self, descriptors: tuple[str, ...] = DESCRIPTORS, hidden: int = 8) -> None:
+    def __init__(
+        self, descriptors: tuple[str, ...] = DESCRIPTORS, hidden: int = 8, padding: str = "zeros"
+    ) -> None:
         super().__init__()
         unknown = [d for d in descriptors if d not in DESCRIPTORS]
         if not descriptors or unknown or len(set(descriptors)) != len(descriptors):
@@ -38,7 +45,9 @@ class SpatialAttention(nn.Module):
         self.mlp = nn.Sequential(
             nn.Conv2d(1, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1)
         )
-        self.fuse = nn.Conv2d(len(self.descriptors), 1, 3, padding=1)
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        self.fuse = nn.Conv2d(len(self.descriptors), 1, 3, padding=1, padding_mode=padding)
 
     def describe(self, fp: Tensor) -> list[Tensor]:
         """The active descriptors of F' (B×K×h×w), each B×1×h×w, in ``self.descriptors`` order."""

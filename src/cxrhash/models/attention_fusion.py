@@ -50,7 +50,8 @@ class AttentionFusionNet(HashModel):
     ``None``); ``"local-only"`` (no global branch).
 
     ``refine_width`` is the channel width inside each ``FeatureRefinement``
-    (256 by default; tiny test configurations shrink it).
+    (256 by default; tiny test configurations shrink it); ``attention_padding`` the
+    padding mode of the attention's fusion convolution (``SpatialAttention``).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class AttentionFusionNet(HashModel):
         hash_activation: str = "identity",
         classify_codes: bool = False,
         refine_width: int = 256,
+        attention_padding: str = "zeros",
     ) -> None:
         super().__init__()
         if variant not in _VARIANT_LAYOUT:
@@ -95,7 +97,7 @@ class AttentionFusionNet(HashModel):
         self.attention: SpatialAttention | None = None
         self.refine_local: FeatureRefinement | None = None
         if descriptors is not None:
-            self.attention = SpatialAttention(descriptors)
+            self.attention = SpatialAttention(descriptors, padding=attention_padding)
             self.refine_local = FeatureRefinement(spec.out_channels, BRANCH_DIM, refine_width)
         fused_dim = BRANCH_DIM * (int(use_global) + int(descriptors is not None))
         self.fc = nn.Sequential(nn.Linear(fused_dim, fc_dim), nn.ReLU(inplace=True))

@@ -87,10 +87,11 @@ def one_run(
     return facts
 
 
-def pointing(run_dir: Path, data_dir: Path) -> dict:
-    """Pointing game of the run's attention on the lesion masks of its query films (cached):
-    any lesion, masses and nodules, and each finding alone (key ``finding: NAME``)."""
-    cache = run_dir / "pointing.json"
+def pointing(run_dir: Path, data_dir: Path, heatmap: str = "attention") -> dict:
+    """Pointing game of the run's heat-map (``attention`` or ``gradcam``) on the lesion masks
+    of its query films (cached per kind): any lesion, masses and nodules, and each finding
+    alone (key ``finding: NAME``)."""
+    cache = run_dir / ("pointing.json" if heatmap == "attention" else f"pointing-{heatmap}.json")
     if cache.exists():
         cached = json.loads(cache.read_text())
         if any(k.startswith("finding: ") for k in cached):
@@ -122,7 +123,7 @@ def pointing(run_dir: Path, data_dir: Path) -> dict:
         *((f"finding: {n}", [i]) for i, n in enumerate(names)),
     ]
     for key, sel in selections:
-        r = pointing_game(model, images, m[:, sel])
+        r = pointing_game(model, images, m[:, sel], heatmap=heatmap)
         out[key] = {"hit_rate": r.hit_rate, "chance_rate": r.chance_rate, "n": r.n_images}
     cache.write_text(json.dumps(out, indent=2))
     return out

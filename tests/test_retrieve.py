@@ -96,3 +96,19 @@ def test_float_store_keeps_each_films_outputs_and_reranks_queries(
         assert (found[1].hits[0].score is None) == (mode == "none")
     with pytest.raises(IndexMismatchError, match="--store-floats"):
         build_index(checkpoint, ds, tmp_path / "idx", store_floats=False, progress=False)
+
+
+def test_gradcam_heatmap_leaves_the_hits_alone(phantom_dir: Path, checkpoint: Path, tmp_path: Path):
+    ds = open_dataset(f"phantom:{phantom_dir}", 32)
+    build_index(checkpoint, ds.subset(np.arange(30)), tmp_path / "idx", progress=False)
+    paths = [Path(str(ds.paths[i])) for i in (0, 3)]
+    attention = search_images(paths, tmp_path / "idx", k=5)
+    gradcam = search_images(paths, tmp_path / "idx", k=5, heatmap="gradcam")
+    for a, g in zip(attention, gradcam, strict=True):
+        assert [h.case_id for h in a.hits] == [h.case_id for h in g.hits]
+        assert (a.heatmap, g.heatmap) == ("attention", "gradcam")
+        assert g.attention is not None and (g.attention >= 0).all()
+        assert g.attention.shape == a.attention.shape  # both on the stage-3 map
+        assert a.predicted == g.predicted
+    with pytest.raises(ValueError, match="heat-map must be one of"):
+        search_images(paths, tmp_path / "idx", heatmap="lesions")

@@ -8,7 +8,7 @@ from PIL import Image
 
 from cxrhash.index.store import SearchHit
 from cxrhash.retrieve import QueryResult
-from cxrhash.visualize import HEATMAP_NOTE, attention_overlay, plot_retrieval
+from cxrhash.visualize import HEATMAP_NOTES, NOT_A_DETECTOR, attention_overlay, plot_retrieval
 
 
 def test_overlay_is_upsampled_and_scaled_to_unit_range() -> None:
@@ -43,4 +43,5 @@ def test_figure_has_one_row_per_query_and_names_the_heatmap(
     with Image.open(out) as im:
         w, h = im.size
     assert h > w * 0.3 and w > h  # two rows of five panels
-    assert HEATMAP_NOTE in texts and "not a lesion detector" in HEATMAP_NOTE
+    note = HEATMAP_NOTES["attention"] + NOT_A_DETECTOR
+    assert note in texts and "not a lesion detector" in note

@@ -566,8 +566,17 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[
-        Path | None, typer.Option(help="Write a PNG: query, attention heat-map, top hits.")
+        Path | None, typer.Option(help="Write a PNG: query, its heat-map, top hits.")
     ] = None,
+    heatmap: Annotated[
+        str,
+        typer.Option(
+            help="The query's heat-map in --plot: 'attention' (the network's own attention "
+            "map, default) or 'gradcam' (Grad-CAM of the findings it predicts; on phantom "
+            "films its peak falls on a lesion more often than the attention's). Neither is "
+            "a lesion detector: docs/benchmarks-notes.md."
+        ),
+    ] = "attention",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Top-k most similar indexed cases for each query image, with findings and distance."""
@@ -575,7 +584,13 @@ def search(
     from cxrhash.retrieve import search_images
 
     results = search_images(
-        images, index_dir, k=k, checkpoint=checkpoint, rerank=rerank, shortlist=shortlist
+        images,
+        index_dir,
+        k=k,
+        checkpoint=checkpoint,
+        rerank=rerank,
+        shortlist=shortlist,
+        heatmap=heatmap,
     )
     if as_json:
         print(json.dumps([_result_json(r) for r in results], indent=2))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.images import load_image, resize_square
@@ -20,6 +20,7 @@ from cxrhash.index.codes import pack_codes
 from cxrhash.index.rerank import check_mode
 from cxrhash.index.shards import write_json_atomic
 from cxrhash.index.store import HashIndex, SearchHit
+from cxrhash.models.heatmaps import check_heatmap, query_heatmaps
 from cxrhash.models.output import HashOutput
 from cxrhash.training.checkpoint import load_model
 
@@ -194,13 +195,15 @@ def _append_encoded(
 
 @dataclass
 class QueryResult:
-    """The hits for one query image, with its attention map for the heat-map."""
+    """The hits for one query image, with its heat-map (``heatmap`` says which kind:
+    one of ``models.heatmaps.HEATMAPS``)."""
 
     path: str
     hits: list[SearchHit]
     image: np.ndarray
     attention: np.ndarray | None
     predicted: dict[str, float]
+    heatmap: str = "attention"
 
 
 def resolve_checkpoint(index_dir: Path, checkpoint: Path | None) -> Path:
@@ -217,14 +220,14 @@ def resolve_checkpoint(index_dir: Path, checkpoint: Path | None) -> Path:
 
 
 def encode_images(
-    model: nn.Module, paths: list[Path], image_size: int
-) -> tuple[np.ndarray, list[np.ndarray], HashOutput]:
-    """Encode query image files (PNG/JPEG/DICOM); errors name the file."""
+    model: nn.Module, paths: list[Path], image_size: int, heatmap: str = "attention"
+) -> tuple[np.ndarray, list[np.ndarray], HashOutput, Tensor | None]:
+    """Encode query image files (PNG/JPEG/DICOM) and compute their heat-maps of kind
+    ``heatmap``; errors name the file."""
     images = [resize_square(load_image(p), image_size) for p in paths]
     x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
-    with torch.no_grad():
-        out = model(x)
-    return pack_codes(out.hash.float().numpy() >= 0), images, out
+    out, maps = query_heatmaps(model, x, heatmap)
+    return pack_codes(out.hash.float().numpy() >= 0), images, out, maps
 
 
 def search_images(
@@ -235,8 +238,10 @@ def search_images(
     checkpoint: Path | None = None,
     rerank: str = DEFAULT_RERANK,
     shortlist: int | None = None,
+    heatmap: str = "attention",
 ) -> list[QueryResult]:
-    """Top-``k`` neighbours of each query image in the index.
+    """Top-``k`` neighbours of each query image in the index, with each query's heat-map
+    (``heatmap``: the network's ``attention`` or ``gradcam``, ``models.heatmaps``).
 
     ``rerank``: ``none`` (Hamming order, ties by id), ``asymmetric`` (the
     ``shortlist`` Hamming-nearest re-ranked by ⟨f_q, b⟩ against their codes) or
@@ -244,10 +249,13 @@ def search_images(
     with ``store_floats``); see :mod:`cxrhash.index.rerank`.
     """
     check_mode(rerank)
+    check_heatmap(heatmap)
     ckpt = resolve_checkpoint(index_dir, checkpoint)
     model, payload = load_model(ckpt)
     with HashIndex.open(index_dir, model_id=payload["model_id"]) as index:
-        codes, images, out = encode_images(model, paths, payload["config"]["image_size"])
+        codes, images, out, maps = encode_images(
+            model, paths, payload["config"]["image_size"], heatmap
+        )
         hits = index.search(
             codes,
             k,
@@ -258,7 +266,7 @@ def search_images(
     probs = torch.sigmoid(out.logits).numpy()
     results = []
     for i, p in enumerate(paths):
-        att = out.attention[i, 0].numpy() if out.attention is not None else None
+        att = maps[i, 0].numpy() if maps is not None else None
         pred = {n: float(v) for n, v in zip(payload["label_names"], probs[i], strict=True)}
-        results.append(QueryResult(str(p), hits[i], images[i], att, pred))
+        results.append(QueryResult(str(p), hits[i], images[i], att, pred, heatmap))
     return results

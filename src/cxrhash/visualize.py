@@ -7,12 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrhash.models.heatmaps import HEATMAP_TITLES
 from cxrhash.retrieve import QueryResult
 
-HEATMAP_NOTE = (
-    "Heat-map: the network's spatial attention (where it weighted the image's features for "
-    "the code), scaled min-max per image. It is not a lesion detector: how often its peak "
-    "falls on a lesion is measured in docs/results.md (pointing game)."
+HEATMAP_NOTES = {
+    "attention": "Heat-map: the network's spatial attention (where it weighted the image's "
+    "features for the code), scaled min-max per image.",
+    "gradcam": "Heat-map: Grad-CAM of the findings the network predicts (where the evidence "
+    "for them lies in its feature map), scaled min-max per image.",
+}
+NOT_A_DETECTOR = (
+    " It is not a lesion detector: how often its peak falls on a lesion is measured in "
+    "docs/benchmarks-notes.md (pointing game)."
 )
 
 
@@ -35,7 +41,7 @@ def plot_retrieval(
     top: int = 5,
     query_findings: list[str] | None = None,
 ) -> Path:
-    """One row per query: the query, its attention heat-map, then the top hits.
+    """One row per query: the query, its heat-map (attention or Grad-CAM), then the top hits.
 
     Args:
         results: output of :func:`cxrhash.retrieve.search_images`.
@@ -62,7 +68,8 @@ def plot_retrieval(
         ax.imshow(res.image, cmap="gray", vmin=0, vmax=1)
         if res.attention is not None:
             ax.imshow(attention_overlay(res.attention, res.image.shape[0]), cmap="jet", alpha=0.45)
-            ax.set_title("network attention\n(not a lesion finder)", fontsize=7)
+            title = HEATMAP_TITLES[res.heatmap].replace(" of ", "\nof ", 1)
+            ax.set_title(f"{title}\n(not a lesion finder)", fontsize=7)
         else:
             ax.set_title("(no attention:\nglobal-only)", fontsize=7)
         for c, hit in enumerate(res.hits[:top]):
@@ -75,7 +82,9 @@ def plot_retrieval(
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout(rect=(0, 0.06 / n_rows, 1, 1))
-    fig.text(0.01, 0.005, HEATMAP_NOTE, fontsize=6, wrap=True, va="bottom")
+    kinds = dict.fromkeys(res.heatmap for res in results if res.attention is not None)
+    note = " ".join(HEATMAP_NOTES[k] for k in kinds) + NOT_A_DETECTOR if kinds else ""
+    fig.text(0.01, 0.005, note, fontsize=6, wrap=True, va="bottom")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)

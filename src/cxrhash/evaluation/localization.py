@@ -1,4 +1,4 @@
-"""Does the attention map look at the lesion? A pointing game on phantom masks."""
+"""Does the heat-map look at the lesion? A pointing game on phantom masks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cxrhash.models.heatmaps import query_heatmaps
 
 
 @dataclass
@@ -40,14 +42,17 @@ def pointing_game(
     masks: np.ndarray,
     *,
     batch_size: int = 64,
+    heatmap: str = "attention",
 ) -> PointingResult:
-    """Score attention peaks against lesion masks.
+    """Score heat-map peaks against lesion masks.
 
     Args:
-        model: a network whose output has an ``attention`` map (B×1×h×w).
+        model: a network whose output has an ``attention`` map (B×1×h×w), or any network
+            with a backbone for ``heatmap="gradcam"``.
         images: N×S×S float images in [0, 1] at the model's input size.
         masks: N×F×S×S boolean lesion masks (any finding counts); images without
             any lesion are left out.
+        heatmap: one of ``models.heatmaps.HEATMAPS``.
 
     Raises:
         ValueError: the model has no attention map (e.g. the ``global-only`` variant).
@@ -62,10 +67,10 @@ def pointing_game(
     for start in range(0, len(keep), batch_size):
         idx = keep[start : start + batch_size]
         x = torch.from_numpy(images[idx, None].astype(np.float32))
-        out = model(x)
-        if out.attention is None:
+        _, maps = query_heatmaps(model, x, heatmap)
+        if maps is None:
             raise ValueError("this model has no attention map (global-only variant?)")
-        peaks = attention_peaks(out.attention, size)
+        peaks = attention_peaks(maps, size)
         hits.extend(bool(union[i, r, c]) for i, (r, c) in zip(idx, peaks, strict=True))
     chance = float(union[keep].mean())
     return PointingResult(float(np.mean(hits)), chance, len(keep))

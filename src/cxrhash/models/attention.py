@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal, cast
+
 import torch
 from torch import Tensor, nn
 
 DESCRIPTORS = ("maxp", "avgp", "max")
 PADDINGS = ("zeros", "replicate")
+Padding = Literal["zeros", "replicate"]
 
 
 class SpatialAttention(nn.Module):
@@ -47,7 +50,8 @@ class SpatialAttention(nn.Module):
         )
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-        self.fuse = nn.Conv2d(len(self.descriptors), 1, 3, padding=1, padding_mode=padding)
+        mode = cast(Padding, padding)
+        self.fuse = nn.Conv2d(len(self.descriptors), 1, 3, padding=1, padding_mode=mode)
 
     def describe(self, fp: Tensor) -> list[Tensor]:
         """The active descriptors of F' (B×K×h×w), each B×1×h×w, in ``self.descriptors`` order."""

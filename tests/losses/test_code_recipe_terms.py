@@ -175,7 +175,7 @@ def test_delay_trains_the_bce_alone_before_the_ramp_starts() -> None:
     assert total.item() == pytest.approx(0.5 * parts["bce"])
 
 
-def test_default_delay_applies_to_adam_only_unless_given() -> None:
+def test_default_delay_applies_to_every_optimiser_unless_given() -> None:
     from cxrhash.config import TrainConfig
     from cxrhash.methods.attention_fusion import recipe
 
@@ -183,7 +183,7 @@ def test_default_delay_applies_to_adam_only_unless_given() -> None:
         config = TrainConfig(method="attention-fusion", optimizer=optimizer, method_params=params)
         return recipe(config)["delay_epochs"]
 
-    assert delay("adam") == 2.0 and delay("sgd") == 0.0
+    assert delay("adam") == 2.0 and delay("sgd") == 2.0
     assert delay("sgd", delay_epochs=1.0) == 1.0 and delay("adam", delay_epochs=0.0) == 0.0
     assert delay("adam", paper=1.0) == 0.0
 

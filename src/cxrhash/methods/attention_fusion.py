@@ -2,7 +2,7 @@
 
 Loss: L = L_c + α·L_r + β·L_cb (SPEC §1), pairs formed within the batch. The defaults
 depart from the paper by measurement (graded similarity of the finding sets, margin
-√(2k), bit balance, a pull that stops at 4 bits, with Adam 2 epochs of the BCE alone, then
+√(2k), bit balance, a pull that stops at 4 bits, 2 epochs of the BCE alone, then
 the code terms ramped in over 2 epochs, and after training the codes rotated by ITQ on the
 training films, ``models.code_rotation``; ``docs/design.md``); ``--param paper=1`` is the paper's.
 The hash layer's activation is ``config.hash_activation`` (``models.hash_head``);
@@ -39,8 +39,7 @@ DEFAULTS = {
     "margin_scale": 2.0,  # m = √(margin_scale·k) unless --margin sets m itself
     "pull_bits": 4.0,  # h > 0: similar pairs are pulled only to within D = 2√h (h bits apart)
     "ramp_epochs": 2.0,  # R > 0: the code terms' weight rises linearly from 0 to 1 over R epochs
-    # D > 0: the first D epochs train the BCE alone, then the ramp starts; the default applies
-    # to Adam only (with SGD it is 0 unless given; recipe())
+    # D > 0: the first D epochs train the BCE alone, then the ramp starts (any optimiser)
     "delay_epochs": 2.0,
     "itq": 1.0,  # 1: after training, rotate the codes by ITQ on the training films
     "paper": 0.0,  # 1: the paper's loss (PAPER_PARAMS) for every parameter not given explicitly
@@ -97,16 +96,13 @@ def code_weight(
 def recipe(config: TrainConfig) -> dict[str, float]:
     """The method's parameters: defaults, or the paper's with ``paper=1``, then explicit ones.
 
-    The default delay applies to Adam only: with Adam the BCE learns the findings within an
-    epoch and, without the delay, the code terms collapse the codes first (128 px); with
-    SGD the BCE learns slowly and the delay only takes epochs from the codes
-    (``docs/design.md``).
+    The default delay (the BCE alone for 2 epochs) applies with every optimiser: without it
+    the code terms can hold the network at the label prior before it has learned the
+    findings, with Adam at 128 px and with SGD at 64 px and 64 bits (``docs/design.md``).
     """
     p = ATTENTION_FUSION.params(config)
     if p["paper"]:
         p.update({k: v for k, v in PAPER_PARAMS.items() if k not in config.method_params})
-    elif "delay_epochs" not in config.method_params and config.optimizer != "adam":
-        p["delay_epochs"] = 0.0
     return p
 
 

@@ -173,7 +173,8 @@ def test_train_resume_refuses_changed_options_and_takes_more_epochs(
 ) -> None:
     run = tmp_path / "run"
     base = ["train", "--data", f"phantom:{phantom_dir}", "--out", str(run)]
-    _ok([*base, "--profile", "test", "--epochs", "1", "--split-fractions", SPLIT])
+    first = _ok([*base, "--profile", "test", "--epochs", "1", "--split-fractions", SPLIT])
+    assert "codes rotated by ITQ on" in " ".join(first.split())  # attention-fusion's default
     saved = json.loads((run / "config.json").read_text())
     assert saved["split_fractions"]["train"] == 0.7
     bad = runner.invoke(app, [*base, "--resume", "--bits", "32", "--lr", "0.5"])

@@ -260,6 +260,14 @@ def train(
         f"{result.best_score:.4f} at epoch {result.best_epoch}; peak memory "
         f"{result.peak_memory_mb:.0f} MiB; skipped {len(result.skipped)} unreadable images"
     )
+    rotation = out / "code_rotation.json"
+    if rotation.exists():
+        r = json.loads(rotation.read_text())
+        console.print(
+            f"codes rotated by ITQ on {r['films']} training films: one-signed bits "
+            f"{r['one_signed_bits_before']} → {r['one_signed_bits_after']}, distinct codes "
+            f"{r['distinct_share_before']:.1%} → {r['distinct_share_after']:.1%} of the films"
+        )
     console.print(f"checkpoints: {out / 'best.pt'}, {out / 'last.pt'}")
 
 

@@ -77,3 +77,19 @@ def test_the_classifier_reads_the_unrotated_outputs() -> None:
     rotated, logits_after = head(x)
     assert torch.allclose(logits, logits_after)
     assert not torch.allclose(f, rotated)
+
+
+@pytest.mark.parametrize(
+    ("mean", "matrix", "message"),
+    [
+        (torch.zeros(6), 2 * torch.eye(6), "not orthogonal"),
+        (torch.full((6,), float("nan")), torch.eye(6), "non-finite"),
+    ],
+)
+def test_a_stored_rotation_set_would_refuse_does_not_load(
+    mean: torch.Tensor, matrix: torch.Tensor, message: str
+) -> None:
+    state = HashHead(10, 6, 3, "tanh").state_dict()
+    state["rotation.mean"], state["rotation.matrix"] = mean, matrix
+    with pytest.raises(ValueError, match=message):
+        HashHead(10, 6, 3, "tanh").load_state_dict(state)

@@ -13,8 +13,9 @@ from cxrhash.config import make_config
 from cxrhash.data.readers import open_dataset
 from cxrhash.encode import encode_dataset
 from cxrhash.methods import METHODS
-from cxrhash.training.checkpoint import load_model, model_fingerprint
+from cxrhash.training.checkpoint import CheckpointError, load_model, model_fingerprint
 from cxrhash.training.code_rotation import code_stats, fit_code_rotation, hash_head
+from cxrhash.training.engine import load_state, save_checkpoint
 from cxrhash.training.trainer import train
 
 
@@ -68,3 +69,9 @@ def test_training_writes_the_rotation_into_best_pt(
     if itq:
         stats = json.loads((run / "code_rotation.json").read_text())
         assert stats["films"] > 0 and 0 < stats["distinct_share_after"] <= 1
+        # a tampered checkpoint whose rotation is no rotation: one clear error, naming the file
+        state = load_state(run / "best.pt", "hashing")
+        state["model"]["head.rotation.matrix"] *= 3.0
+        save_checkpoint(run / "best.pt", state)
+        with pytest.raises(CheckpointError, match="best.pt.*not orthogonal"):
+            load_model(run)

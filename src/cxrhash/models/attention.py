@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,10 @@ class SpatialAttention(nn.Module):
     """
 
     def __init__(
-        self, descriptors: tuple[str, ...] = DESCRIPTORS, hidden: int = 8, padding: str = "zeros"
+        self,
+        descriptors: tuple[str, ...] = DESCRIPTORS,
+        hidden: int = 8,
+        padding: Padding = "zeros",
     ) -> None:
         super().__init__()
         unknown = [d for d in descriptors if d not in DESCRIPTORS]
@@ -50,8 +53,7 @@ class SpatialAttention(nn.Module):
         )
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-        mode = cast(Padding, padding)
-        self.fuse = nn.Conv2d(len(self.descriptors), 1, 3, padding=1, padding_mode=mode)
+        self.fuse = nn.Conv2d(len(self.descriptors), 1, 3, padding=1, padding_mode=padding)
 
     def describe(self, fp: Tensor) -> list[Tensor]:
         """The active descriptors of F' (B×K×h×w), each B×1×h×w, in ``self.descriptors`` order."""

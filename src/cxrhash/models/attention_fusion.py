@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cxrhash.models.attention import DESCRIPTORS, SpatialAttention
+from cxrhash.models.attention import DESCRIPTORS, Padding, SpatialAttention
 from cxrhash.models.backbones import create_backbone
 from cxrhash.models.hash_head import HASH_ACTIVATIONS, HashHead
 from cxrhash.models.output import HashModel, HashOutput
@@ -67,7 +67,7 @@ class AttentionFusionNet(HashModel):
         hash_activation: str = "identity",
         classify_codes: bool = False,
         refine_width: int = 256,
-        attention_padding: str = "zeros",
+        attention_padding: Padding = "zeros",
     ) -> None:
         super().__init__()
         if variant not in _VARIANT_LAYOUT:

@@ -42,9 +42,16 @@ class CodeRotation(nn.Module):
 
     def set(self, mean: Tensor, matrix: Tensor) -> None:
         """Use μ = ``mean`` and R = ``matrix`` (k×k, orthogonal within 1e-4)."""
-        k = self.mean.shape[0]
         mean = torch.as_tensor(mean, dtype=self.mean.dtype)
         matrix = torch.as_tensor(matrix, dtype=self.matrix.dtype)
+        self._validate(mean, matrix)
+        self.mean.copy_(mean)
+        self.matrix.copy_(matrix)
+        self._check_fitted()
+
+    def _validate(self, mean: Tensor, matrix: Tensor) -> None:
+        """A ``ValueError`` unless ``mean`` (k) and ``matrix`` (k×k) are finite and orthogonal."""
+        k = self.mean.shape[0]
         if mean.shape != (k,) or matrix.shape != (k, k):
             raise ValueError(
                 f"a rotation of {k} bits needs a mean of shape ({k},) and a {k}×{k} matrix; "
@@ -52,12 +59,9 @@ class CodeRotation(nn.Module):
             )
         if not (torch.isfinite(mean).all() and torch.isfinite(matrix).all()):
             raise ValueError("the code rotation holds non-finite values")
-        gram = matrix.T @ matrix
+        gram = matrix.double().T @ matrix.double()
         if not torch.allclose(gram, torch.eye(k, dtype=gram.dtype), atol=1e-4):
             raise ValueError("the code rotation matrix is not orthogonal")
-        self.mean.copy_(mean)
-        self.matrix.copy_(matrix)
-        self._check_fitted()
 
     def reset(self) -> None:
         """Back to the identity (μ = 0, R = I)."""
@@ -73,8 +77,11 @@ class CodeRotation(nn.Module):
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
         # Checkpoints written before the rotation existed hold none: the identity.
-        if prefix + "mean" not in state_dict and prefix + "matrix" not in state_dict:
+        mean, matrix = state_dict.get(prefix + "mean"), state_dict.get(prefix + "matrix")
+        if mean is None and matrix is None:
             state_dict[prefix + "mean"] = torch.zeros_like(self.mean)
             state_dict[prefix + "matrix"] = torch.eye(self.matrix.shape[0])
+        elif isinstance(mean, Tensor) and isinstance(matrix, Tensor):
+            self._validate(mean, matrix)  # a stored rotation must be one set() would accept
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._check_fitted()

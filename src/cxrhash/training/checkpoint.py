@@ -62,6 +62,11 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     config.backbone_weights = None
     method = METHODS.get(config.method)
     model = method.build_model(config, len(payload["label_names"]))
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, ValueError) as exc:  # foreign keys or shapes; an invalid rotation
+        raise CheckpointError(
+            f"{payload['path']}: its weights do not fit its {config.method} model ({exc})"
+        ) from exc
     model.eval()
     return model, payload

@@ -13,6 +13,7 @@ from torch import nn
 from cxrhash.data.dataset import CXRDataset
 from cxrhash.encode import encode_dataset
 from cxrhash.evaluation.shallow import itq_rotation
+from cxrhash.index.codes import distinct_count, pack_codes
 from cxrhash.models.hash_head import HashHead
 from cxrhash.training.checkpoint import model_fingerprint
 from cxrhash.training.engine import load_state, save_checkpoint
@@ -34,7 +35,7 @@ def hash_head(model: nn.Module) -> HashHead:
 def code_stats(codes: np.ndarray) -> dict[str, float]:
     """Bits one-signed over ``ONE_SIGNED`` of the rows and the share of distinct rows (N×k bool)."""
     ones = codes.mean(axis=0)
-    distinct = len(np.unique(np.packbits(codes, axis=1), axis=0))
+    distinct = distinct_count(pack_codes(codes))
     return {
         "one_signed_bits": int(((ones > ONE_SIGNED) | (ones < 1 - ONE_SIGNED)).sum()),
         "distinct_share": distinct / len(codes),

@@ -364,11 +364,41 @@ def test_manifest_labels_reads_the_label_column(tmp_path: Path, png_dir: Path) -
     assert manifest_labels(tmp_path / "plain") == {}  # no label column
 
 
+def test_probe_leaves_out_rare_classes_and_scores_thumbnails(tmp_path: Path) -> None:
+    """A class of one image would cap balanced accuracy below 1 whatever the network (the
+    2,000-film subset of cxr-unlabeled had one 'No Finding' film); the thumbnail reference
+    separates classes that differ in layout and not classes of the same noise."""
+    from cxrhash.pretrain.probe import MIN_CLASS_IMAGES, KnnProbe
+
+    rng = np.random.default_rng(0)
+    files, labels = [], []
+    for label, rows, n in (("top", slice(0, 16), 12), ("bottom", slice(16, 32), 12),
+                           ("rare", slice(8, 24), 1)):  # fmt: skip
+        for i in range(n):
+            path = tmp_path / f"{label}{i}.png"
+            layout = np.full((32, 32), 0.2)
+            layout[rows] = 0.8
+            pixels = np.clip(layout + 0.1 * rng.standard_normal((32, 32)), 0, 1)
+            Image.fromarray((255 * pixels).astype(np.uint8)).save(path)
+            files.append(path)
+            labels.append(label)
+    probe = KnnProbe(files, labels, 32, k=3)
+    assert 1 < MIN_CLASS_IMAGES and probe.class_names == ["bottom", "top"]
+    assert len(probe.labels) == 24 and probe.images is not None and len(probe.images) == 24
+    assert probe.chance == 0.5
+    assert probe.pixel_score() == 1.0
+    # the same two classes drawn from one distribution: the thumbnails tell them apart no better
+    # than chance (within the spread of 24 leave-one-out guesses)
+    mixed = KnnProbe(files[:24], [("x", "y")[i % 2] for i in range(24)], 32, k=3)
+    assert mixed.pixel_score() < 0.75
+
+
 def test_pretraining_records_the_probe_and_keeps_it_across_resume(tmp_path: Path) -> None:
     root = _labelled_dir(tmp_path / "labelled")
     config = C2LConfig(backbone="test-cnn", **{**TINY, "epochs": 2, "batch_size": 4})
     full = pretrain_c2l(config, root, tmp_path / "full", progress=False)
     assert full["knn_probe_chance"] == 0.5
+    assert 0.0 <= full["knn_probe_pixels"] <= 1.0
     assert 0.0 <= full["knn_probe"] <= 1.0 and 0.0 <= full["knn_probe_init"] <= 1.0
     history = json.loads((tmp_path / "full" / "history.json").read_text())
     assert [h["knn_probe_init"] for h in history] == [full["knn_probe_init"]] * 2
@@ -398,3 +428,4 @@ def test_cli_pretrain_sets_momentum_and_prints_the_probe(tmp_path: Path) -> None
     saved = json.loads((out / "config.json").read_text())
     assert saved["momentum"] == 0.99 and saved["temperature"] == 0.1
     assert "k-NN probe" in res.output and "chance 0.500" in res.output
+    assert "thumbnails" in res.output

@@ -375,6 +375,7 @@ def pretrain(
         console.print(
             f"k-NN probe (balanced accuracy on labelled films): {summary['knn_probe']:.3f} "
             f"after training, {summary['knn_probe_init']:.3f} at initialisation, "
+            f"{summary['knn_probe_pixels']:.3f} on 16×16 thumbnails (no network), "
             f"chance {summary['knn_probe_chance']:.3f}"
         )
     console.print(

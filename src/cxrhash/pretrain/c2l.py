@@ -351,7 +351,8 @@ class C2LTask:
     enqueues the batch's keys. ``last.pt`` each epoch, and ``backbone.pt`` at the end.
     When the images carry labels, the k-NN probe of the query backbone (``pretrain.probe``)
     is recorded after every epoch (``knn_probe``), beside its value at initialisation
-    (``knn_probe_init``) and chance (``knn_probe_chance``); it never selects a checkpoint.
+    (``knn_probe_init``), chance (``knn_probe_chance``) and the same k-NN on 16 × 16
+    thumbnails (``knn_probe_pixels``: no network at all); it never selects a checkpoint.
     """
 
     kind: str = "c2l"
@@ -420,6 +421,7 @@ class C2LTask:
         scores = {
             "knn_probe": self.probe.score(model.encoder_q.backbone),
             "knn_probe_chance": self.probe.chance,
+            "knn_probe_pixels": self.probe.pixel_score(),
         }
         if self.probe_init is not None:
             scores["knn_probe_init"] = self.probe_init
@@ -541,6 +543,7 @@ def pretrain_c2l(
         "knn_probe": history[-1].get("knn_probe") if history else None,
         "knn_probe_init": task.probe_init,
         "knn_probe_chance": None if task.probe is None else task.probe.chance,
+        "knn_probe_pixels": None if task.probe is None else task.probe.pixel_score(),
         "images_per_second": result.images_per_second,
         "seconds": result.seconds,
     }

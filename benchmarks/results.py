@@ -6,6 +6,11 @@ into ``docs/results.md``. Re-running skips finished runs (resumes unfinished one
 
     python benchmarks/results.py                       # the full grid of docs/results.md
     python benchmarks/results.py --bits 32 --seeds 0   # a quick subset
+    python benchmarks/results.py --pretrained runs/c2l/backbone.pt  # + real films from C2L
+
+With ``--pretrained`` every real-film (cxr-dev) configuration is trained a second time
+from those backbone weights (``cxrhash train --backbone-weights``), on the same split,
+and the section shows both side by side, paired by seed.
 """
 
 from __future__ import annotations
@@ -175,6 +180,38 @@ def table(runs: dict[tuple[int, int], dict], protocol: str, bits_list: list[int]
     return "\n".join(lines)
 
 
+PAIRED_ROWS = ["hash codes", "float upper bound (cosine)", "LSH on features", "random codes"]
+
+
+Runs = dict[tuple[int, int], dict]
+
+
+def strict_map(run: dict, row: str) -> float:
+    """Strict-protocol mAP of one row of a run's eval.json."""
+    return run["eval"]["protocols"]["strict"]["rows"][row]["mAP"]
+
+
+def paired_table(scratch: Runs, pretrained: Runs, bits_list: list[int]) -> str:
+    """Markdown: strict mAP from scratch and from the pretrained backbone, and their per-seed
+    difference (mean ± std over seeds; a/n = seeds where the pretrained run is ahead)."""
+    lines = [
+        "| bits | row | from scratch | from C2L | C2L − scratch (paired by seed) |",
+        "|---|---|---|---|---|",
+    ]
+    for bits in bits_list:
+        seeds = sorted(s for (b, s) in scratch if b == bits and (b, s) in pretrained)
+        for row in PAIRED_ROWS:
+            a = [strict_map(scratch[(bits, s)], row) for s in seeds]
+            b = [strict_map(pretrained[(bits, s)], row) for s in seeds]
+            diff = np.subtract(b, a)
+            ahead = int((diff > 0).sum())
+            lines.append(
+                f"| {bits} | {row} | {fmt(a)} | {fmt(b)} | {diff.mean():+.4f} ± {diff.std():.4f} "
+                f"({ahead}/{len(seeds)}) |"
+            )
+    return "\n".join(lines)
+
+
 def cost_table(runs: dict[tuple[int, int], dict]) -> str:
     """Training/evaluation wall time and peak memory per run."""
     lines = [
@@ -205,6 +242,19 @@ def main() -> None:
     ap.add_argument(
         "--train-options", default="", help='further `cxrhash train` options, e.g. "--margin 8"'
     )
+    ap.add_argument(
+        "--pretrained",
+        type=Path,
+        default=None,
+        help="C2L backbone.pt: also train the real-film runs from it, shown beside scratch",
+    )
+    ap.add_argument(
+        "--only",
+        choices=["nih", "phantom"],
+        default=None,
+        help="train and evaluate one dataset's runs only (results.md is not written): "
+        "two such processes can share the machine, then a plain run writes the page",
+    )
     args = ap.parse_args()
     extra = tuple(shlex.split(args.train_options))
 
@@ -234,6 +284,8 @@ def main() -> None:
     sections = []
     for title, spec in datasets.items():
         key = "nih" if spec.startswith("nih:") else "phantom"
+        if args.only is not None and key != args.only:
+            continue
         runs = {
             (bits, seed): one_run(
                 spec,
@@ -263,6 +315,28 @@ def main() -> None:
             f"{table(runs, 'strict', args.bits)}\n\n"
             f"### Cost\n\n{cost_table(runs)}\n"
         )
+        if key == "nih" and args.pretrained is not None:
+            weights = ("--backbone-weights", str(args.pretrained.resolve()))
+            c2l = {
+                (bits, seed): one_run(
+                    spec,
+                    args.runs / f"{key}-c2l-{bits}b-s{seed}",
+                    args.profile,
+                    bits,
+                    seed,
+                    args.epochs,
+                    extra + weights,
+                )
+                for bits in args.bits
+                for seed in args.seeds
+            }
+            shown_weights = str(args.pretrained).replace(str(REPO) + "/", "")
+            sections.append(
+                "### From scratch and from C2L, side by side (strict protocol, mAP)\n\n"
+                f"The same runs started from the C2L backbone `{shown_weights}` "
+                "(`--backbone-weights`): same split, seed and schedule per row.\n\n"
+                f"{paired_table(runs, c2l, args.bits)}\n"
+            )
         if key == "phantom":
             dirs = {(b, s): args.runs / f"{key}-{b}b-s{s}" for b in args.bits for s in args.seeds}
             sections.append(
@@ -271,6 +345,9 @@ def main() -> None:
                 "chance = the mean fraction of the film the masks cover.\n\n"
                 f"{pointing_table(dirs, phantom)}\n"
             )
+    if args.only is not None:
+        print(f"{args.only}: runs done; run without --only to write {args.out}")
+        return
     header = (
         "# Results: attention-fusion on real and phantom chest radiographs\n\n"
         "Produced by `python benchmarks/results.py` (this file is written by it; the runs "

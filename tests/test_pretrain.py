@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_data
 from PIL import Image
+from torch import Tensor
 from typer.testing import CliRunner
 
 from cxrhash.cli import app
@@ -116,7 +117,10 @@ def test_mixup_targets_rows_sum_to_one_with_fixed_points() -> None:
 
 def test_training_step_updates_key_encoder_by_momentum_and_enqueues_keys(png_dir: Path) -> None:
     torch.manual_seed(0)
-    config = C2LConfig(backbone="test-cnn", momentum=0.9, lr=0.5, queue=5, dim=8, image_size=32)
+    # one BN batch, so the enqueued keys can be recomputed here (grouping: tests below)
+    config = C2LConfig(
+        backbone="test-cnn", momentum=0.9, lr=0.5, queue=5, dim=8, image_size=32, bn_groups=1
+    )
     model = C2LModel("test-cnn", dim=8, queue=5).train()
     for p_k, p_q in zip(model.encoder_k.parameters(), model.encoder_q.parameters(), strict=True):
         assert torch.equal(p_k, p_q)  # the key encoder starts as a copy
@@ -145,6 +149,81 @@ def test_training_step_updates_key_encoder_by_momentum_and_enqueues_keys(png_dir
     assert moved > 0  # the query encoder did train, so the check above is not vacuous
     assert int(model.queue_ptr) == 4
     assert torch.allclose(model.queue[:4], expected_keys, atol=1e-6)
+
+
+class _BatchMean(torch.nn.Module):
+    """A stand-in encoder made only of what batch normalisation leaks: every output is the
+    mean of the sub-batch it was computed in."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1).mean(dim=0, keepdim=True).expand(len(x), -1)
+
+
+def test_grouped_forward_is_per_group_and_restores_the_order() -> None:
+    from cxrhash.pretrain.c2l import grouped_forward
+
+    x = torch.arange(8.0).reshape(8, 1)
+    assert torch.equal(grouped_forward(_BatchMean(), x, 1), torch.full((8, 1), 3.5))
+    assert grouped_forward(_BatchMean(), x, 2).flatten().tolist() == [1.5] * 4 + [5.5] * 4
+    order = torch.tensor([7, 0, 6, 1, 5, 2, 4, 3])  # groups {7, 0, 6, 1} and {5, 2, 4, 3}
+    out = grouped_forward(_BatchMean(), x, 2, order).flatten()
+    assert out.tolist() == [3.5] * 8  # each group mean, written back to its own rows
+    ident = torch.nn.Identity()
+    assert torch.equal(grouped_forward(ident, x, 4, order), x)  # order restored
+    # a short batch never leaves a group of one image
+    assert grouped_forward(_BatchMean(), x[:3], 4).flatten().tolist() == [1.0] * 3
+    assert grouped_forward(_BatchMean(), x[:5], 4).flatten().tolist() == [1.0] * 3 + [3.5] * 2
+
+
+def test_shuffled_bn_removes_the_batch_signature_shared_by_query_and_key() -> None:
+    """With one BN batch the query and the key of an image carry the same batch statistics;
+    normalised over shuffled groups, an image's key no longer matches its query's group."""
+    from cxrhash.pretrain.c2l import grouped_forward
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3)
+    order = torch.randperm(16)
+    q = grouped_forward(_BatchMean(), x, 4)
+    k_shared = grouped_forward(_BatchMean(), x + 0.01, 4)  # unshuffled: same groups as q
+    k_shuffled = grouped_forward(_BatchMean(), x + 0.01, 4, order)
+    d_shared = (q - k_shared).norm(dim=1)
+    d_shuffled = (q - k_shuffled).norm(dim=1)
+    assert d_shared.max() < 0.02  # the leak: every key sits on its query's group mean
+    assert d_shuffled.mean() > 10 * d_shared.mean()
+
+
+def test_instance_top1_finds_own_keys_and_misses_shifted_ones() -> None:
+    from cxrhash.pretrain.c2l import instance_top1
+
+    torch.manual_seed(0)
+    model = C2LModel("test-cnn", dim=8, queue=4).train()
+    views = torch.rand(6, 1, 32, 32)
+    assert instance_top1(model, (views, views)) == 1.0  # key encoder = query encoder at init
+    assert instance_top1(model, (views, views.roll(1, dims=0))) == 0.0
+    assert model.training  # the mode is restored
+
+
+def test_augment_strength_zero_leaves_only_flips(png_dir: Path) -> None:
+    from cxrhash.pretrain.unlabeled import min_crop_scale
+
+    assert min_crop_scale(1.0) == 0.5 and min_crop_scale(0.5) == 0.75 and min_crop_scale(0) == 1
+    torch.manual_seed(0)
+    plain = UnlabeledImages(png_dir, 32, augment_strength=0.0)
+    item = plain[0]
+    assert isinstance(item, dict)
+    # both views are the whole image, maybe mirrored: equal up to a flip
+    q, k = item["query"], item["key"]
+    assert torch.allclose(q, k, atol=1e-6) or torch.allclose(q, k.flip(-1), atol=1e-6)
+    strong = UnlabeledImages(png_dir, 32)
+    views = [strong[0] for _ in range(4)]
+    assert not any(
+        torch.allclose(v["query"], v["key"], atol=1e-3)
+        or torch.allclose(v["query"], v["key"].flip(-1), atol=1e-3)
+        for v in views
+        if isinstance(v, dict)
+    )
+    with pytest.raises(PretrainError, match="augment_strength"):
+        C2LConfig(augment_strength=1.5)
 
 
 def test_queue_pointer_wraps_around() -> None:
@@ -399,6 +478,7 @@ def test_pretraining_records_the_probe_and_keeps_it_across_resume(tmp_path: Path
     full = pretrain_c2l(config, root, tmp_path / "full", progress=False)
     assert full["knn_probe_chance"] == 0.5
     assert 0.0 <= full["knn_probe_pixels"] <= 1.0
+    assert 0.0 <= full["pretext_top1"] <= 1.0 and full["pretext_top1_chance"] == 1 / 12
     assert 0.0 <= full["knn_probe"] <= 1.0 and 0.0 <= full["knn_probe_init"] <= 1.0
     history = json.loads((tmp_path / "full" / "history.json").read_text())
     assert [h["knn_probe_init"] for h in history] == [full["knn_probe_init"]] * 2
@@ -423,9 +503,11 @@ def test_cli_pretrain_sets_momentum_and_prints_the_probe(tmp_path: Path) -> None
     out = tmp_path / "run"
     args = ["pretrain", "--data", str(root), "--out", str(out), "--backbone", "test-cnn"]
     args += ["--image-size", "32", "--batch-size", "4", "--queue", "16", "--epochs", "1"]
+    args += ["--bn-groups", "2", "--augment-strength", "0.5"]
     res = CliRunner().invoke(app, [*args, "--momentum", "0.99", "--temperature", "0.1", "-q"])
     assert res.exit_code == 0, (res.output, res.exception)
     saved = json.loads((out / "config.json").read_text())
     assert saved["momentum"] == 0.99 and saved["temperature"] == 0.1
+    assert saved["bn_groups"] == 2 and saved["augment_strength"] == 0.5
     assert "k-NN probe" in res.output and "chance 0.500" in res.output
-    assert "thumbnails" in res.output
+    assert "thumbnails" in res.output and "pretext check" in res.output

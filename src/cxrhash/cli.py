@@ -310,6 +310,20 @@ def pretrain(
     temperature: Annotated[
         float | None, typer.Option(help="Softmax temperature τ (default 0.2).")
     ] = None,
+    bn_groups: Annotated[
+        int | None,
+        typer.Option(
+            help="Sub-batches batch norm sees; keys drawn from a shuffled batch (MoCo's "
+            "shuffling BN; default 4, 1 = off)."
+        ),
+    ] = None,
+    augment_strength: Annotated[
+        float | None,
+        typer.Option(
+            help="Scales the views' crop, rotation and jitter: 1 = crop 50–100 %, ±10°, "
+            "±40 % (default); 0 = flips only."
+        ),
+    ] = None,
     probe_images: Annotated[
         int | None,
         typer.Option(
@@ -347,6 +361,8 @@ def pretrain(
         "queue": queue,
         "momentum": momentum,
         "temperature": temperature,
+        "bn_groups": bn_groups,
+        "augment_strength": augment_strength,
         "probe_images": probe_images,
         "max_images": max_images,
         "seed": seed,
@@ -371,6 +387,11 @@ def pretrain(
         f"({summary['images_per_second']:.1f} img/s); final loss {summary['final_loss']:.4f}; "
         f"skipped {summary['skipped_files']} unreadable images"
     )
+    if summary.get("pretext_top1") is not None:
+        console.print(
+            f"pretext check: {summary['pretext_top1']:.3f} of 256 fixed view pairs find "
+            f"their own image's key first (chance {summary['pretext_top1_chance']:.3f})"
+        )
     if summary.get("knn_probe") is not None:
         console.print(
             f"k-NN probe (balanced accuracy on labelled films): {summary['knn_probe']:.3f} "

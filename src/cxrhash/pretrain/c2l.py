@@ -9,6 +9,13 @@ MLP (C → C → ``dim``) → L2 normalisation; key encoder = a momentum copy
 (``θ_k ← m·θ_k + (1 − m)·θ_q`` after every optimiser step), never trained by
 gradients; a queue of ``K`` past keys supplies negatives.
 
+Shuffled batch normalisation (MoCo's "shuffling BN", emulated on one device): both
+encoders normalise over ``bn_groups`` sub-batches, and the key encoder sees the batch in
+a random order, so an image's key is normalised with other images than its query. With
+one BN batch for all, every query and key of a batch carry that batch's statistics, and
+the network lowers the loss by telling the current batch from the queue instead of
+telling images apart (measured: ``docs/recipes.md``, "C2L: why it did not learn").
+
 Loss per batch of B images, each seen as a query view ``x`` and a key view
 ``x'`` (q = query encoder, k = key encoder, τ = temperature; all scores are
 dot products of unit vectors divided by τ, and every term is a cross-entropy
@@ -39,6 +46,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,6 +91,10 @@ class C2LConfig:
         temperature: softmax temperature τ.
         mixup_alpha: Beta(α, α) parameter of λ; 0 turns both mixup terms off.
         feature_mixup: add the feature-mixup term.
+        bn_groups: sub-batches each encoder normalises over; the key encoder's are drawn
+            from a shuffled batch (1 = one BN batch, no shuffling: the leak above).
+        augment_strength: scales the views' crop, rotation and jitter
+            (``pretrain.unlabeled.pretraining_augmentation``; 1 = crop 50–100 %, ±10°, ±40 %).
         seed: seeds initialisation, image order, augmentation and mixup.
         num_workers: DataLoader worker processes.
         max_images: use a seeded random subset of this many images.
@@ -101,6 +113,8 @@ class C2LConfig:
     temperature: float = 0.2
     mixup_alpha: float = 1.0
     feature_mixup: bool = True
+    bn_groups: int = 4
+    augment_strength: float = 1.0
     seed: int = 0
     num_workers: int = 0
     max_images: int | None = None
@@ -121,6 +135,8 @@ class C2LConfig:
             "momentum": 0.0 <= self.momentum < 1.0,
             "temperature": self.temperature > 0,
             "mixup_alpha": self.mixup_alpha >= 0,
+            "bn_groups": 1 <= self.bn_groups <= self.batch_size,
+            "augment_strength": 0.0 <= self.augment_strength <= 1.0,
             "num_workers": self.num_workers >= 0,
             "max_images": self.max_images is None or self.max_images >= 2,
             "probe_images": self.probe_images >= 0,
@@ -130,7 +146,8 @@ class C2LConfig:
             raise PretrainError(
                 "invalid C2L settings: " + ", ".join(bad) + " (need image_size ≥ 8, epochs ≥ 1, "
                 "batch_size ≥ 2, lr > 0, dim ≥ 1, queue ≥ 1, 0 ≤ momentum < 1, temperature > 0, "
-                "mixup_alpha ≥ 0, num_workers ≥ 0, max_images ≥ 2, probe_images ≥ 0)"
+                "mixup_alpha ≥ 0, 1 ≤ bn_groups ≤ batch_size, 0 ≤ augment_strength ≤ 1, "
+                "num_workers ≥ 0, max_images ≥ 2, probe_images ≥ 0)"
             )
 
     @classmethod
@@ -215,6 +232,26 @@ def c2l_loss(
 # ---- model ----------------------------------------------------------------------------------
 
 
+def grouped_forward(
+    encoder: nn.Module, x: Tensor, groups: int, order: Tensor | None = None
+) -> Tensor:
+    """``encoder`` run on ``groups`` consecutive sub-batches of ``x[order]`` (its batch
+    normalisation sees one sub-batch at a time), outputs put back in the order of ``x``.
+
+    ``order`` = ``None`` keeps the batch order. With ``groups`` = 1 and no order this is
+    ``encoder(x)``. A short last batch gets fewer groups, of at least 2 images each.
+    """
+    if order is not None:
+        x = x[order]
+    parts = x.tensor_split(max(1, min(groups, len(x) // 2)))
+    out = torch.cat([encoder(part) for part in parts])
+    if order is None:
+        return out
+    restored = torch.empty_like(out)
+    restored[order] = out
+    return restored
+
+
 class ContrastiveEncoder(nn.Module):
     """Backbone (stage 4) → global average pool → MLP projection → unit vector."""
 
@@ -270,17 +307,22 @@ class C2LModel(nn.Module):
         perm: Tensor | None = None,
         temperature: float = 0.2,
         feature_mixup: bool = True,
+        bn_groups: int = 1,
+        key_order: Tensor | None = None,
     ) -> tuple[dict[str, Tensor], Tensor]:
         """Loss terms of one batch and its keys (to enqueue after the step).
 
-        ``lam``/``perm`` = ``None`` computes the MoCo term only.
+        ``lam``/``perm`` = ``None`` computes the MoCo term only. ``bn_groups`` and
+        ``key_order`` (a permutation of the batch) give the shuffled batch normalisation of
+        the module docstring.
         """
-        q = self.encoder_q(view_q)
+        q = grouped_forward(self.encoder_q, view_q, bn_groups)
         with torch.no_grad():
-            k = self.encoder_k(view_k)
+            k = grouped_forward(self.encoder_k, view_k, bn_groups, key_order)
         q_mix = None
         if lam is not None and perm is not None:
-            q_mix = self.encoder_q(lam * view_q + (1.0 - lam) * view_q[perm])
+            mixed = lam * view_q + (1.0 - lam) * view_q[perm]
+            q_mix = grouped_forward(self.encoder_q, mixed, bn_groups)
         parts = c2l_loss(
             q,
             k,
@@ -301,6 +343,41 @@ def draw_mixup(config: C2LConfig, batch_size: int) -> tuple[float | None, Tensor
         return None, None
     beta = torch.distributions.Beta(config.mixup_alpha, config.mixup_alpha)
     return float(beta.sample()), torch.randperm(batch_size)
+
+
+# ---- the pretext check ----------------------------------------------------------------------
+
+PRETEXT_IMAGES = 256
+
+
+def pretext_views(dataset: UnlabeledImages, n: int, seed: int) -> tuple[Tensor, Tensor] | None:
+    """Two fixed augmented views of up to ``n`` seeded images of ``dataset`` (``None`` with
+    fewer than 2 readable ones); the global RNG is left as it was."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(dataset), min(n, len(dataset)), replace=False))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        batch = collate_views([dataset[int(i)] for i in rows])
+    if batch["query"] is None or len(batch["query"]) < 2:
+        return None
+    return batch["query"], batch["key"]
+
+
+@torch.no_grad()
+def instance_top1(model: C2LModel, views: tuple[Tensor, Tensor], batch_size: int = 128) -> float:
+    """Share of images whose own key is the nearest of all the images' keys to their query
+    (both encoders in eval mode): the pretext task itself, apart from the queue and from
+    batch statistics. Chance is 1 / number of images."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        q = torch.cat([model.encoder_q(x.to(device)) for x in views[0].split(batch_size)])
+        k = torch.cat([model.encoder_k(x.to(device)) for x in views[1].split(batch_size)])
+    finally:
+        model.train(was_training)
+    hits = (q @ k.T).argmax(dim=1) == torch.arange(len(q), device=device)
+    return float(hits.float().mean())
 
 
 # ---- export ---------------------------------------------------------------------------------
@@ -349,7 +426,9 @@ class C2LTask:
     The engine runs SGD on the query encoder (the key encoder has no trainable
     parameters); after each step the task moves the key encoder by momentum and
     enqueues the batch's keys. ``last.pt`` each epoch, and ``backbone.pt`` at the end.
-    When the images carry labels, the k-NN probe of the query backbone (``pretrain.probe``)
+    After every epoch it records ``pretext_top1`` (:func:`instance_top1` on 256 fixed view
+    pairs: does the network tell the images apart at all?). When the images carry labels,
+    the k-NN probe of the query backbone (``pretrain.probe``)
     is recorded after every epoch (``knn_probe``), beside its value at initialisation
     (``knn_probe_init``), chance (``knn_probe_chance``) and the same k-NN on 16 × 16
     thumbnails (``knn_probe_pixels``: no network at all); it never selects a checkpoint.
@@ -370,6 +449,7 @@ class C2LTask:
             dataset.root, dataset.files, config.image_size, config.probe_images, config.seed
         )
         self.probe_init: float | None = None
+        self.pretext = pretext_views(dataset, PRETEXT_IMAGES, config.seed)
 
     def prepare(self, run_dir: Path, saved: Mapping[str, Any] | None) -> None:
         if saved is not None:
@@ -397,6 +477,7 @@ class C2LTask:
             return None
         view_q, view_k = batch["query"].to(device), batch["key"].to(device)
         lam, perm = draw_mixup(self.config, len(view_q))
+        key_order = torch.randperm(len(view_q)) if self.config.bn_groups > 1 else None
         parts, self._keys = model(
             view_q,
             view_k,
@@ -404,6 +485,8 @@ class C2LTask:
             perm=None if perm is None else perm.to(device),
             temperature=self.config.temperature,
             feature_mixup=self.config.feature_mixup,
+            bn_groups=self.config.bn_groups,
+            key_order=None if key_order is None else key_order.to(device),
         )
         floats = {name: float(value.detach()) for name, value in parts.items()}
         return StepOutput(parts["total"], floats, len(view_q))
@@ -415,14 +498,18 @@ class C2LTask:
         self._keys = None
 
     def validate(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        if self.probe is None:
-            return {}
         assert isinstance(model, C2LModel)
-        scores = {
-            "knn_probe": self.probe.score(model.encoder_q.backbone),
-            "knn_probe_chance": self.probe.chance,
-            "knn_probe_pixels": self.probe.pixel_score(),
-        }
+        scores: dict[str, float] = {}
+        if self.pretext is not None:
+            scores["pretext_top1"] = instance_top1(model, self.pretext)
+            scores["pretext_top1_chance"] = 1.0 / len(self.pretext[0])
+        if self.probe is None:
+            return scores
+        scores.update(
+            knn_probe=self.probe.score(model.encoder_q.backbone),
+            knn_probe_chance=self.probe.chance,
+            knn_probe_pixels=self.probe.pixel_score(),
+        )
         if self.probe_init is not None:
             scores["knn_probe_init"] = self.probe_init
         return scores
@@ -511,7 +598,11 @@ def pretrain_c2l(
             incompatible resume, or a loss that kept diverging.
     """
     dataset = UnlabeledImages(
-        Path(data_dir), config.image_size, max_images=config.max_images, seed=config.seed
+        Path(data_dir),
+        config.image_size,
+        max_images=config.max_images,
+        seed=config.seed,
+        augment_strength=config.augment_strength,
     )
     if len(dataset) < 2:
         raise PretrainError(f"{data_dir} holds {len(dataset)} image(s); contrast needs at least 2")
@@ -542,6 +633,8 @@ def pretrain_c2l(
         "final_loss": history[-1]["loss_total"] if history else float("nan"),
         "knn_probe": history[-1].get("knn_probe") if history else None,
         "knn_probe_init": task.probe_init,
+        "pretext_top1": history[-1].get("pretext_top1") if history else None,
+        "pretext_top1_chance": history[-1].get("pretext_top1_chance") if history else None,
         "knn_probe_chance": None if task.probe is None else task.probe.chance,
         "knn_probe_pixels": None if task.probe is None else task.probe.pixel_score(),
         "images_per_second": result.images_per_second,

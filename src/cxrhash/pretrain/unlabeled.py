@@ -63,18 +63,26 @@ def _looks_like_image(path: Path) -> bool:
         return False
 
 
-def pretraining_augmentation(image_size: int) -> v2.Transform:
+def min_crop_scale(strength: float) -> float:
+    """Smallest crop area of the views at augmentation ``strength`` (50 % at strength 1)."""
+    return 1.0 - (1.0 - MIN_CROP_SCALE) * strength
+
+
+def pretraining_augmentation(image_size: int, strength: float = 1.0) -> v2.Transform:
     """One random view of a ``1×H×W`` image in [0, 1]: crop, rotate, jitter, flip.
 
-    Random resized crop (area 50–100 %), rotation ±10°, brightness/contrast
-    jitter ±40 %, horizontal flip. Flipping is harmless here, unlike in retrieval
-    training: the views only have to share content.
+    At ``strength`` 1: random resized crop (area 50–100 %), rotation ±10°,
+    brightness/contrast jitter ±40 %, horizontal flip; ``strength`` s scales the
+    crop's missing area, the angle and the jitter by s (0 = flips only). Flipping is
+    harmless here, unlike in retrieval training: the views only have to share content.
     """
     return v2.Compose(
         [
-            v2.RandomResizedCrop(image_size, scale=(MIN_CROP_SCALE, 1.0), antialias=True),
-            v2.RandomRotation(10.0, interpolation=v2.InterpolationMode.BILINEAR, fill=0.0),
-            v2.ColorJitter(brightness=0.4, contrast=0.4),
+            v2.RandomResizedCrop(image_size, scale=(min_crop_scale(strength), 1.0), antialias=True),
+            v2.RandomRotation(
+                10.0 * strength, interpolation=v2.InterpolationMode.BILINEAR, fill=0.0
+            ),
+            v2.ColorJitter(brightness=0.4 * strength, contrast=0.4 * strength),
             v2.RandomHorizontalFlip(),
         ]
     )
@@ -91,10 +99,17 @@ class UnlabeledImages(Dataset):
         image_size: side ``S`` of the views.
         max_images: keep a seeded random subset of this many images.
         seed: seed of that subset.
+        augment_strength: see :func:`pretraining_augmentation`.
     """
 
     def __init__(
-        self, root: Path, image_size: int, *, max_images: int | None = None, seed: int = 0
+        self,
+        root: Path,
+        image_size: int,
+        *,
+        max_images: int | None = None,
+        seed: int = 0,
+        augment_strength: float = 1.0,
     ) -> None:
         self.root = Path(root)
         files = list_images(self.root)
@@ -106,8 +121,9 @@ class UnlabeledImages(Dataset):
         self.files = files
         self.image_size = int(image_size)
         # Decode at a size where the smallest crop still holds ``image_size`` pixels per side.
-        self.load_size = math.ceil(self.image_size / math.sqrt(MIN_CROP_SCALE))
-        self.augment = pretraining_augmentation(self.image_size)
+        crop = min_crop_scale(augment_strength)
+        self.load_size = math.ceil(self.image_size / math.sqrt(crop))
+        self.augment = pretraining_augmentation(self.image_size, augment_strength)
         self._warned: set[int] = set()
 
     def __len__(self) -> int:

@@ -86,6 +86,23 @@ def test_results_table_of_an_older_eval_json_renders_dashes(
     assert _cells(table, "two-stage (asymmetric re-rank)")["mAP"] == "–"
 
 
+def test_results_paired_table_pairs_scratch_and_c2l_by_seed(
+    scripts: tuple[ModuleType, ModuleType],
+) -> None:
+    results, _ = scripts
+    scratch = {(32, 0): _facts(0.30, 0.1), (32, 1): _facts(0.40, 0.1), (32, 2): _facts(0.50, 0.1)}
+    c2l = {(32, 0): _facts(0.35, 0.1), (32, 1): _facts(0.38, 0.1)}  # seed 2 not run yet
+    table = results.paired_table(scratch, c2l, [32])
+    row = _cells(table, "hash codes")
+    assert row["from scratch"] == "0.3500 ± 0.0500"  # seeds 0-1 only: the pairs
+    assert row["from C2L"] == "0.3650 ± 0.0150"
+    # per-seed differences +0.05 and -0.02: mean +0.015, std 0.035, ahead on 1 of 2
+    assert row["C2L − scratch (paired by seed)"] == "+0.0150 ± 0.0350 (1/2)"
+    assert _cells(table, "float upper bound (cosine)")["C2L − scratch (paired by seed)"] == (
+        "+0.0000 ± 0.0000 (0/2)"
+    )
+
+
 def test_recipes_section_shows_the_distinct_share(scripts: tuple[ModuleType, ModuleType]) -> None:
     _, recipes = scripts
     runs = {

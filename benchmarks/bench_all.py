@@ -96,6 +96,9 @@ def pretrain(epochs: int) -> Path | None:
         return None
     args = ["pretrain", "--method", "c2l", "--data", str(SHARED / "cxr-unlabeled")]
     args += ["--out", str(out), "--backbone", "resnet18", "--image-size", "64"]
+    # ~750 steps: a faster key encoder and milder views (docs/recipes.md, "C2L: why it did
+    # not learn"); the C2L defaults keep MoCo's m = 0.999 and the full views for long runs.
+    args += ["--momentum", "0.99", "--augment-strength", "0.5"]
     args += ["--epochs", str(epochs), "--quiet"]
     if (out / "last.pt").exists():
         args.append("--resume")

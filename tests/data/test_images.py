@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,45 @@ def test_resize_square_upsamples_constant_exactly() -> None:
     out = resize_square(np.full((64, 64), 0.25, dtype=np.float32), 224)
     assert out.shape == (224, 224)
     np.testing.assert_allclose(out, 0.25, atol=1e-6)
+
+
+def test_an_over_size_png_is_a_read_error_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow's DecompressionBombError (not an OSError) must become the per-file error
+    that jobs skip and count (issue #11, finding 3)."""
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)  # > 2× the limit: an error
+    with pytest.raises(ImageReadError, match="big.png: too many pixels") as info:
+        load_image(path)
+    assert info.value.path == path
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files whatever their mode"
+)
+def test_an_unreadable_file_is_a_read_error(tmp_path: Path) -> None:
+    path = _png(tmp_path)
+    path.chmod(0)
+    try:
+        with pytest.raises(ImageReadError, match="cannot open"):
+            load_image(path)
+    finally:
+        path.chmod(0o644)
+
+
+def test_an_open_failure_while_sniffing_is_a_read_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DICOM sniffing opens the file before the decoder does; a PermissionError
+    there used to escape (issue #11, finding 3). Simulated, since root reads anything."""
+    path = tmp_path / "locked"
+    path.write_bytes(b"\0" * 200)
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(ImageReadError, match="locked: cannot open \\(Permission denied\\)"):
+        load_image(path)

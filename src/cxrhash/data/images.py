@@ -47,7 +47,8 @@ def load_image(path: str | Path) -> np.ndarray:
     DICOM goes through :func:`cxrhash.data.dicom.read_dicom`.
 
     Raises:
-        ImageReadError: The file is missing, empty, truncated or not an image.
+        ImageReadError: The file is missing, empty, unreadable (permissions), truncated,
+            larger than Pillow's decompression-bomb limit, or not an image.
     """
     # Imported here because dicom.py raises this module's ImageReadError.
     from cxrhash.data.dicom import read_dicom
@@ -55,14 +56,20 @@ def load_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "file is empty")
-    if is_dicom(path):
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "file is empty")
+        dicom = is_dicom(path)
+    except OSError as err:  # e.g. no permission to read it
+        raise ImageReadError(path, f"cannot open ({err.strerror or err})") from err
+    if dicom:
         return read_dicom(path)
     try:
         with Image.open(path) as img:
             img.load()
             arr = _to_unit_grey(img)
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, f"too many pixels ({err})") from err
     except UnidentifiedImageError as err:
         raise ImageReadError(path, "not a recognised image format") from err
     except (OSError, SyntaxError, ValueError) as err:

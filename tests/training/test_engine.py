@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from cxrhash.data.dataset import SkippedSample
 from cxrhash.training.engine import (
     DivergenceError,
     EngineSettings,
@@ -260,3 +261,23 @@ def test_a_checkpoint_holding_foreign_objects_is_refused_without_running_it(
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="not a cxrhash checkpoint"):
         load_state(tmp_path / "junk.pt", "toy")
+
+
+class _BadFilesTask(ToyTask):
+    """Every epoch, the first batch reports the same two unreadable files."""
+
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        batch = super().collate(items)
+        if self.step == 0:
+            batch["skipped"] = [
+                SkippedSample(idx=3, case_id="a", path="/data/a.png", reason="truncated"),
+                SkippedSample(idx=9, case_id="b", path="/data/b.png", reason="too many pixels"),
+            ]
+        return batch
+
+
+def test_a_bad_file_is_counted_once_not_once_per_epoch(tmp_path: Path) -> None:
+    """Issue #11: 2 bad files over 3 epochs were reported as 5 skipped."""
+    result = fit(_BadFilesTask(), _settings(), tmp_path / "run", {"lr": 0.05}, progress=False)
+    assert result.epochs_run == 3
+    assert sorted(s.path for s in result.skipped) == ["/data/a.png", "/data/b.png"]

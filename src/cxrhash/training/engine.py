@@ -285,6 +285,12 @@ def load_state(path: Path, kind: str) -> dict[str, Any]:
     return state
 
 
+def _skip_key(item: Any) -> Any:
+    """What identifies a skipped item across epochs: its file, else its case and index."""
+    path = getattr(item, "path", None)
+    return path if path else (getattr(item, "case_id", None), getattr(item, "idx", None))
+
+
 def check_resume_config(
     saved: Mapping[str, Any], config: Mapping[str, Any], resumable: Iterable[str]
 ) -> None:
@@ -525,7 +531,11 @@ def fit(
             continue
         if n_batches == 0:
             raise TrainingError(f"epoch {epoch + 1}: no batch with two readable images")
-        skipped.extend(epoch_skipped)
+        known = {_skip_key(item) for item in skipped}
+        for item in epoch_skipped:  # a bad file is counted once, not once per epoch
+            if _skip_key(item) not in known:
+                known.add(_skip_key(item))
+                skipped.append(item)
         seconds = time.perf_counter() - t0
         images_seen += n_img
         scores = task.validate(model, epoch)

@@ -286,19 +286,24 @@ def main() -> None:
         key = "nih" if spec.startswith("nih:") else "phantom"
         if args.only is not None and key != args.only:
             continue
-        runs = {
-            (bits, seed): one_run(
-                spec,
-                args.runs / f"{key}-{bits}b-s{seed}",
-                args.profile,
-                bits,
-                seed,
-                args.epochs,
-                extra,
-            )
-            for bits in args.bits
-            for seed in args.seeds
-        }
+
+        def grid(prefix: str, options: tuple[str, ...], spec: str = spec) -> Runs:
+            """Every bits × seed run of this dataset, in folders ``PREFIX-Bb-sS``."""
+            return {
+                (bits, seed): one_run(
+                    spec,
+                    args.runs / f"{prefix}-{bits}b-s{seed}",
+                    args.profile,
+                    bits,
+                    seed,
+                    args.epochs,
+                    options,
+                )
+                for bits in args.bits
+                for seed in args.seeds
+            }
+
+        runs = grid(key, extra)
         any_run = next(iter(runs.values()))["eval"]["protocols"]
         sizes = {p: (v["n_query"], v["n_database"]) for p, v in any_run.items()}
         shown = spec.replace(str(REPO) + "/", "").replace(str(REPO.parent), "..")
@@ -317,19 +322,7 @@ def main() -> None:
         )
         if key == "nih" and args.pretrained is not None:
             weights = ("--backbone-weights", str(args.pretrained.resolve()))
-            c2l = {
-                (bits, seed): one_run(
-                    spec,
-                    args.runs / f"{key}-c2l-{bits}b-s{seed}",
-                    args.profile,
-                    bits,
-                    seed,
-                    args.epochs,
-                    extra + weights,
-                )
-                for bits in args.bits
-                for seed in args.seeds
-            }
+            c2l = grid(f"{key}-c2l", extra + weights)
             shown_weights = str(args.pretrained).replace(str(REPO) + "/", "")
             sections.append(
                 "### From scratch and from C2L, side by side (strict protocol, mAP)\n\n"

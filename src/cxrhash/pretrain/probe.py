@@ -102,6 +102,7 @@ class KnnProbe:
         self.labels = [self.class_names.index(label) for label in kept]
         self.images = torch.from_numpy(np.stack(images)).unsqueeze(1) if images else None
         self.k = k
+        self._pixel_score: float | None = None
 
     @classmethod
     def from_folder(
@@ -126,8 +127,12 @@ class KnnProbe:
         sources, so framing and layout alone separate much of them; the thumbnails are
         L2-normalised like the features, so overall brightness does not count)."""
         assert self.images is not None
-        thumbs = F.adaptive_avg_pool2d(self.images.float(), THUMBNAIL).flatten(1)
-        return knn_balanced_accuracy(F.normalize(thumbs, dim=1), self.labels, self.k)
+        if self._pixel_score is None:  # fixed images: computed once per probe
+            thumbs = F.adaptive_avg_pool2d(self.images.float(), THUMBNAIL).flatten(1)
+            self._pixel_score = knn_balanced_accuracy(
+                F.normalize(thumbs, dim=1), self.labels, self.k
+            )
+        return self._pixel_score
 
     @torch.no_grad()
     def features(self, backbone: nn.Module, batch_size: int = 128) -> Tensor:

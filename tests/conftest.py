@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,13 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SRC = str(REPO / "src")
+
+# The suite's pseudonym key (cxrhash.index.pseudonyms): a file of this session, never the
+# user's own key in ~/.config; child processes inherit it.
+os.environ.pop("CXRHASH_PSEUDONYM_KEY", None)
+os.environ["CXRHASH_PSEUDONYM_KEY_FILE"] = str(
+    Path(tempfile.mkdtemp(prefix="cxrhash-test-key-")) / "pseudonym.key"
+)
 
 
 def shared_data(name: str) -> Path:

@@ -44,7 +44,7 @@ def test_small_commits_and_workers_equal_one_commit(
     assert np.array_equal(np.asarray(a.codes), np.asarray(b.codes))
     assert np.array_equal(a.search_packed(a.codes[:9], 20)[0], b.search_packed(a.codes[:9], 20)[0])
     rows = list(b.iter_metadata())
-    assert [r[1] for r in rows] == ds.case_ids
+    assert [r[1] for r in rows] == [b.stored_case_id(c) for c in ds.case_ids]
     assert rows[0][2] == findings_text(ds.labels[0], ds.pathologies)
 
 
@@ -92,7 +92,7 @@ def test_float_store_keeps_each_films_outputs_and_reranks_queries(
     paths = [Path(str(ds.paths[i])) for i in (0, 7)]
     for mode in ("floats", "asymmetric", "none"):
         found = search_images(paths, tmp_path / "idx", k=5, rerank=mode, shortlist=20)
-        assert [h.case_id for h in found[0].hits][0] == ds.case_ids[0]  # itself first
+        assert found[0].hits[0].case_id == index.stored_case_id(ds.case_ids[0])  # itself first
         assert (found[1].hits[0].score is None) == (mode == "none")
     with pytest.raises(IndexMismatchError, match="--store-floats"):
         build_index(checkpoint, ds, tmp_path / "idx", store_floats=False, progress=False)

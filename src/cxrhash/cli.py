@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cxrhash.bench.grid import DEEP_BASELINES, PAPER_METHODS, SHALLOW
@@ -28,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, for grep and logs
 
 DATA_HELP = (
     "Dataset spec: nih:PATH (Data_Entry_2017.csv / labels.csv, or a folder holding them), "
@@ -46,7 +47,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -514,9 +515,25 @@ def index(
             "floats`. Chosen at creation only; an existing index keeps what it has.",
         ),
     ] = False,
+    keep_source_names: Annotated[
+        bool,
+        typer.Option(
+            "--keep-source-names",
+            help="Create the index keeping each film's case id (file name) and source path, "
+            "shown by `search`. Without it (the default) case ids are stored and shown as "
+            "keyed pseudonyms (c-…) and no paths are kept, because names and paths often "
+            "identify the patient (docs/security.md). Chosen at creation only.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Encode a dataset into a persistent Hamming index (appends; skips what is indexed)."""
+    """Encode a dataset into a persistent Hamming index (appends; skips what is indexed).
+
+    Patient ids, and case ids unless --keep-source-names, are stored as HMAC pseudonyms
+    under a key kept outside the index (CXRHASH_PSEUDONYM_KEY, else the file
+    CXRHASH_PSEUDONYM_KEY_FILE, else ~/.config/cxrhash/pseudonym.key, created on first
+    use): the index folder alone identifies no one.
+    """
     _setup_logging(verbose)
     from cxrhash.data.readers import open_dataset
     from cxrhash.data.splits import load_split
@@ -542,6 +559,7 @@ def index(
         backend_params=params or None,
         shard_size=shard_size,
         store_floats=True if store_floats else None,
+        keep_source_names=True if keep_source_names else None,
     )
     console.print(
         f"added {report.added} images ({report.images_per_second:.1f} img/s), "
@@ -549,7 +567,7 @@ def index(
         f"index {out} holds {report.total}"
     )
     for s in report.skipped[:20]:
-        err.print(f"  unreadable: {s.path or s.case_id}: {s.reason}")
+        err.print(f"  unreadable: {escape(str(s.path or s.case_id))}: {escape(s.reason)}")
     if report.unreadable > 20:
         err.print(f"  … and {report.unreadable - 20} more unreadable (see the log)")
 
@@ -860,7 +878,7 @@ def main() -> None:  # pragma: no cover - console entry point wrapper
     try:
         app()
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(2)
 
 

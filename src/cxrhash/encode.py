@@ -105,7 +105,7 @@ def encode_dataset(
         cases.extend(batch["case_id"])
     seconds = time.perf_counter() - t0
     for s in skipped:
-        LOG.warning("skipped unreadable image %s (%s): %s", s.case_id, s.path, s.reason)
+        LOG.warning("skipped unreadable image %s: %s", s.path or s.case_id, s.reason)
     if not hashes:
         raise ValueError(f"no readable image in {dataset.name} ({len(skipped)} skipped)")
     return Encoded(

@@ -22,7 +22,7 @@ from cxrhash.index.shards import write_json_atomic
 from cxrhash.index.store import HashIndex, SearchHit
 from cxrhash.models.heatmaps import check_heatmap, query_heatmaps
 from cxrhash.models.output import HashOutput
-from cxrhash.training.checkpoint import load_model
+from cxrhash.training.checkpoint import CheckpointError, load_model
 
 LOG = logging.getLogger(__name__)
 MODEL_REF = "model.json"
@@ -79,6 +79,7 @@ def build_index(
     backend_params: dict[str, Any] | None = None,
     shard_size: int | None = None,
     store_floats: bool | None = None,
+    keep_source_names: bool | None = None,
 ) -> IndexReport:
     """Encode ``dataset`` and append it to the index at ``index_dir`` (created if new).
 
@@ -92,6 +93,8 @@ def build_index(
     film's float outputs, float16, for ``search --rerank floats``) apply when the
     index is created (see :meth:`HashIndex.create`); for an existing index they must
     match. An index with a float store gets the float rows of every film added.
+    ``keep_source_names`` (also fixed at creation; default no) stores case ids and
+    source paths as given instead of keyed pseudonyms (:mod:`cxrhash.index.pseudonyms`).
     """
     model, payload = load_model(checkpoint)
     config = payload["config"]
@@ -104,6 +107,7 @@ def build_index(
         backend_params=backend_params,
         shard_size=shard_size,
         store_floats=store_floats,
+        source_names=keep_source_names,
     ) as index:
         write_json_atomic(
             index_dir / MODEL_REF,
@@ -129,7 +133,7 @@ def build_index(
             report.seconds = time.perf_counter() - t0
         report.total = len(index)
     for s in report.skipped:
-        LOG.warning("not indexed, unreadable: %s (%s): %s", s.case_id, s.path, s.reason)
+        LOG.warning("not indexed, unreadable: %s: %s", s.path or s.case_id, s.reason)
     return report
 
 
@@ -216,7 +220,15 @@ def resolve_checkpoint(index_dir: Path, checkpoint: Path | None) -> Path:
             f"{ref} not found: pass --checkpoint, or point --index at a directory made by "
             "`cxrhash index`"
         )
-    return Path(json.loads(ref.read_text())["checkpoint"])
+    try:
+        recorded = json.loads(ref.read_text(encoding="utf-8"))["checkpoint"]
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(
+            f"{ref} does not name a checkpoint ({type(err).__name__}: {err}); pass --checkpoint"
+        ) from err
+    if not isinstance(recorded, str):
+        raise CheckpointError(f"{ref} does not name a checkpoint; pass --checkpoint")
+    return Path(recorded)
 
 
 def encode_images(

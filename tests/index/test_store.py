@@ -53,7 +53,7 @@ def _filled(
 ) -> tuple[HashIndex, np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
     codes, ids, findings, patients = _batch(rng, 0, n)
-    index = HashIndex.create(tmp_path / "idx", BITS, "model-a", **create)
+    index = HashIndex.create(tmp_path / "idx", BITS, "model-a", **create, source_names=True)
     index.add(codes, ids, findings, patient_ids=patients)
     return index, codes, ids
 
@@ -95,7 +95,9 @@ def test_sharded_search_equals_stable_hamming_rank_with_many_ties(
     rng = np.random.default_rng(k)
     distinct = rng.integers(0, 2, size=(20, BITS))
     codes, ids, findings, _ = _batch(rng, 0, 2000, distinct)
-    index = HashIndex.create(tmp_path / "idx", BITS, "m", backend=backend, shard_size=600)
+    index = HashIndex.create(
+        tmp_path / "idx", BITS, "m", backend=backend, shard_size=600, source_names=True
+    )
     index.add(codes[:1500], ids[:1500], findings[:1500])  # 3 shards, then one more
     index.add(codes[1500:], ids[1500:], findings[1500:])
     assert index.n_shards == 4
@@ -120,7 +122,7 @@ def test_merge_is_exact_by_distance_then_id() -> None:
 def test_open_with_another_backend_for_this_session(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     codes, ids, findings, _ = _batch(rng, 0, 500, rng.integers(0, 2, size=(15, BITS)))
-    index = HashIndex.create(tmp_path / "idx", BITS, "m", shard_size=200)
+    index = HashIndex.create(tmp_path / "idx", BITS, "m", shard_size=200, source_names=True)
     index.add(codes, ids, findings)
     index.close()
     other = HashIndex.open(tmp_path / "idx", backend="distinct")
@@ -148,7 +150,13 @@ def test_approximate_backends_sorted_true_distances_and_recall(
     bits = 64
     codes = clustered_codes(1800, bits, 1, n_clusters=40)
     index = HashIndex.create(
-        tmp_path / "idx", bits, "m", backend=backend, backend_params=params, shard_size=600
+        tmp_path / "idx",
+        bits,
+        "m",
+        backend=backend,
+        backend_params=params,
+        shard_size=600,
+        source_names=True,
     )
     index.add(codes, [f"c{i}" for i in range(len(codes))], ["x"] * len(codes))
     queries = np.concatenate([codes[::60], clustered_codes(30, bits, 2, n_clusters=40)])
@@ -167,9 +175,9 @@ def test_approximate_backends_sorted_true_distances_and_recall(
 def test_batches_across_shard_boundaries_equal_one_batch(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     codes, ids, findings, patients = _batch(rng, 0, 60)
-    one = HashIndex.create(tmp_path / "one", BITS, "m", shard_size=7)
+    one = HashIndex.create(tmp_path / "one", BITS, "m", shard_size=7, source_names=True)
     one.add(codes, ids, findings, patients)
-    many = HashIndex.create(tmp_path / "many", BITS, "m", shard_size=7)
+    many = HashIndex.create(tmp_path / "many", BITS, "m", shard_size=7, source_names=True)
     for s, e in [(0, 3), (3, 7), (7, 25), (25, 26), (26, 60)]:
         many.add(codes[s:e], ids[s:e], findings[s:e], patients[s:e])
     queries = codes[::7]
@@ -211,18 +219,20 @@ def test_wrong_code_length_rejected(tmp_path: Path) -> None:
 
 
 def test_padding_bits_must_be_zero(tmp_path: Path) -> None:
-    index = HashIndex.create(tmp_path / "idx", 12, "m")
+    index = HashIndex.create(tmp_path / "idx", 12, "m", source_names=True)
     with pytest.raises(ValueError, match="row 1.*padding bits"):
         index.add(np.array([[0, 0], [0, 1]], np.uint8), ["a", "b"], ["", ""])
 
 
 def test_bad_create_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shard_size"):
-        HashIndex.create(tmp_path / "a", BITS, "m", shard_size=0)
+        HashIndex.create(tmp_path / "a", BITS, "m", shard_size=0, source_names=True)
     with pytest.raises(ValueError, match="'nope' cannot serve"):
-        HashIndex.create(tmp_path / "b", BITS, "m", backend="nope")
+        HashIndex.create(tmp_path / "b", BITS, "m", backend="nope", source_names=True)
     with pytest.raises(ValueError, match="bad parameters for the hnsw backend"):
-        HashIndex.create(tmp_path / "c", BITS, "m", backend="hnsw", backend_params={"mm": 3})
+        HashIndex.create(
+            tmp_path / "c", BITS, "m", backend="hnsw", backend_params={"mm": 3}, source_names=True
+        )
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
@@ -232,14 +242,22 @@ def test_model_bits_backend_and_shard_size_mismatch(tmp_path: Path) -> None:
     with pytest.raises(IndexMismatchError, match="'model-a'.*'model-b'"):
         HashIndex.open(tmp_path / "idx", model_id="model-b")
     with pytest.raises(IndexMismatchError, match="16-bit.*32 bits"):
-        HashIndex.open_or_create(tmp_path / "idx", 32, "model-a")
+        HashIndex.open_or_create(tmp_path / "idx", 32, "model-a", source_names=True)
     with pytest.raises(IndexMismatchError, match="'flat' backend, not 'distinct'"):
-        HashIndex.open_or_create(tmp_path / "idx", BITS, "model-a", backend="distinct")
+        HashIndex.open_or_create(
+            tmp_path / "idx", BITS, "model-a", backend="distinct", source_names=True
+        )
     with pytest.raises(IndexMismatchError, match="shards of 100 codes, not 50"):
-        HashIndex.open_or_create(tmp_path / "idx", BITS, "model-a", shard_size=50)
-    again = HashIndex.open_or_create(tmp_path / "idx", BITS, "model-a", backend="flat")
+        HashIndex.open_or_create(
+            tmp_path / "idx", BITS, "model-a", shard_size=50, source_names=True
+        )
+    again = HashIndex.open_or_create(
+        tmp_path / "idx", BITS, "model-a", backend="flat", source_names=True
+    )
     assert len(again) == 3
-    fresh = HashIndex.open_or_create(tmp_path / "new", 64, "model-c", backend="distinct")
+    fresh = HashIndex.open_or_create(
+        tmp_path / "new", 64, "model-c", backend="distinct", source_names=True
+    )
     assert len(fresh) == 0 and fresh.bits == 64 and fresh.backend == "distinct"
 
 
@@ -247,30 +265,13 @@ def test_create_refuses_non_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("x")
     with pytest.raises(FileExistsError, match="non-empty directory"):
-        HashIndex.create(tmp_path / "busy", BITS, "m")
+        HashIndex.create(tmp_path / "busy", BITS, "m", source_names=True)
     with pytest.raises(FileNotFoundError, match="index.json"):
         HashIndex.open(tmp_path / "busy")
 
 
-def test_patient_ids_never_stored(tmp_path: Path) -> None:
-    index, _, _ = _filled(tmp_path, n=25)
-    expected_hash = index.patient_hash("PATIENT-SECRET-0007")
-    index.close()
-    files = [p for p in (tmp_path / "idx").rglob("*") if p.is_file()]
-    assert {p.name for p in files} >= {"index.json", "0000.codes", "meta.sqlite"}
-    for path in files:
-        assert b"PATIENT-SECRET" not in path.read_bytes(), path
-    conn = sqlite3.connect(tmp_path / "idx" / "meta.sqlite")
-    (stored,) = conn.execute("SELECT patient_hash FROM items WHERE case_id = 'c00007'").fetchone()
-    conn.close()
-    assert stored == expected_hash and len(stored) == 64
-    # the salt differs per index, so the same patient gets a different pseudonym
-    other = HashIndex.create(tmp_path / "other", BITS, "m")
-    assert other.patient_hash("PATIENT-SECRET-0007") != expected_hash
-
-
 def test_empty_index_search(tmp_path: Path) -> None:
-    index = HashIndex.create(tmp_path / "idx", BITS, "m")
+    index = HashIndex.create(tmp_path / "idx", BITS, "m", source_names=True)
     rows, dists = index.search_packed(np.zeros((3, 2), np.uint8), 5)
     assert rows.shape == dists.shape == (3, 0)
     assert index.search(np.zeros((2, 2), np.uint8), 5) == [[], []]
@@ -285,7 +286,9 @@ def test_empty_index_search(tmp_path: Path) -> None:
 def test_removed_items_never_come_back(tmp_path: Path, backend: str) -> None:
     rng = np.random.default_rng(11)
     codes, ids, findings, _ = _batch(rng, 0, 300, rng.integers(0, 2, size=(12, BITS)))
-    index = HashIndex.create(tmp_path / "idx", BITS, "m", backend=backend, shard_size=100)
+    index = HashIndex.create(
+        tmp_path / "idx", BITS, "m", backend=backend, shard_size=100, source_names=True
+    )
     index.add(codes[:250], ids[:250], findings[:250])
     index.search_packed(codes[:1], 1)  # backends built: removal must reach them
     gone = sorted(rng.choice(250, size=60, replace=False).tolist())
@@ -435,7 +438,9 @@ def test_sigkill_mid_add_reopens_at_a_committed_state(
     tmp_path: Path, kill_writer: Callable[[str, Path], None]
 ) -> None:
     path = tmp_path / "idx"
-    HashIndex.create(path, 64, "m", shard_size=25_000).close()  # boundaries mid-batch
+    HashIndex.create(
+        path, 64, "m", shard_size=25_000, source_names=True
+    ).close()  # boundaries mid-batch
     script = textwrap.dedent(
         f"""
         import sys
@@ -576,7 +581,9 @@ def test_sqlite_problems_are_reported(tmp_path: Path) -> None:
 
 
 def test_ivf_shard_too_small_to_train_is_a_clear_error(tmp_path: Path) -> None:
-    index = HashIndex.create(tmp_path / "idx", 64, "m", backend="ivf", backend_params={"nlist": 64})
+    index = HashIndex.create(
+        tmp_path / "idx", 64, "m", backend="ivf", backend_params={"nlist": 64}, source_names=True
+    )
     index.add(uniform_codes(10, 64), [f"c{i}" for i in range(10)], ["x"] * 10)
     with pytest.raises(HashIndexError, match=r"ivf backend of .*0000\.codes.*nlist=64"):
         index.search_packed(uniform_codes(1, 64), 3)
@@ -591,7 +598,9 @@ def test_saved_backends_are_loaded_while_their_shard_is_unchanged(
 
     rng = np.random.default_rng(8)
     codes, ids, findings, _ = _batch(rng, 0, 800, rng.integers(0, 2, size=(40, BITS)))
-    index = HashIndex.create(tmp_path / "idx", BITS, "m", backend=backend, shard_size=300)
+    index = HashIndex.create(
+        tmp_path / "idx", BITS, "m", backend=backend, shard_size=300, source_names=True
+    )
     index.add(codes[:700], ids[:700], findings[:700])
     saved = index.save_backends()
     assert [p.name for p in saved] == [f"{i:04d}.{backend}.npz" for i in range(3)]
@@ -673,7 +682,7 @@ def test_in_memory_metadata_follows_commits_and_rewrites(tmp_path: Path) -> None
 
 
 def test_metadata_with_the_table_separator_is_served_from_sqlite(tmp_path: Path) -> None:
-    index = HashIndex.create(tmp_path / "idx", 16, "m")
+    index = HashIndex.create(tmp_path / "idx", 16, "m", source_names=True)
     codes = uniform_codes(6, 16, seed=0)
     index.add(codes, [f"odd\x1fid{i}" for i in range(6)], ["No Finding"] * 6)
     hits = index.search(codes[:2], 1)
@@ -705,7 +714,7 @@ def test_every_hit_carries_its_own_rows_metadata(tmp_path: Path, in_memory: bool
     case_ids = [f"c{i}-" + "x" * int(rng.integers(0, 30)) for i in range(n)]
     findings = [["No Finding", "Mass|Nodule", "Effusion", "Ünusual"][i % 4] for i in range(n)]
     paths = [None if i % 5 == 0 else f"/films/{i}/" + "p" * (i % 17) + ".dcm" for i in range(n)]
-    index = HashIndex.create(tmp_path / "idx", 32, "m")
+    index = HashIndex.create(tmp_path / "idx", 32, "m", source_names=True)
     index.add(codes, case_ids, findings, source_paths=paths)
     if not in_memory:
         index._meta.memory_rows = 0

@@ -43,7 +43,9 @@ def _ids(start: int, n: int) -> list[str]:
 
 def _float_index(tmp_path: Path, n: int = 50, **create: object) -> tuple[HashIndex, np.ndarray]:
     floats = _floats(n, 0, n_distinct=6)
-    index = HashIndex.create(tmp_path / "idx", BITS, "m", store_floats=True, **create)  # type: ignore[arg-type]
+    index = HashIndex.create(
+        tmp_path / "idx", BITS, "m", store_floats=True, **create, source_names=True
+    )  # type: ignore[arg-type]
     index.add(pack_codes(floats >= 0), _ids(0, n), ["x"] * n, floats=floats)
     return index, floats
 
@@ -55,7 +57,9 @@ def _env() -> dict[str, str]:
 def test_floats_round_trip_through_the_index(tmp_path: Path) -> None:
     floats = _floats(70, 1) * 40  # up to ~150: float16 keeps 3 significant digits
     codes = pack_codes(floats >= 0)
-    index = HashIndex.create(tmp_path / "idx", BITS, "m", shard_size=32, store_floats=True)
+    index = HashIndex.create(
+        tmp_path / "idx", BITS, "m", shard_size=32, store_floats=True, source_names=True
+    )
     index.add(codes[:45], _ids(0, 45), ["x"] * 45, floats=floats[:45])  # across a shard end
     index.add(codes[45:], _ids(45, 25), ["y"] * 25, floats=floats[45:])
     index.close()
@@ -81,7 +85,7 @@ def test_floats_round_trip_through_the_index(tmp_path: Path) -> None:
 
 
 def test_an_index_without_floats_stays_format_2(tmp_path: Path) -> None:
-    index = HashIndex.create(tmp_path / "idx", BITS, "m")
+    index = HashIndex.create(tmp_path / "idx", BITS, "m", source_names=True)
     floats = _floats(5, 2)
     index.add(pack_codes(floats >= 0), _ids(0, 5), ["x"] * 5)
     manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
@@ -119,12 +123,16 @@ def test_add_checks_the_float_rows_and_writes_nothing_on_error(tmp_path: Path) -
 def test_open_or_create_checks_the_float_store(tmp_path: Path) -> None:
     _float_index(tmp_path)[0].close()
     with pytest.raises(IndexMismatchError, match="stores float outputs.*--store-floats"):
-        HashIndex.open_or_create(tmp_path / "idx", BITS, "m", store_floats=False)
-    HashIndex.open_or_create(tmp_path / "idx", BITS, "m", store_floats=True).close()
-    assert HashIndex.open_or_create(tmp_path / "idx", BITS, "m").stores_floats
-    HashIndex.create(tmp_path / "plain", BITS, "m").close()
+        HashIndex.open_or_create(tmp_path / "idx", BITS, "m", store_floats=False, source_names=True)
+    HashIndex.open_or_create(
+        tmp_path / "idx", BITS, "m", store_floats=True, source_names=True
+    ).close()
+    assert HashIndex.open_or_create(tmp_path / "idx", BITS, "m", source_names=True).stores_floats
+    HashIndex.create(tmp_path / "plain", BITS, "m", source_names=True).close()
     with pytest.raises(IndexMismatchError, match="stores no float outputs.*new directory"):
-        HashIndex.open_or_create(tmp_path / "plain", BITS, "m", store_floats=True)
+        HashIndex.open_or_create(
+            tmp_path / "plain", BITS, "m", store_floats=True, source_names=True
+        )
 
 
 @pytest.mark.parametrize("rerank", ["asymmetric", "floats"])
@@ -135,7 +143,13 @@ def test_reranked_search_equals_the_two_stage_ranking(
     floats = _floats(300, 4, n_distinct=12)  # a collapsed database: ties everywhere
     codes = pack_codes(floats >= 0)
     index = HashIndex.create(
-        tmp_path / "idx", BITS, "m", backend=backend, shard_size=128, store_floats=True
+        tmp_path / "idx",
+        BITS,
+        "m",
+        backend=backend,
+        shard_size=128,
+        store_floats=True,
+        source_names=True,
     )
     index.add(codes[:200], _ids(0, 200), ["x"] * 200, floats=floats[:200])
     index.add(codes[200:], _ids(200, 100), ["y"] * 100, floats=floats[200:])
@@ -170,7 +184,7 @@ def test_reranked_search_equals_the_two_stage_ranking(
 
 
 def test_rerank_errors_name_the_missing_piece(tmp_path: Path) -> None:
-    plain = HashIndex.create(tmp_path / "plain", BITS, "m")
+    plain = HashIndex.create(tmp_path / "plain", BITS, "m", source_names=True)
     floats = _floats(30, 6)
     plain.add(pack_codes(floats >= 0), _ids(0, 30), ["x"] * 30)
     q = pack_codes(floats[:2] >= 0)
@@ -256,7 +270,7 @@ def test_sigkill_mid_add_leaves_floats_consistent_with_the_committed_count(
     kill_writer: Callable[[str, Path], None],
 ) -> None:
     path = tmp_path / "idx"
-    HashIndex.create(path, 64, "m", shard_size=12_500, store_floats=True).close()
+    HashIndex.create(path, 64, "m", shard_size=12_500, store_floats=True, source_names=True).close()
     script = textwrap.dedent(
         f"""
         import sys

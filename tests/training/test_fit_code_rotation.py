@@ -65,7 +65,7 @@ def test_training_writes_the_rotation_into_best_pt(
     model, payload = load_model(run)
     assert hash_head(model).rotation.fitted == bool(itq)
     assert (run / "code_rotation.json").exists() == bool(itq)
-    assert payload["model_id"] == model_fingerprint(model)
+    assert payload["model_id"] == model_fingerprint(model.state_dict(), payload["config"])
     if itq:
         stats = json.loads((run / "code_rotation.json").read_text())
         assert stats["films"] > 0 and 0 < stats["distinct_share_after"] <= 1

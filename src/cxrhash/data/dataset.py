@@ -193,9 +193,9 @@ class CXRDataset(Dataset):
         path = self.paths[i]
         if i not in self._warned:
             self._warned.add(i)
-            LOG.warning(
-                "%s: skipping item %d (%s, %s): %s", self.name, i, self.case_ids[i], path, reason
-            )
+            # The file names itself once: its case id is often its path again.
+            where = path if path is not None else self.case_ids[i]
+            LOG.warning("%s: skipping item %d (%s): %s", self.name, i, where, reason)
         return SkippedSample(idx=i, case_id=self.case_ids[i], path=path, reason=reason)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> CXRDataset:

@@ -14,6 +14,14 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 _DICOM_MAGIC_OFFSET = 128
 _DICOM_MAGIC = b"DICM"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+#: How a file becomes the network's input; part of every model id, so an index refuses
+#: codes made under other preprocessing. Change ``version`` with any change below.
+PREPROCESSING: dict[str, object] = {
+    "version": 1,
+    "grey": "[0, 1] by bit depth; DICOM modality, VOI and presentation LUTs",
+    "resize": "shorter side to image_size, bilinear, centre square crop",
+    "channels": 1,
+}
 
 
 class ImageReadError(ValueError):

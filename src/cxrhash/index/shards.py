@@ -75,12 +75,13 @@ class Manifest:
     bits: int
     model_id: str
     created: str
-    salt: str
+    key_id: str  # the pseudonym key's public id (cxrhash.index.pseudonyms)
     shard_size: int
     backend: str
     backend_params: dict[str, Any]
     shards: tuple[ShardEntry, ...] = ()
     floats: bool = False  # a float16 store of the pre-binarisation outputs
+    source_names: bool = False  # case ids and source paths kept as given (opt-in)
 
     @property
     def code_bytes(self) -> int:
@@ -106,7 +107,7 @@ class Manifest:
             "code_bytes": self.code_bytes,
             "model_id": self.model_id,
             "created": self.created,
-            "salt": self.salt,
+            "pseudonyms": {"key_id": self.key_id, "source_names": self.source_names},
             "shard_size": self.shard_size,
             "backend": {"name": self.backend, "params": self.backend_params},
             "count": self.count,
@@ -131,7 +132,12 @@ class Manifest:
                 f"{FORMAT_VERSION} and {FLOATS_FORMAT_VERSION}"
             )
         floats = version == FLOATS_FORMAT_VERSION
-        required = ("bits", "code_bytes", "model_id", "created", "salt", "shard_size")
+        if "salt" in data and "pseudonyms" not in data:
+            raise IndexCorruptError(
+                f"{source} is an index from an older cxrhash that stored salted patient "
+                "hashes (reversible) and source names; re-index the images into a new directory"
+            )
+        required = ("bits", "code_bytes", "model_id", "created", "pseudonyms", "shard_size")
         missing = [key for key in (*required, "backend", "count", "shards") if key not in data]
         if missing:
             raise IndexCorruptError(f"{source} lacks the field(s) {', '.join(missing)}")
@@ -140,7 +146,7 @@ class Manifest:
                 bits=_positive(data["bits"], "bits"),
                 model_id=str(data["model_id"]),
                 created=str(data["created"]),
-                salt=str(data["salt"]),
+                key_id=str(data["pseudonyms"]["key_id"]),
                 shard_size=_positive(data["shard_size"], "shard_size"),
                 backend=str(data["backend"]["name"]),
                 backend_params=dict(data["backend"]["params"]),
@@ -154,6 +160,7 @@ class Manifest:
                     for s in data["shards"]
                 ),
                 floats=floats,
+                source_names=_flag(data["pseudonyms"]["source_names"], "source_names"),
             )
             if floats and data["floats"] != {"dtype": "float16", "row_bytes": manifest.float_bytes}:
                 raise ValueError(
@@ -408,6 +415,12 @@ def _write_at(path: Path, offset: int, data: np.ndarray) -> None:
 def _positive(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
     return value
 
 

@@ -3,7 +3,7 @@
 An index is a directory::
 
     DIR/index.json          the manifest and commit point: format version, bits,
-                            model id, salt, shard size, search backend + params,
+                            model id, pseudonym key id, shard size, search backend + params,
                             and per shard its committed rows and their CRC-32
     DIR/shards/NNNN.codes   shard NNNN: raw uint8 rows of ids [NNNN·S, (NNNN+1)·S),
                             B bytes each, append-only, memory-mapped for reading
@@ -32,8 +32,12 @@ the hits comes from memory (a compact copy of up to 2^22 rows' metadata,
 loaded at the first search), beyond that from one SQL query per batch through a
 cache of recently returned rows.
 
-Patient identifiers are never stored: only ``sha256(salt + patient_id)`` with a
-random salt per index, kept in ``index.json``.
+Nothing in the folder identifies a patient (:mod:`cxrhash.index.pseudonyms`): patient
+ids are stored as HMAC-SHA256 pseudonyms under a key kept outside the folder, and so are
+case ids, with no source paths, unless the index was created with ``source_names``
+(the user's opt-in to keep file names and paths). Searching needs no key; adding,
+``contains`` and ``remove`` take the source case ids and need the key the index was made
+with.
 """
 
 from __future__ import annotations
@@ -42,13 +46,11 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
-from hashlib import sha256
 from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -67,6 +69,7 @@ from cxrhash.index.errors import (
     few,
 )
 from cxrhash.index.meta import META_NAME, ItemRow, MetaStore
+from cxrhash.index.pseudonyms import KEY_FILE_ENV, Pseudonymizer, load_pseudonymizer
 from cxrhash.index.rerank import (
     asymmetric_scores,
     check_mode,
@@ -135,7 +138,13 @@ class HashIndex:
     """
 
     def __init__(
-        self, path: Path, shards: ShardStore, meta: MetaStore, backend: str, params: dict[str, Any]
+        self,
+        path: Path,
+        shards: ShardStore,
+        meta: MetaStore,
+        backend: str,
+        params: dict[str, Any],
+        pseudonymizer: Pseudonymizer | None = None,
     ) -> None:
         self._path = path
         self._shards = shards
@@ -145,6 +154,7 @@ class HashIndex:
         self._backends: list[HammingBackend] = []  # one per shard, built by _synced_backends
         self._synced: list[int] = []  # rows of each shard already in its backend
         self._n_deleted = meta.count_deleted(shards.manifest.count)
+        self._pseudonymizer = pseudonymizer
 
     # ------------------------------------------------------------------ building
 
@@ -159,6 +169,8 @@ class HashIndex:
         backend_params: dict[str, Any] | None = None,
         shard_size: int = DEFAULT_SHARD_SIZE,
         store_floats: bool = False,
+        source_names: bool = False,
+        pseudonymizer: Pseudonymizer | None = None,
     ) -> HashIndex:
         """Create an empty index in a new or empty directory.
 
@@ -171,6 +183,11 @@ class HashIndex:
             shard_size: most codes per shard file.
             store_floats: also store every item's float outputs (float16, 2·k bytes per
                 item) for ``search(rerank="floats")``; ``add`` then requires them.
+            source_names: keep case ids and source paths as given (opt-in: a file name
+                or path may identify the patient); else case ids are stored as keyed
+                pseudonyms and paths are dropped.
+            pseudonymizer: the key's pseudonymizer (default: this machine's key,
+                :func:`~cxrhash.index.pseudonyms.load_pseudonymizer`).
 
         Raises:
             FileExistsError: ``path`` is a file or a non-empty directory.
@@ -189,17 +206,19 @@ class HashIndex:
                     f"refusing to create a hash index in non-empty directory {path}; "
                     "use HashIndex.open for an existing index or choose an empty directory"
                 )
+        pseudonymizer = pseudonymizer or load_pseudonymizer(forbid_under=path)
         path.mkdir(parents=True, exist_ok=True)
         meta = MetaStore.create(path / META_NAME)
         manifest = Manifest(
             bits=int(bits),
             model_id=str(model_id),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            salt=secrets.token_hex(16),
+            key_id=pseudonymizer.key_id,
             shard_size=shard_size,
             backend=backend,
             backend_params=params,
             floats=bool(store_floats),
+            source_names=bool(source_names),
         )
         shards = ShardStore.create(path, manifest)  # the manifest is written last
         LOG.info(
@@ -210,7 +229,7 @@ class HashIndex:
             model_id,
             path,
         )
-        return cls(path, shards, meta, backend, params)
+        return cls(path, shards, meta, backend, params, pseudonymizer)
 
     @classmethod
     def open(
@@ -221,6 +240,7 @@ class HashIndex:
         backend: str | None = None,
         backend_params: dict[str, Any] | None = None,
         verify: bool = True,
+        pseudonymizer: Pseudonymizer | None = None,
     ) -> HashIndex:
         """Open an existing index as of its last completed ``add``.
 
@@ -232,6 +252,8 @@ class HashIndex:
             backend_params: parameters for this session's backend (default: the
                 recorded ones when the backend is the recorded one).
             verify: check every shard's CRC-32 (reads all codes once).
+            pseudonymizer: the key for ``add``, ``contains`` and ``remove`` (default:
+                this machine's key, loaded at the first of them; searching needs none).
 
         Raises:
             FileNotFoundError: no index at ``path``.
@@ -263,7 +285,7 @@ class HashIndex:
             if backend is None and backend_params is None:
                 raise IndexCorruptError(f"{manifest_path}: bad search backend: {err}") from err
             raise
-        return cls(path, shards, meta, name, params)
+        return cls(path, shards, meta, name, params, pseudonymizer)
 
     @classmethod
     def open_or_create(
@@ -276,10 +298,12 @@ class HashIndex:
         backend_params: dict[str, Any] | None = None,
         shard_size: int | None = None,
         store_floats: bool | None = None,
+        source_names: bool | None = None,
+        pseudonymizer: Pseudonymizer | None = None,
     ) -> HashIndex:
         """Open the index at ``path`` if there is one (checking bits, model, backend, shard
-        size and float store where given), else create it (``flat``, 2^22 codes per shard and
-        no float store by default).
+        size, float store and source names where given), else create it (``flat``, 2^22
+        codes per shard, no float store, pseudonymous case ids by default).
         """
         if not (Path(path) / MANIFEST_NAME).is_file():
             return cls.create(
@@ -290,8 +314,12 @@ class HashIndex:
                 backend_params=backend_params,
                 shard_size=shard_size or DEFAULT_SHARD_SIZE,
                 store_floats=bool(store_floats),
+                source_names=bool(source_names),
+                pseudonymizer=pseudonymizer,
             )
-        index = cls.open(path, model_id=model_id, backend_params=backend_params)
+        index = cls.open(
+            path, model_id=model_id, backend_params=backend_params, pseudonymizer=pseudonymizer
+        )
         manifest = index._shards.manifest
         problems = []
         if index.bits != bits:
@@ -309,6 +337,12 @@ class HashIndex:
                 ("stores no" if store_floats else "stores")
                 + " float outputs (the float store is chosen when an index is created: "
                 "--store-floats; index into a new directory to change it)"
+            )
+        if source_names is not None and source_names != manifest.source_names:
+            problems.append(
+                ("keeps" if manifest.source_names else "pseudonymises")
+                + " case ids and source paths (chosen when an index is created: "
+                "--keep-source-names; index into a new directory to change it)"
             )
         if problems:
             index.close()
@@ -330,8 +364,9 @@ class HashIndex:
             packed_codes: n×B ``uint8`` codes from :func:`pack_codes`.
             case_ids: n unique case ids, none already in the index.
             findings: n findings strings (e.g. ``"Effusion|Mass"``).
-            patient_ids: n patient ids; only their salted SHA-256 is stored.
-            source_paths: n image paths (or None each), stored as given.
+            patient_ids: n patient ids; only their keyed pseudonyms are stored.
+            source_paths: n image paths (or None each), stored only by an index that
+                keeps source names.
             floats: n×k float outputs whose signs are the codes (``HashOutput.hash``);
                 required by an index with a float store (stored as float16), refused
                 by one without.
@@ -360,19 +395,21 @@ class HashIndex:
             )
         if n == 0:
             return
+        stored_ids = self._stored_ids(case_ids)
         with self._writing():
-            present = self._meta.live_rows(case_ids, self.n_rows)
+            present = self._meta.live_rows(stored_ids, self.n_rows)
             if present:
-                listed = [c for c in case_ids if c in present]
+                listed = [c for c, s in zip(case_ids, stored_ids, strict=True) if s in present]
                 raise DuplicateCaseIdError(
                     f"{len(listed)} case id(s) are already in the index at {self._path}: "
                     f"{few(listed)}"
                 )
             start = self.n_rows
             hashes = [None] * n if patient_ids is None else [*map(self.patient_hash, patient_ids)]
-            paths = [None] * n if source_paths is None else source_paths
+            keep_paths = source_paths is not None and self._shards.manifest.source_names
+            paths = source_paths if keep_paths else [None] * n
             rows: list[ItemRow] = [
-                (start + i, case_ids[i], str(findings[i]), hashes[i], _opt_str(paths[i]))
+                (start + i, stored_ids[i], str(findings[i]), hashes[i], _opt_str(paths[i]))
                 for i in range(n)
             ]
             staged = self._shards.stage(codes, rows16)
@@ -397,9 +434,10 @@ class HashIndex:
             )
         if not ids:
             return 0
+        stored_ids = self._stored_ids(ids)
         with self._writing():
-            found = self._meta.live_rows(ids, self.n_rows)
-            unknown = [c for c in ids if c not in found]
+            found = self._meta.live_rows(stored_ids, self.n_rows)
+            unknown = [c for c, s in zip(ids, stored_ids, strict=True) if s not in found]
             if unknown:
                 raise UnknownCaseIdError(
                     f"cannot remove {len(unknown)} case id(s) that are not in the index at "
@@ -415,6 +453,25 @@ class HashIndex:
                 backend.remove(mine)
         LOG.info("removed %d cases from %s", len(rows), self._path)
         return len(rows)
+
+    def _stored_ids(self, case_ids: list[str]) -> list[str]:
+        if self._shards.manifest.source_names:
+            return case_ids
+        return [*map(self._pseudonyms().case, case_ids)]
+
+    def _pseudonyms(self) -> Pseudonymizer:
+        """The key's pseudonymizer, loaded at first use and checked against the index's key."""
+        if self._pseudonymizer is None:
+            self._pseudonymizer = load_pseudonymizer(forbid_under=self._path)
+        expected = self._shards.manifest.key_id
+        if self._pseudonymizer.key_id != expected:
+            raise IndexMismatchError(
+                f"index at {self._path} was made with pseudonym key {expected!r}, but the key "
+                f"from {self._pseudonymizer.source} is {self._pseudonymizer.key_id!r}; point "
+                f"{KEY_FILE_ENV} at the key it was made with (a new key would index every "
+                "film again under new pseudonyms)"
+            )
+        return self._pseudonymizer
 
     # ------------------------------------------------------------------ queries
 
@@ -548,14 +605,18 @@ class HashIndex:
 
     def contains(self, case_ids: Sequence[str]) -> list[bool]:
         """For each case id, whether it is in the index (added and not removed)."""
-        ids = [str(c) for c in case_ids]
+        ids = self._stored_ids([str(c) for c in case_ids])
         found = self._meta.live_rows(ids, self.n_rows)
         return [c in found for c in ids]
 
     def patient_hash(self, patient_id: str) -> str:
-        """The stored pseudonym of a patient id: ``sha256(salt + patient_id)`` in hex."""
-        salt = self._shards.manifest.salt
-        return sha256((salt + str(patient_id)).encode("utf-8")).hexdigest()
+        """The stored pseudonym of a patient id: its keyed HMAC (``p-`` + 32 hex digits)."""
+        return self._pseudonyms().patient(str(patient_id))
+
+    def stored_case_id(self, case_id: str) -> str:
+        """What the index stores and returns for a source case id: its keyed pseudonym,
+        or the id itself in an index that keeps source names."""
+        return self._stored_ids([str(case_id)])[0]
 
     def iter_metadata(self) -> Iterator[tuple[int, str, str]]:
         """Yield ``(row, case_id, findings)`` for every item not removed, in insertion order."""

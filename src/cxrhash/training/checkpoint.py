@@ -8,12 +8,15 @@ with ``torch.load(weights_only=True)`` only.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from cxrhash.config import TrainConfig
+from cxrhash.data.images import PREPROCESSING
 from cxrhash.training.engine import TrainingError, load_state
 
 
@@ -21,12 +24,38 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or not a cxrhash checkpoint."""
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """A short content hash of the model weights; the index stores it to refuse foreign codes."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+#: Config fields that change the codes a set of weights makes (network, code length,
+#: input size); training-only fields (optimiser, epochs, seed, data) are left out.
+ENCODING_FIELDS = (
+    "method",
+    "backbone",
+    "feature_stage",
+    "variant",
+    "bits",
+    "hash_activation",
+    "image_size",
+    "no_finding_class",
+    "method_params",
+)
+
+
+def model_fingerprint(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> str:
+    """A short content hash of everything that decides a film's code.
+
+    The weights (``state``, a state dict: it includes the input normalisation's
+    mean/std buffers and any code rotation), the config's :data:`ENCODING_FIELDS`
+    (hash layer, bits, image size, …) and the image preprocessing
+    (:data:`cxrhash.data.images.PREPROCESSING`: decoding, resize, input channels).
+    An index stores it to refuse codes from any other model or preprocessing.
+    """
+    recipe = {f: config.get(f) for f in ENCODING_FIELDS}
+    recipe["preprocessing"] = PREPROCESSING
+    h = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(state.items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -48,6 +77,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         payload = load_state(path, "hashing")
     except TrainingError as exc:
         raise CheckpointError(str(exc)) from exc
+    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("model"), dict):
+        raise CheckpointError(f"{path} is not a cxrhash hashing checkpoint (no config or weights)")
+    try:
+        # Recomputed, never read from the file: an edited config must not keep the old id.
+        payload["model_id"] = model_fingerprint(payload["model"], payload["config"])
+    except (AttributeError, TypeError, RuntimeError) as exc:  # weights that are not tensors
+        raise CheckpointError(f"{path} is not a cxrhash hashing checkpoint ({exc})") from exc
     payload["path"] = str(path)
     return payload
 

@@ -96,7 +96,7 @@ def rotate_best_checkpoint(
     model.load_state_dict(payload["model"])
     stats = fit_code_rotation(model, films, batch_size=batch_size, seed=seed)
     payload["model"] = model.state_dict()
-    payload["model_id"] = model_fingerprint(model)
+    payload["model_id"] = model_fingerprint(payload["model"], payload["config"])
     save_checkpoint(best, payload)
     (Path(run_dir) / "code_rotation.json").write_text(json.dumps(stats, indent=2))
     LOG.info("code rotation fitted on %d training films: %s", stats["films"], stats)

@@ -244,7 +244,7 @@ class HashingTask:
         return {
             "label_names": list(self.names),
             "pathologies": list(self.dataset.pathologies),
-            "model_id": model_fingerprint(model),
+            "model_id": model_fingerprint(model.state_dict(), asdict(self.config)),
         }
 
     def check_resume(self, saved: Mapping[str, Any]) -> None:

@@ -406,8 +406,9 @@ class HashIndex:
                 )
             start = self.n_rows
             hashes = [None] * n if patient_ids is None else [*map(self.patient_hash, patient_ids)]
-            keep_paths = source_paths is not None and self._shards.manifest.source_names
-            paths = source_paths if keep_paths else [None] * n
+            paths: Sequence[str | os.PathLike[str] | None] = [None] * n
+            if source_paths is not None and self._shards.manifest.source_names:
+                paths = source_paths
             rows: list[ItemRow] = [
                 (start + i, stored_ids[i], str(findings[i]), hashes[i], _opt_str(paths[i]))
                 for i in range(n)

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from cxrhash.data.images import ImageReadError, load_image, resize_square
+from cxrhash.data.images import ImageReadError, load_image, printable_path, resize_square
 
 LOG = logging.getLogger(__name__)
 
@@ -193,8 +193,9 @@ class CXRDataset(Dataset):
         path = self.paths[i]
         if i not in self._warned:
             self._warned.add(i)
+            shown = printable_path(path) if path is not None else path
             LOG.warning(
-                "%s: skipping item %d (%s, %s): %s", self.name, i, self.case_ids[i], path, reason
+                "%s: skipping item %d (%s, %s): %s", self.name, i, self.case_ids[i], shown, reason
             )
         return SkippedSample(idx=i, case_id=self.case_ids[i], path=path, reason=reason)
 

@@ -83,11 +83,15 @@ def test_an_over_size_png_is_a_read_error_not_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pillow's DecompressionBombError (not an OSError) must become the per-file error
-    that jobs skip and count (issue #11, finding 3)."""
+    that jobs skip and count (issue #11, finding 3). Pillow follows the shared pixel
+    limit, and refuses inside ``Image.open`` what is over twice that limit."""
     path = tmp_path / "big.png"
     Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)  # > 2× the limit: an error
-    with pytest.raises(ImageReadError, match="big.png: too many pixels") as info:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    monkeypatch.setenv("CXRHASH_MAX_PIXELS", str(64 * 64 // 4))  # > 2× the limit: Pillow's error
+    with pytest.raises(
+        ImageReadError, match="big.png: too many pixels: 4,096 values, over the limit of 1,024"
+    ) as info:
         load_image(path)
     assert info.value.path == path
 

@@ -21,6 +21,7 @@ from cxrhash.data.labels import (
     parse_finding_labels,
     similarity_levels,
 )
+from cxrhash.data.limits import max_pixels, set_max_pixels
 from cxrhash.data.readers import (
     open_dataset,
     read_chestmnist,
@@ -47,6 +48,7 @@ __all__ = [
     "concat_datasets",
     "load_image",
     "load_split",
+    "max_pixels",
     "normalize_label",
     "open_dataset",
     "parse_finding_labels",
@@ -59,6 +61,7 @@ __all__ = [
     "read_nih_dir",
     "resize_square",
     "save_split",
+    "set_max_pixels",
     "similarity_levels",
     "training_augmentation",
 ]

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from cxrhash.data.images import ImageReadError, load_image, resize_square
+from cxrhash.data.images import ImageReadError, load_image, printable_path, resize_square
 
 LOG = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class CXRDataset(Dataset):
         if i not in self._warned:
             self._warned.add(i)
             # The file names itself once: its case id is often its path again.
-            where = path if path is not None else self.case_ids[i]
+            where = printable_path(path) if path is not None else self.case_ids[i]
             LOG.warning("%s: skipping item %d (%s): %s", self.name, i, where, reason)
         return SkippedSample(idx=i, case_id=self.case_ids[i], path=path, reason=reason)
 

@@ -12,19 +12,35 @@ so the two together still invert once, not twice. MONOCHROME1 with IDENTITY
 (non-conformant) is inverted because the photometric interpretation describes
 the stored pixels. Colour images (RGB, YBR_*, PALETTE COLOR) skip the
 grey-scale LUTs and are converted to luminance.
+
+Files are read defensively (issue #11): the header first, through readers that
+never trust a declared length (:mod:`cxrhash.data.dicom_io`), and its declared
+size is checked against the shared pixel limit (:mod:`cxrhash.data.limits`)
+before any pixel data is read or inflated.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 import pydicom
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
-from cxrhash.data.images import ImageReadError
+# _read_file_meta_info is private, but pydicom.pixels uses it the same way: to read a
+# file's meta group from a file-like and stop where the dataset begins.
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from cxrhash.data.dicom_io import ClampedReader, InflateLimitError, InflatingReader
+from cxrhash.data.images import ImageReadError, check_regular_file, follow_pixel_limit
+from cxrhash.data.limits import pixel_limit_reason
 
 LOG = logging.getLogger(__name__)
 
@@ -33,36 +49,187 @@ _MIN_BITS, _MAX_BITS = 8, 16
 # yields its lowest and highest possible outputs (the VOI output range).
 _WINDOW_PROBE = np.array([-(2**31), 2**31], dtype=np.int64)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+# Float, Double Float and (integer) Pixel Data.
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+# Header values longer than this (private blobs, overlays, ICC profiles) are skipped
+# unread; the decode path needs none of them (a VOI LUT is at most 128 KiB).
+_DEFER_BYTES = 1 << 20
+# A deflated file may inflate this far before its pixel data...
+_HEADER_INFLATE_BYTES = 64 << 20
+# ...and this far past the bytes its pixel data needs.
+_PIXEL_INFLATE_SLACK = 1 << 16
+
+_PYDICOM_LOG = logging.getLogger("pydicom")
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_pydicom_level = logging.NOTSET
 
 
 def read_dicom(path: str | Path) -> np.ndarray:
     """Decode a DICOM radiograph to a float32 ``H×W`` array in [0, 1].
 
-    Multi-frame files give their first frame.
+    Multi-frame files give their first frame. The header is read first and the
+    declared size checked against the shared pixel limit
+    (:mod:`cxrhash.data.limits`) before any pixel data is read or inflated.
+    pydicom's own log records and warnings are held back while the file is
+    read: the ImageReadError says what went wrong.
 
     Raises:
-        ImageReadError: The file is missing, not DICOM, has no or undecodable
-            pixel data, or a bit depth outside 8–16.
+        ImageReadError: The file is missing, not DICOM, over the pixel limit,
+            has no or undecodable pixel data, or a bit depth outside 8–16.
     """
     path = Path(path)
+    check_regular_file(path)
+    follow_pixel_limit()  # Pillow decodes JPEG and JPEG 2000 frames
+    with _quiet_pydicom():
+        try:
+            with path.open("rb") as handle:
+                ds = _read_checked(path, handle)
+        except OSError as err:
+            raise ImageReadError(path, f"cannot open ({err.strerror or err})") from err
+        try:
+            arr = pixel_array(ds, index=0)
+        except Exception as err:
+            # pydicom's message lists each plugin's failure on a line of its own.
+            detail = " ".join(str(err).split())
+            raise ImageReadError(path, f"cannot decode DICOM pixel data ({detail})") from err
+        try:
+            return _to_unit(path, arr, ds)
+        except ImageReadError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
+            # e.g. a VOI LUT Descriptor of two values instead of three
+            raise ImageReadError(path, f"cannot apply the DICOM grey-scale LUTs ({err})") from err
+
+
+def _read_checked(path: Path, handle: BinaryIO) -> pydicom.Dataset:
+    """Read the header, check it, then read the pixel data: a dataset ready to decode."""
+    raw = ClampedReader(handle)
     try:
-        ds = pydicom.dcmread(path)
-    except FileNotFoundError as err:
-        raise ImageReadError(path, "file not found") from err
+        read_preamble(cast(BinaryIO, raw), force=False)
+        meta = _read_file_meta_info(cast(BinaryIO, raw))
     except Exception as err:  # pydicom raises many types for broken files
         raise ImageReadError(path, f"not a readable DICOM file ({err})") from err
-    if "PixelData" not in ds:
+    syntax = meta.get("TransferSyntaxUID")
+    if not syntax:
+        raise ImageReadError(path, "not a readable DICOM file (no Transfer Syntax UID)")
+    stream: ClampedReader | InflatingReader = raw
+    if syntax == DeflatedExplicitVRLittleEndian:
+        stream = InflatingReader(handle, raw.tell(), _HEADER_INFLATE_BYTES)
+    layout = (syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian)
+    try:
+        ds = _read_header(path, stream, layout)
+    except InflateLimitError as err:
+        raise ImageReadError(
+            path, f"deflated header expands past {err.limit:,} bytes (a decompression bomb?)"
+        ) from err
+    ds.file_meta = meta
+    needed = _check_header(path, ds)
+    if isinstance(stream, InflatingReader):
+        stream.limit = stream.tell() + 12 + needed + _PIXEL_INFLATE_SLACK
+    try:
+        # The pixel data element(s) only: whatever follows them is never read.
+        pixels = read_dataset(
+            cast(BinaryIO, stream),
+            *layout,
+            stop_when=lambda tag, vr, length: tag not in _PIXEL_TAGS,
+        )
+    except InflateLimitError as err:
+        raise ImageReadError(
+            path, f"deflated data runs past the {needed:,} pixel bytes its header declares"
+        ) from err
+    except OSError:
+        raise
+    except Exception as err:
+        raise ImageReadError(path, f"cannot read DICOM pixel data ({err})") from err
+    ds.update(pixels)
+    return ds
+
+
+def _read_header(
+    path: Path, stream: ClampedReader | InflatingReader, layout: tuple[bool, bool]
+) -> pydicom.Dataset:
+    """Every element before the pixel data, values over :data:`_DEFER_BYTES` skipped unread."""
+    found: list[int] = []
+
+    def at_pixels(tag: int, vr: str | None, length: int) -> bool:
+        if tag in _PIXEL_TAGS:
+            found.append(tag)
+        return bool(found)
+
+    try:
+        ds = read_dataset(
+            cast(BinaryIO, stream),
+            *layout,
+            stop_when=at_pixels,
+            defer_size=_DEFER_BYTES,
+        )
+    except (InflateLimitError, OSError):
+        raise
+    except Exception as err:
+        raise ImageReadError(path, f"not a readable DICOM file ({err})") from err
+    if not found and stream.past_end():
+        raise ImageReadError(
+            path, "truncated or corrupt: an element claims more bytes than the file holds"
+        )
+    if not found:
         raise ImageReadError(path, "DICOM file has no pixel data")
-    bits = int(ds.get("BitsStored", 0) or 0)
+    return ds
+
+
+def _check_header(path: Path, ds: pydicom.Dataset) -> int:
+    """Refuse a bit depth or declared size we will not decode; return the native pixel bytes."""
+    try:
+        bits = int(ds.get("BitsStored", 0) or 0)
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = max(1, int(ds.get("NumberOfFrames") or 1))
+        samples = max(1, int(ds.get("SamplesPerPixel") or 1))
+        allocated = int(ds.get("BitsAllocated") or 16)
+    except Exception as err:  # a value pydicom cannot convert
+        raise ImageReadError(path, f"unreadable image size in the DICOM header ({err})") from err
     if not _MIN_BITS <= bits <= _MAX_BITS:
         raise ImageReadError(
             path, f"Bits Stored is {bits}; expected {_MIN_BITS}–{_MAX_BITS} for a radiograph"
         )
-    try:
-        arr = pixel_array(ds, index=0)
-    except Exception as err:
-        raise ImageReadError(path, f"cannot decode DICOM pixel data ({err})") from err
+    if rows <= 0 or columns <= 0:
+        raise ImageReadError(path, f"DICOM header declares {rows} rows × {columns} columns")
+    reason = pixel_limit_reason(rows, columns, frames, samples)
+    if reason is not None:
+        raise ImageReadError(path, reason)
+    return -(-rows * columns * frames * samples * allocated // 8)
 
+
+@contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Hold back pydicom's log records and warnings (audible again at this module's DEBUG).
+
+    pydicom logs a traceback when a plugin cannot decode a frame and warns
+    about non-conformant files; the one ImageReadError line says it instead.
+    Nested and concurrent reads share one saved level of the ``pydicom`` logger.
+    """
+    global _quiet_depth, _pydicom_level
+    if LOG.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _pydicom_level = _PYDICOM_LOG.level
+            _PYDICOM_LOG.setLevel(logging.CRITICAL + 1)
+        _quiet_depth += 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                _PYDICOM_LOG.setLevel(_pydicom_level)
+
+
+def _to_unit(path: Path, arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """Decoded stored values → grey float32 in [0, 1], inverted once where the file says so."""
+    bits = int(ds.BitsStored)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     monochrome = photometric.startswith("MONOCHROME")
     if monochrome:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from cxrhash.data.limits import max_pixels, over_limit_reason, pixel_limit_reason
 
 LOG = logging.getLogger(__name__)
 
@@ -22,6 +27,12 @@ PREPROCESSING: dict[str, object] = {
     "resize": "shorter side to image_size, bilinear, centre square crop",
     "channels": 1,
 }
+# Smaller images are read, with a warning: a radiograph has hundreds of pixels a
+# side, so these are thumbnails, icons or placeholders the network would see as a blur.
+MIN_SIDE = 32
+_PILLOW_COUNT = re.compile(r"\((\d+) pixels\)")
+_PILLOW_ERRORS = (Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+_SMALL_WARNED: set[str] = set()  # files already warned about as too small
 
 
 class ImageReadError(ValueError):
@@ -35,7 +46,35 @@ class ImageReadError(ValueError):
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = Path(path)
         self.reason = reason
-        super().__init__(f"cannot read image {self.path}: {reason}")
+        super().__init__(f"cannot read image {printable_path(self.path)}: {reason}")
+
+
+def printable_path(path: str | Path) -> str:
+    """``path`` as text that any terminal or UTF-8 log can take.
+
+    Bytes of a file name that are not UTF-8 (``b"\\xff"`` on Linux) become
+    ``\\xff`` rather than the lone surrogates Python decodes them to, which
+    cannot be encoded and would crash a print.
+    """
+    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_regular_file(path: Path) -> None:
+    """Raise :class:`ImageReadError` unless ``path`` is an existing, non-empty regular file.
+
+    A FIFO or device would block or never end when read, so only regular files pass.
+    """
+    try:
+        if path.is_dir():
+            raise ImageReadError(path, "is a directory, not an image file")
+        if not path.exists():
+            raise ImageReadError(path, "file not found")
+        if not path.is_file():
+            raise ImageReadError(path, "is not a regular file (a device, FIFO or socket?)")
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "file is empty")
+    except OSError as err:  # e.g. a path component is not searchable
+        raise ImageReadError(path, f"cannot open ({err.strerror or err})") from err
 
 
 def is_dicom(path: Path) -> bool:
@@ -54,37 +93,88 @@ def load_image(path: str | Path) -> np.ndarray:
     8-bit, 65535 for 16-bit); colour images are converted to luminance.
     DICOM goes through :func:`cxrhash.data.dicom.read_dicom`.
 
+    The size a file declares is checked against the shared pixel limit
+    (:mod:`cxrhash.data.limits`) before anything is decoded. An image under
+    :data:`MIN_SIDE` pixels on a side is returned with a warning (once per file and
+    process, not every epoch).
+
     Raises:
-        ImageReadError: The file is missing, empty, unreadable (permissions), truncated,
-            larger than Pillow's decompression-bomb limit, or not an image.
+        ImageReadError: The file is missing, a directory, empty, unreadable
+            (permissions), truncated, over the pixel limit, or not an image.
     """
     # Imported here because dicom.py raises this module's ImageReadError.
     from cxrhash.data.dicom import read_dicom
 
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(path, "file not found")
+    check_regular_file(path)
     try:
-        if path.stat().st_size == 0:
-            raise ImageReadError(path, "file is empty")
         dicom = is_dicom(path)
     except OSError as err:  # e.g. no permission to read it
         raise ImageReadError(path, f"cannot open ({err.strerror or err})") from err
-    if dicom:
-        return read_dicom(path)
+    arr = read_dicom(path) if dicom else _read_pillow(path)
+    if min(arr.shape) < MIN_SIDE and _first_time(_SMALL_WARNED, str(path)):
+        LOG.warning(
+            "%s: image is only %d × %d pixels (height × width), under %d on a side; "
+            "is it a thumbnail or placeholder rather than a radiograph?",
+            printable_path(path),
+            *arr.shape,
+            MIN_SIDE,
+        )
+    return arr
+
+
+def _first_time(seen: set[str], key: str, cap: int = 100_000) -> bool:
+    """True the first time ``key`` is seen in this process (so a warning is not repeated
+    every epoch); ``seen`` holds at most ``cap`` keys."""
+    if key in seen:
+        return False
+    if len(seen) < cap:
+        seen.add(key)
+    return True
+
+
+def follow_pixel_limit() -> None:
+    """Point Pillow's own decompression-bomb check at the shared pixel limit.
+
+    Pillow warns above ``MAX_IMAGE_PIXELS`` and refuses above twice that, inside
+    ``Image.open``. With the two equal, Pillow never refuses an image the shared
+    limit admits, and whatever it refuses the shared limit refuses too.
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels()
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    follow_pixel_limit()
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # The check below refuses whatever Pillow would only warn about.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except _PILLOW_ERRORS as err:
+        raise _pillow_error(path, err) from err
+    with img:
+        width, height = img.size
+        reason = pixel_limit_reason(height, width, 1, len(img.getbands()))
+        if reason is not None:
+            raise ImageReadError(path, reason)
+        try:
             img.load()
             arr = _to_unit_grey(img)
-    except Image.DecompressionBombError as err:
-        raise ImageReadError(path, f"too many pixels ({err})") from err
-    except UnidentifiedImageError as err:
-        raise ImageReadError(path, "not a recognised image format") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(path, f"truncated or corrupt image ({err})") from err
+        except _PILLOW_ERRORS as err:
+            raise _pillow_error(path, err) from err
     if arr.ndim != 2:
         raise ImageReadError(path, f"expected a 2-D grey image, got shape {arr.shape}")
     return arr
+
+
+def _pillow_error(path: Path, err: Exception) -> ImageReadError:
+    """The per-file read error for one of :data:`_PILLOW_ERRORS`."""
+    if isinstance(err, Image.DecompressionBombError):
+        match = _PILLOW_COUNT.search(str(err))
+        return ImageReadError(path, over_limit_reason(int(match.group(1)) if match else 0))
+    if isinstance(err, UnidentifiedImageError):
+        return ImageReadError(path, "not a recognised image format")
+    return ImageReadError(path, f"truncated or corrupt image ({err})")
 
 
 def _to_unit_grey(img: Image.Image) -> np.ndarray:

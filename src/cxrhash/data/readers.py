@@ -6,12 +6,12 @@ No reader decodes images: they parse label files and locate image files.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -19,6 +19,9 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from cxrhash.data.dataset import CXRDataset, DataFormatError, StackedArrays, concat_datasets
+from cxrhash.data.images import printable_path
+from cxrhash.data.label_files import iter_csv as _iter_csv
+from cxrhash.data.label_files import read_name_lines
 from cxrhash.data.labels import (
     CHEXPERT_PATHOLOGIES,
     NIH_PATHOLOGIES,
@@ -69,24 +72,6 @@ class _Row:
     image: str
     findings: str
     patient: str
-
-
-def _iter_csv(csv_path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str, str]]]:
-    """Yield ``("file line N", row)`` after checking that ``required`` columns exist."""
-    if not csv_path.is_file():
-        raise DataFormatError(f"label file {csv_path} not found")
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        reader.fieldnames = columns
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise DataFormatError(
-                f"{csv_path}: missing column(s) {missing}; expected {list(required)}, "
-                f"the file has columns {columns}"
-            )
-        for row in reader:
-            yield f"{csv_path} line {reader.line_num}", row
 
 
 def _cell(row: dict[str, str], column: str, where: str) -> str:
@@ -186,7 +171,7 @@ def _check_on_missing(on_missing: str) -> None:
 def _official_names(list_path: Path) -> set[str]:
     if not list_path.is_file():
         raise DataFormatError(f"official split list {list_path} not found")
-    return {line.strip() for line in list_path.read_text().splitlines() if line.strip()}
+    return read_name_lines(list_path)
 
 
 def _build_nih(
@@ -426,6 +411,20 @@ def _memmap_stored(npz_path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
 
 def _npz_member(npz_path: Path, key: str) -> np.ndarray:
     """One array of an ``.npz``: memory-mapped when stored uncompressed, else loaded."""
+    try:
+        return _npz_array(npz_path, key)
+    except DataFormatError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile) as err:
+        raise DataFormatError(
+            f"{npz_path}: not a MedMNIST .npz file; expected a zip archive of .npy arrays "
+            f"such as chestmnist.npz ({err})"
+        ) from err
+    except (ValueError, OSError, EOFError, zlib.error) as err:
+        raise DataFormatError(f"{npz_path}: cannot read the array {key!r} ({err})") from err
+
+
+def _npz_array(npz_path: Path, key: str) -> np.ndarray:
     member = f"{key}.npy"
     with zipfile.ZipFile(npz_path) as archive:
         names = archive.namelist()
@@ -532,6 +531,32 @@ def _relative_files(folder: Path) -> set[str]:
     return found
 
 
+def _warn_unnameable(folder: Path, csv_path: Path, names: set[str]) -> None:
+    """Warn about files whose names are not UTF-8: no row of a UTF-8 CSV can name them.
+
+    Python lists such a name with surrogates in place of the odd bytes, so it is
+    shown escaped (``\\xff``); printed raw it would crash a UTF-8 terminal or log.
+    """
+    unnameable = sorted(n for n in names if not _is_utf8(n))
+    if unnameable:
+        LOG.warning(
+            "%s: %d file name(s) are not valid UTF-8, so no row of %s can name them and they "
+            "are left out (rename them to include them), e.g. %s",
+            printable_path(folder),
+            len(unnameable),
+            csv_path,
+            ", ".join(printable_path(n) for n in unnameable[:_MISSING_SHOWN]),
+        )
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def read_folder(
     folder: str | Path,
     csv_path: str | Path,
@@ -571,6 +596,7 @@ def read_folder(
         LOG.warning("%s: no patient column; each image is its own patient", csv_path)
     names = _resolve_pathologies(pathologies, [r.findings for r in rows], sep)
     present = _relative_files(folder)
+    _warn_unnameable(folder, csv_path, present)
     _handle_missing(
         [r.image for r in rows if r.image not in present], on_missing, str(csv_path), str(folder)
     )

@@ -15,7 +15,13 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from cxrhash.data.dataset import DataFormatError, SkippedSample
-from cxrhash.data.images import ImageReadError, is_dicom, load_image, resize_square
+from cxrhash.data.images import (
+    ImageReadError,
+    is_dicom,
+    load_image,
+    printable_path,
+    resize_square,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -132,7 +138,8 @@ class UnlabeledImages(Dataset):
     def fingerprint(self) -> str:
         """Hash of the image list (paths relative to the root), to refuse resuming on other data."""
         names = "\n".join(os.path.relpath(path, self.root) for path in self.files)
-        return hashlib.sha256(names.encode()).hexdigest()[:16]
+        # surrogateescape: a file name that is not UTF-8 hashes as its own bytes.
+        return hashlib.sha256(names.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
     def __getitem__(self, i: int) -> dict | SkippedSample:
         path = self.files[i]
@@ -141,7 +148,7 @@ class UnlabeledImages(Dataset):
         except ImageReadError as err:
             if i not in self._warned:
                 self._warned.add(i)
-                LOG.warning("skipping unreadable image %s: %s", path, err.reason)
+                LOG.warning("skipping unreadable image %s: %s", printable_path(path), err.reason)
             return SkippedSample(idx=i, case_id=path.name, path=str(path), reason=err.reason)
         img = torch.from_numpy(resize_square(pixels, self.load_size)).unsqueeze(0)
         views = [self.augment(img).clamp_(0.0, 1.0) for _ in range(2)]

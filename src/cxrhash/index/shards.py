@@ -7,8 +7,12 @@ holding the raw ``uint8`` rows of ids ``i·shard_size`` … ``(i+1)·shard_size 
 An index created with a float store also keeps ``shards/NNNN.f16`` beside each
 codes file: the same rows' pre-binarisation outputs as raw little-endian
 float16, ``2·bits`` bytes per row, no header, written in the same step as the
-codes (format version 3; an index without floats stays format 2, which older
-cxrhash versions read).
+codes (``floats`` in the manifest).
+
+Format 4 adds the SHA-256s of the metadata and the record of removed rows
+(:mod:`cxrhash.index.integrity`). Formats 2 (codes) and 3 (codes + floats) are still
+read, their metadata unverified; the first write upgrades them to 4. Older cxrhash
+versions refuse format 4 rather than serve it unchecked or lose its removal record.
 
 The manifest ``index.json`` is the commit point: it records per shard the
 committed row count and the CRC-32 of those bytes (of the codes, and of the
@@ -33,11 +37,12 @@ import numpy as np
 
 from cxrhash.index.codes import code_bytes
 from cxrhash.index.errors import IndexCorruptError
+from cxrhash.index.integrity import MetaSeal, parse_ranges
 
 LOG = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-FLOATS_FORMAT_VERSION = 3  # format 2 + a float16 file per shard
+FORMAT_VERSION = 4  # metadata checksums and the removal record in the manifest
+LEGACY_VERSIONS = (2, 3)  # 2: codes only; 3: + a float16 file per shard; no metadata checksums
 FLOAT_DTYPE = np.dtype("<f2")
 FLOAT_SUFFIX = ".f16"
 MANIFEST_NAME = "index.json"
@@ -81,6 +86,13 @@ class Manifest:
     backend_params: dict[str, Any]
     shards: tuple[ShardEntry, ...] = ()
     floats: bool = False  # a float16 store of the pre-binarisation outputs
+    meta: MetaSeal | None = None  # None: format 2/3, metadata unverified
+    removed: tuple[tuple[int, int], ...] | None = None  # None: format 2/3, see the flags
+
+    @property
+    def legacy(self) -> bool:
+        """A format-2/3 manifest: no metadata checksums, removals only in ``meta.sqlite``."""
+        return self.meta is None or self.removed is None
 
     @property
     def code_bytes(self) -> int:
@@ -98,10 +110,13 @@ class Manifest:
         return sum(s.rows for s in self.shards)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object written to ``index.json``."""
+        """The JSON object written to ``index.json`` (always format 4: a format-2/3
+        manifest is upgraded before it is written)."""
+        if self.meta is None or self.removed is None:
+            raise ValueError("a format-2/3 manifest must be upgraded before it is written")
         floats = {"dtype": "float16", "row_bytes": self.float_bytes} if self.floats else None
         return {
-            "format_version": FLOATS_FORMAT_VERSION if self.floats else FORMAT_VERSION,
+            "format_version": FORMAT_VERSION,
             "bits": self.bits,
             "code_bytes": self.code_bytes,
             "model_id": self.model_id,
@@ -112,6 +127,8 @@ class Manifest:
             "count": self.count,
             "shards": [s.to_json() for s in self.shards],
             **({"floats": floats} if floats else {}),
+            "metadata": self.meta.to_json(),
+            "removed": [list(r) for r in self.removed],
         }
 
     @classmethod
@@ -125,14 +142,18 @@ class Manifest:
                 f"{source} is a format-1 index (one codes.npy) from an older cxrhash; "
                 "re-index the images into a new directory"
             )
-        if version not in (FORMAT_VERSION, FLOATS_FORMAT_VERSION):
+        if version not in (*LEGACY_VERSIONS, FORMAT_VERSION):
             raise IndexCorruptError(
                 f"{source} has format version {version!r}, this cxrhash reads "
-                f"{FORMAT_VERSION} and {FLOATS_FORMAT_VERSION}"
+                f"{LEGACY_VERSIONS[0]} to {FORMAT_VERSION}"
             )
-        floats = version == FLOATS_FORMAT_VERSION
+        legacy = version in LEGACY_VERSIONS
+        floats = version == 3 or (not legacy and "floats" in data)
         required = ("bits", "code_bytes", "model_id", "created", "salt", "shard_size")
-        missing = [key for key in (*required, "backend", "count", "shards") if key not in data]
+        sealed = () if legacy else ("metadata", "removed")
+        missing = [
+            key for key in (*required, "backend", "count", "shards", *sealed) if key not in data
+        ]
         if missing:
             raise IndexCorruptError(f"{source} lacks the field(s) {', '.join(missing)}")
         try:
@@ -158,6 +179,12 @@ class Manifest:
             if floats and data["floats"] != {"dtype": "float16", "row_bytes": manifest.float_bytes}:
                 raise ValueError(
                     f"floats {data['floats']!r} are not {manifest.bits} float16 per row"
+                )
+            if not legacy:
+                manifest = replace(
+                    manifest,
+                    meta=MetaSeal.from_json(data["metadata"], manifest.count),
+                    removed=parse_ranges(data["removed"], manifest.count),
                 )
         except (TypeError, KeyError, ValueError) as err:
             raise IndexCorruptError(f"{source} has a malformed field: {err}") from err
@@ -244,7 +271,15 @@ class ShardStore:
         return cls(root, manifest)
 
     def verify(self) -> None:
-        """Check every shard's committed bytes (codes and floats) against the manifest's CRC-32."""
+        """Check every shard's committed bytes (codes and floats) against the manifest's CRC-32;
+        IndexCorruptError for the first that fails."""
+        problems = self.problems()
+        if problems:
+            raise IndexCorruptError(problems[0])
+
+    def problems(self) -> list[str]:
+        """One message per shard file whose committed bytes fail their CRC-32."""
+        out = []
         for i, entry in enumerate(self.manifest.shards):
             checks: list[tuple[str, np.ndarray, int | None, str]] = [
                 (entry.file, self._maps[i], entry.crc32, "codes")
@@ -254,10 +289,11 @@ class ShardStore:
                 checks.append((entry.floats_file, floats, entry.floats_crc32, "float rows"))
             for file, rows, crc, what in checks:
                 if zlib.crc32(rows.data) != crc:
-                    raise IndexCorruptError(
+                    out.append(
                         f"{self.root / file}: the {entry.rows} committed {what} fail their "
                         f"CRC-32 check in {MANIFEST_NAME} (the file was modified or is damaged)"
                     )
+        return out
 
     def shard_codes(self, i: int) -> np.ndarray:
         """The committed rows of shard ``i`` (read-only, memory-mapped)."""

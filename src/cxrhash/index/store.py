@@ -4,23 +4,37 @@ An index is a directory::
 
     DIR/index.json          the manifest and commit point: format version, bits,
                             model id, salt, shard size, search backend + params,
-                            and per shard its committed rows and their CRC-32
+                            per shard its committed rows and their CRC-32, the
+                            SHA-256 of every block of metadata rows, the removed rows
     DIR/shards/NNNN.codes   shard NNNN: raw uint8 rows of ids [NNNN·S, (NNNN+1)·S),
                             B bytes each, append-only, memory-mapped for reading
     DIR/shards/NNNN.f16     optional (``store_floats``): the same rows' float outputs,
                             raw little-endian float16, 2·k bytes each
     DIR/meta.sqlite         items(row, case_id, findings, patient_hash, source_path, deleted)
-    DIR/write.lock          flock-ed by the one process adding or removing
+    DIR/write.lock          flock-ed by the one process creating, adding or removing
 
 A code's id is its row number: insertion order, so ties by id are SPEC §5's
 "database order". ``add`` is atomic: (1) the rows (codes, and float rows where
 stored) are appended to the shard files and fsync-ed, (2) their metadata
 inserted in one SQLite transaction,
-(3) ``index.json`` replaced (temp file, fsync, ``os.replace``). A crash before
-(3) leaves bytes and SQLite rows past the committed count, which every read
-ignores and the next ``add`` overwrites, so the index reopens as it was after
-the last completed ``add``. ``remove`` is one SQLite transaction that marks
-rows deleted (no compaction: the codes stay, the search backends drop them).
+(3) ``index.json`` replaced (temp file, fsync, ``os.replace``) with the new rows'
+metadata checksums. A crash before (3) leaves bytes and SQLite rows past the
+committed count, which every read ignores and the next ``add`` overwrites, so the
+index reopens as it was after the last completed ``add``. ``remove`` commits the
+manifest's record of removed rows, then flags them in SQLite (no compaction: the
+codes stay, the search backends drop them); see :mod:`cxrhash.index.integrity`.
+
+Of processes racing to create one index exactly one does (:mod:`cxrhash.index.folder`);
+the others get :class:`IndexExistsError` or :class:`ConcurrentWriteError`, or, with
+``open_or_create``, open the winner's index once its manifest is there.
+
+Integrity on open: the codes' CRC-32s (``verify=True``), the manifest's structure, and
+that no row is flagged removed in SQLite against the manifest's record (one scan of the
+``deleted`` column, as before). The metadata SHA-256s are checked lazily, a block
+(4096 rows, ~10 ms) the first time one of its rows is served (a search hit, ``contains``,
+``remove``; every block before ``iter_metadata``): checking all of them costs ~2.5 µs a
+row (~0.25 s per 100k rows), too much for every ``cxrhash search``. :meth:`HashIndex.verify`
+(``cxrhash index --verify``) checks everything.
 
 Search fans out over one backend per shard (``flat`` by default; ``distinct``
 and the approximate ones selectable), each built from its shard's memory map
@@ -38,7 +52,6 @@ random salt per index, kept in ``index.json``.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -46,6 +59,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from hashlib import sha256
@@ -62,9 +76,20 @@ from cxrhash.index.errors import (
     DuplicateCaseIdError,
     HashIndexError,
     IndexCorruptError,
+    IndexExistsError,
     IndexMismatchError,
     UnknownCaseIdError,
     few,
+)
+from cxrhash.index.folder import LOCK_NAME, check_empty, write_lock
+from cxrhash.index.integrity import (
+    DEFAULT_BLOCK_ROWS,
+    IntegrityReport,
+    MetaSeal,
+    few_rows,
+    ranges_to_rows,
+    row_span,
+    rows_to_ranges,
 )
 from cxrhash.index.meta import META_NAME, ItemRow, MetaStore
 from cxrhash.index.rerank import (
@@ -88,7 +113,6 @@ from cxrhash.index.shards import (
 
 LOG = logging.getLogger(__name__)
 
-LOCK_NAME = "write.lock"
 DEFAULT_BACKEND = "flat"
 #: Backends that can serve a shard (milvus keeps its own copy of the codes in a server).
 STORE_BACKENDS = ("flat", "distinct", "numpy", "hnsw", "ivf", "multihash")
@@ -102,7 +126,9 @@ __all__ = [
     "HashIndex",
     "HashIndexError",
     "IndexCorruptError",
+    "IndexExistsError",
     "IndexMismatchError",
+    "IntegrityReport",
     "SearchHit",
     "UnknownCaseIdError",
 ]
@@ -135,7 +161,13 @@ class HashIndex:
     """
 
     def __init__(
-        self, path: Path, shards: ShardStore, meta: MetaStore, backend: str, params: dict[str, Any]
+        self,
+        path: Path,
+        shards: ShardStore,
+        meta: MetaStore,
+        backend: str,
+        params: dict[str, Any],
+        removed: np.ndarray,
     ) -> None:
         self._path = path
         self._shards = shards
@@ -144,7 +176,8 @@ class HashIndex:
         self._backend_params = params
         self._backends: list[HammingBackend] = []  # one per shard, built by _synced_backends
         self._synced: list[int] = []  # rows of each shard already in its backend
-        self._n_deleted = meta.count_deleted(shards.manifest.count)
+        self._removed = removed  # sorted removed rows: the manifest's record (see integrity)
+        self._checked: set[int] = set()  # metadata blocks whose SHA-256 was checked
 
     # ------------------------------------------------------------------ building
 
@@ -173,7 +206,10 @@ class HashIndex:
                 item) for ``search(rerank="floats")``; ``add`` then requires them.
 
         Raises:
-            FileExistsError: ``path`` is a file or a non-empty directory.
+            IndexExistsError: ``path`` is a file, an index already, or a folder holding
+                other files.
+            ConcurrentWriteError: another process is creating (or writing) an index there.
+            HashIndexError: the folder cannot be made (permissions, a file on the way).
             ValueError: bad bits, backend, parameters or shard size.
         """
         path = Path(path)
@@ -181,27 +217,35 @@ class HashIndex:
         params = _check_backend(backend, bits, backend_params)
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-        if path.exists():
-            if not path.is_dir():
-                raise FileExistsError(f"cannot create a hash index at {path}: it is a file")
-            if any(path.iterdir()):
-                raise FileExistsError(
-                    f"refusing to create a hash index in non-empty directory {path}; "
-                    "use HashIndex.open for an existing index or choose an empty directory"
-                )
-        path.mkdir(parents=True, exist_ok=True)
-        meta = MetaStore.create(path / META_NAME)
-        manifest = Manifest(
-            bits=int(bits),
-            model_id=str(model_id),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            salt=secrets.token_hex(16),
-            shard_size=shard_size,
-            backend=backend,
-            backend_params=params,
-            floats=bool(store_floats),
-        )
-        shards = ShardStore.create(path, manifest)  # the manifest is written last
+        if path.exists() and not path.is_dir():
+            raise IndexExistsError(
+                f"cannot create a hash index at {path}: it is a file, not a folder; "
+                "choose a new folder for the index"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HashIndexError(
+                f"cannot create the index folder {path}: {err.strerror or err}"
+            ) from err
+        had_lock = (path / LOCK_NAME).exists()
+        check_empty(path, had_lock, clean=False)  # before leaving a lock file in a user's folder
+        with write_lock(path, "creating or writing"):
+            check_empty(path, had_lock, clean=True)
+            meta = MetaStore.create(path / META_NAME)
+            manifest = Manifest(
+                bits=int(bits),
+                model_id=str(model_id),
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+                salt=secrets.token_hex(16),
+                shard_size=shard_size,
+                backend=backend,
+                backend_params=params,
+                floats=bool(store_floats),
+                meta=MetaSeal(0, DEFAULT_BLOCK_ROWS),
+                removed=(),
+            )
+            shards = ShardStore.create(path, manifest)  # the manifest is written last
         LOG.info(
             "created %d-bit hash index (%s%s) for model %s at %s",
             bits,
@@ -210,7 +254,7 @@ class HashIndex:
             model_id,
             path,
         )
-        return cls(path, shards, meta, backend, params)
+        return cls(path, shards, meta, backend, params, np.zeros(0, np.int64))
 
     @classmethod
     def open(
@@ -231,12 +275,14 @@ class HashIndex:
                 session only; the codes on disk do not depend on it).
             backend_params: parameters for this session's backend (default: the
                 recorded ones when the backend is the recorded one).
-            verify: check every shard's CRC-32 (reads all codes once).
+            verify: check every shard's CRC-32 (reads all codes once). The metadata
+                SHA-256s are checked as rows are served, and all by :meth:`verify`.
 
         Raises:
             FileNotFoundError: no index at ``path``.
             IndexMismatchError: ``model_id`` differs from the stored one.
-            IndexCorruptError: a file is unreadable, truncated or inconsistent.
+            IndexCorruptError: a file is unreadable, truncated or inconsistent, or a row
+                is flagged removed in ``meta.sqlite`` but not in the manifest.
         """
         path = Path(path)
         manifest_path = path / MANIFEST_NAME
@@ -257,13 +303,16 @@ class HashIndex:
         name = manifest.backend if backend is None else backend
         base = manifest.backend_params if name == manifest.backend else {}
         try:
+            removed = _removal_record(path, manifest, meta)
             params = _check_backend(name, manifest.bits, {**base, **(backend_params or {})})
         except ValueError as err:
             meta.close()
+            if isinstance(err, IndexCorruptError):
+                raise
             if backend is None and backend_params is None:
                 raise IndexCorruptError(f"{manifest_path}: bad search backend: {err}") from err
             raise
-        return cls(path, shards, meta, name, params)
+        return cls(path, shards, meta, name, params, removed)
 
     @classmethod
     def open_or_create(
@@ -282,15 +331,20 @@ class HashIndex:
         no float store by default).
         """
         if not (Path(path) / MANIFEST_NAME).is_file():
-            return cls.create(
-                path,
-                bits,
-                model_id,
-                backend=backend or DEFAULT_BACKEND,
-                backend_params=backend_params,
-                shard_size=shard_size or DEFAULT_SHARD_SIZE,
-                store_floats=bool(store_floats),
-            )
+            try:
+                return cls.create(
+                    path,
+                    bits,
+                    model_id,
+                    backend=backend or DEFAULT_BACKEND,
+                    backend_params=backend_params,
+                    shard_size=shard_size or DEFAULT_SHARD_SIZE,
+                    store_floats=bool(store_floats),
+                )
+            except (IndexExistsError, ConcurrentWriteError):
+                if not (Path(path) / MANIFEST_NAME).is_file():
+                    raise
+                # another process created it meanwhile: open theirs
         index = cls.open(path, model_id=model_id, backend_params=backend_params)
         manifest = index._shards.manifest
         problems = []
@@ -342,6 +396,8 @@ class HashIndex:
                 are not the codes.
             DuplicateCaseIdError: a case id repeats or is already indexed.
             ConcurrentWriteError: another process is writing, or wrote since ``open``.
+            IndexCorruptError: the metadata rows sharing a checksum block with the new
+                ones fail their SHA-256 (nothing is written).
         """
         codes = self._check_codes(packed_codes, "packed_codes")
         n = codes.shape[0]
@@ -361,7 +417,7 @@ class HashIndex:
         if n == 0:
             return
         with self._writing():
-            present = self._meta.live_rows(case_ids, self.n_rows)
+            present = self._live_rows(case_ids)
             if present:
                 listed = [c for c in case_ids if c in present]
                 raise DuplicateCaseIdError(
@@ -369,6 +425,10 @@ class HashIndex:
                     f"{few(listed)}"
                 )
             start = self.n_rows
+            base = self._writable_manifest()
+            assert base.meta is not None  # an upgraded manifest has a seal
+            if start > base.meta.start:  # the new rows may share a block with checked ones
+                self._check_meta(np.array([start - 1]), base.meta)
             hashes = [None] * n if patient_ids is None else [*map(self.patient_hash, patient_ids)]
             paths = [None] * n if source_paths is None else source_paths
             rows: list[ItemRow] = [
@@ -377,17 +437,21 @@ class HashIndex:
             ]
             staged = self._shards.stage(codes, rows16)
             self._insert_rows(start, rows)
-            self._commit(staged)
+            seal, fresh = self._extended_seal(base.meta, start, start + n)
+            self._commit(replace(staged, meta=seal, removed=base.removed))
+            self._checked.update(fresh)
         LOG.info("added %d codes to %s (now %d rows)", n, self._path, self.n_rows)
 
     def remove(self, case_ids: Sequence[str]) -> int:
         """Remove cases from search results and metadata (one transaction); returns how many.
 
         The codes stay in their shard (no compaction); a removed case id may be added again.
+        The removal is committed by the manifest's record, then flagged in SQLite.
 
         Raises:
             UnknownCaseIdError: a case id is not in the index (nothing is removed).
             DuplicateCaseIdError: a case id repeats in ``case_ids``.
+            IndexCorruptError: the metadata of a row to remove fails its SHA-256.
         """
         ids = [str(c) for c in case_ids]
         repeated = [c for c, times in Counter(ids).items() if times > 1]
@@ -398,7 +462,7 @@ class HashIndex:
         if not ids:
             return 0
         with self._writing():
-            found = self._meta.live_rows(ids, self.n_rows)
+            found = self._live_rows(ids)
             unknown = [c for c in ids if c not in found]
             if unknown:
                 raise UnknownCaseIdError(
@@ -406,8 +470,11 @@ class HashIndex:
                     f"{self._path} (never added, or removed already): {few(unknown)}"
                 )
             rows = np.sort(np.fromiter(found.values(), dtype=np.int64, count=len(found)))
-            self._meta.mark_deleted(rows)
-        self._n_deleted += len(rows)
+            base = self._writable_manifest()
+            removed = np.union1d(self._removed, rows)
+            self._commit(replace(base, removed=rows_to_ranges(removed)))
+            self._removed = removed
+            self._meta.mark_deleted(rows)  # the mirror; a crash before it is repaired later
         size = self.shard_size
         for s, backend in enumerate(self._backends):
             mine = rows[(rows >= s * size) & (rows < s * size + self._synced[s])]
@@ -449,6 +516,7 @@ class HashIndex:
                 query_packed, query_floats, k, rerank=rerank, shortlist=shortlist
             )
         found = rows >= 0
+        self._check_meta(rows[found])
         meta = self._meta.lookup(rows[found], self.n_rows)  # row-major
         per_query = found.sum(axis=1).tolist()
         q_scores = repeat(repeat(None)) if scores is None else scores.tolist()
@@ -549,7 +617,7 @@ class HashIndex:
     def contains(self, case_ids: Sequence[str]) -> list[bool]:
         """For each case id, whether it is in the index (added and not removed)."""
         ids = [str(c) for c in case_ids]
-        found = self._meta.live_rows(ids, self.n_rows)
+        found = self._live_rows(ids)
         return [c in found for c in ids]
 
     def patient_hash(self, patient_id: str) -> str:
@@ -558,8 +626,57 @@ class HashIndex:
         return sha256((salt + str(patient_id)).encode("utf-8")).hexdigest()
 
     def iter_metadata(self) -> Iterator[tuple[int, str, str]]:
-        """Yield ``(row, case_id, findings)`` for every item not removed, in insertion order."""
-        yield from self._meta.iter_items(self.n_rows)
+        """Yield ``(row, case_id, findings)`` for every item not removed, in insertion order
+        (after checking every metadata block's SHA-256)."""
+        seal = self._shards.manifest.meta
+        if seal is not None:
+            self._check_blocks(range(seal.n_blocks(self.n_rows)), seal)
+        removed = set(self._removed.tolist())
+        for item in self._meta.iter_items(self.n_rows):
+            if item[0] not in removed:
+                yield item
+
+    def verify(self) -> IntegrityReport:
+        """Check everything: every shard's CRC-32s, every metadata block's SHA-256 (read
+        again, whatever was checked before) and the ``deleted`` flags against the manifest.
+
+        Corruption is listed in the report's ``problems``, not raised, so that one run
+        names every damaged file and block.
+        """
+        manifest, count = self._shards.manifest, self.n_rows
+        problems = self._shards.problems()
+        notes = []
+        seal, verified = manifest.meta, 0
+        if seal is None:
+            notes.append(
+                f"the metadata of all {count} rows is UNVERIFIED (the index was made by a "
+                "cxrhash without metadata checksums; rows added from now on get them)"
+            )
+        else:
+            if seal.start:
+                notes.append(
+                    f"the metadata of {row_span(0, seal.start)} is UNVERIFIED (indexed by a "
+                    "cxrhash without metadata checksums)"
+                )
+            bad: list[tuple[int, int]] = []
+            for i in range(seal.n_blocks(count)):
+                lo, hi = seal.block_range(i, count)
+                if self._meta.digest(lo, hi) == seal.digests[i]:
+                    verified += hi - lo
+                elif bad and bad[-1][1] == lo:
+                    bad[-1] = (bad[-1][0], hi)
+                else:
+                    bad.append((lo, hi))
+            problems += [_meta_mismatch(lo, hi) for lo, hi in bad]
+        flagged = self._meta.deleted_rows(0, count)
+        behind = np.setdiff1d(self._removed, flagged)
+        if len(behind):
+            notes.append(
+                f"{MANIFEST_NAME} records as removed {few_rows(behind)}, not yet flagged in "
+                f"{META_NAME} (an interrupted remove, or an edit; the record applies and the "
+                "next write flags them)"
+            )
+        return IntegrityReport(self._path, count, len(self._removed), verified, problems, notes)
 
     def save_backends(self) -> list[Path]:
         """Save each shard's search backend beside it, for later opens to load, not rebuild.
@@ -582,7 +699,7 @@ class HashIndex:
 
     def __len__(self) -> int:
         """Searchable items: committed rows minus removed ones."""
-        return self.n_rows - self._n_deleted
+        return self.n_rows - len(self._removed)
 
     def __repr__(self) -> str:
         return (
@@ -731,22 +848,86 @@ class HashIndex:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Hold the write lock, and refuse if another process committed since ``open``."""
-        with open(self._path / LOCK_NAME, "ab") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConcurrentWriteError(
-                    f"another process is writing the index at {self._path}; wait for it to finish"
-                ) from None
+        """Hold the write lock, refuse if another process committed since ``open``, and
+        flag in SQLite the removed rows an interrupted ``remove`` left unflagged."""
+        with write_lock(self._path, "writing"):
             on_disk = read_manifest(self._path / MANIFEST_NAME)
-            if on_disk.shards != self._shards.manifest.shards:
+            mine = self._shards.manifest
+            if (on_disk.shards, on_disk.removed, on_disk.meta) != (
+                mine.shards,
+                mine.removed,
+                mine.meta,
+            ):
+                gone = "?" if on_disk.removed is None else len(ranges_to_rows(on_disk.removed))
                 raise ConcurrentWriteError(
                     f"the index at {self._path} was changed by another process since it was "
-                    f"opened (it now holds {on_disk.count} rows, this handle {self.n_rows}); "
-                    "open it again"
+                    f"opened (it now holds {on_disk.count} rows, {gone} removed; this handle "
+                    f"{self.n_rows} rows, {len(self._removed)} removed); open it again"
                 )
-            yield  # the lock is released when the file closes
+            if len(self._removed):
+                self._meta.mark_deleted(self._removed)
+            yield
+
+    def _writable_manifest(self) -> Manifest:
+        """The committed manifest, upgraded to format 4 if it is a format-2/3 one: metadata
+        checksums from the next row on, the removal record taken from the SQLite flags."""
+        manifest = self._shards.manifest
+        if not manifest.legacy:
+            return manifest
+        LOG.warning(
+            "upgrading %s to index format 4: rows from %d on get metadata checksums (rows "
+            "before stay unverified); older cxrhash versions cannot open it any more",
+            self._path / MANIFEST_NAME,
+            manifest.count,
+        )
+        self._removed = self._meta.deleted_rows(0, manifest.count)
+        return replace(
+            manifest,
+            meta=MetaSeal(manifest.count, DEFAULT_BLOCK_ROWS),
+            removed=rows_to_ranges(self._removed),
+        )
+
+    def _extended_seal(self, seal: MetaSeal, start: int, end: int) -> tuple[MetaSeal, range]:
+        """``seal`` with the digests of the blocks holding rows ``[start, end)`` (re)computed
+        from SQLite (the block of ``start`` was checked before being extended), and the
+        indices of those blocks."""
+        first = int(seal.block_index(np.array([start]))[0])
+        fresh = range(first, seal.n_blocks(end))
+        digests = seal.digests[:first] + tuple(
+            self._meta.digest(*seal.block_range(i, end)) for i in fresh
+        )
+        return replace(seal, digests=digests), fresh
+
+    def _check_meta(self, rows: np.ndarray, seal: MetaSeal | None = None) -> None:
+        """Check the SHA-256 of each metadata block holding one of ``rows`` (once per block
+        and handle) before its rows are served; IndexCorruptError naming the rows if not."""
+        seal = seal or self._shards.manifest.meta
+        if seal is None or not len(rows):
+            return
+        self._check_blocks(np.unique(seal.block_index(rows[rows >= seal.start])).tolist(), seal)
+
+    def _check_blocks(self, blocks: Sequence[int], seal: MetaSeal) -> None:
+        """:meth:`_check_meta` for the digest indices ``blocks``."""
+        for i in blocks:
+            if i in self._checked:
+                continue
+            lo, hi = seal.block_range(i, self.n_rows)
+            if self._meta.digest(lo, hi) != seal.digests[i]:
+                raise IndexCorruptError(
+                    f"the index at {self._path} is damaged: {_meta_mismatch(lo, hi)}, so it "
+                    "is not served; restore the folder from a backup or re-index (`cxrhash "
+                    f"index --verify --index {self._path}` lists every damaged block)"
+                )
+            self._checked.add(i)
+
+    def _live_rows(self, case_ids: Sequence[str]) -> dict[str, int]:
+        """``case_id → row`` of the committed, not removed rows of ``case_ids`` (checked)."""
+        found = self._meta.live_rows(case_ids, self.n_rows)
+        if len(self._removed) and found:  # flags behind the record: an interrupted remove
+            gone = set(np.intersect1d(list(found.values()), self._removed).tolist())
+            found = {c: r for c, r in found.items() if r not in gone}
+        self._check_meta(np.fromiter(found.values(), np.int64, len(found)))
+        return found
 
     def _insert_rows(self, start: int, rows: list[ItemRow]) -> None:
         """Step 2 of ``add``: the metadata in one transaction."""
@@ -774,7 +955,7 @@ class HashIndex:
                 continue
             ids = np.arange(s * size + done, s * size + entry.rows, dtype=np.int64)
             codes = self._shards.shard_codes(s)[done:]
-            dead = self._meta.deleted_rows(int(ids[0]), int(ids[-1]) + 1)
+            dead = self._removed_in(int(ids[0]), int(ids[-1]) + 1)
             if len(dead):
                 alive = ~np.isin(ids, dead)
                 ids, codes = ids[alive], codes[alive]
@@ -787,6 +968,11 @@ class HashIndex:
                 ) from err
             self._synced[s] = entry.rows
         return self._backends
+
+    def _removed_in(self, lo: int, hi: int) -> np.ndarray:
+        """The removed rows in ``[lo, hi)``, ascending."""
+        at = np.searchsorted(self._removed, [lo, hi])
+        return self._removed[at[0] : at[1]]
 
     def _saved_backend_path(self, s: int) -> Path:
         return (self._path / self._shards.manifest.shards[s].file).with_suffix(
@@ -810,7 +996,7 @@ class HashIndex:
             return None
         lo = s * self.shard_size
         rows = np.arange(lo, lo + entry.rows, dtype=np.int64)
-        dead = self._meta.deleted_rows(lo, lo + entry.rows)
+        dead = self._removed_in(lo, lo + entry.rows)
         stored = backend.ids
         if (
             backend.name != self._backend_name
@@ -840,6 +1026,32 @@ def merge_top_k(
     sort_d = np.where(ids < 0, np.iinfo(np.int32).max, dists)
     order = np.lexsort((ids, sort_d), axis=-1)[:, :keep]
     return np.take_along_axis(ids, order, 1), np.take_along_axis(dists, order, 1)
+
+
+def _removal_record(path: Path, manifest: Manifest, meta: MetaStore) -> np.ndarray:
+    """The removed rows: the manifest's record (format 4), checked against the ``deleted``
+    flags, or the flags themselves (format 2/3)."""
+    flagged = meta.deleted_rows(0, manifest.count)
+    if manifest.removed is None:
+        return flagged
+    removed = ranges_to_rows(manifest.removed)
+    edited = np.setdiff1d(flagged, removed)
+    if len(edited):
+        raise IndexCorruptError(
+            f"the index at {path} is damaged: {META_NAME} flags as removed {few_rows(edited)}, "
+            f"which {MANIFEST_NAME} records as live (the deleted column was edited); restore "
+            "the folder from a backup or re-index"
+        )
+    return removed
+
+
+def _meta_mismatch(lo: int, hi: int) -> str:
+    """What is wrong with metadata rows ``[lo, hi)`` that fail their SHA-256."""
+    return (
+        f"the metadata of {row_span(lo, hi)} in {META_NAME} (case ids, findings, patient "
+        f"pseudonyms, image paths) does not match its SHA-256 in {MANIFEST_NAME}: edited or "
+        "damaged after indexing"
+    )
 
 
 def _check_backend(name: str, bits: int, params: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """End-to-end through the CLI: train → eval → index (append) → search, on phantom films."""
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from cxrhash.cli import app
 from cxrhash.config import TrainConfig
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split
-from cxrhash.index.store import HashIndex
+from cxrhash.index.codes import pack_codes
+from cxrhash.index.store import HashIndex, IndexExistsError
 
 runner = CliRunner()
 
@@ -68,6 +70,28 @@ def test_pipeline_end_to_end(phantom_dir: Path, tmp_path: Path) -> None:
     png = tmp_path / "hits.png"
     _ok(["search", str(ds.paths[row]), "--index", str(idx), "--plot", str(png)])
     assert png.stat().st_size > 1000
+
+    # one bad query among several: reported with its reason, the others answered, exit 1
+    bad = str(tmp_path / "missing.png")
+    both = [str(ds.paths[row]), bad]
+    res = runner.invoke(app, ["search", *both, "--index", str(idx), "--json", "--plot", str(png)])
+    assert res.exit_code == 1, (res.output, res.exception)
+    entries = json.loads(res.stdout)
+    assert [(e["query"], e["error"]) for e in entries] == [(both[0], None), (bad, "file not found")]
+    assert entries[0]["hits"][0]["distance"] == 0 and entries[1]["hits"] == []
+    assert f"error: query {bad}: file not found" in res.stderr
+    assert "1 of 2 queries could not be read" in res.stderr
+    res = runner.invoke(app, ["search", bad, *both, "--index", str(idx)])
+    assert res.exit_code == 1 and res.stdout.count("Hamming") == 1  # one table: the good one
+    assert "2 of 3 queries could not be read" in res.stderr
+
+    (tmp_path / "notes.txt").write_text("x")
+    res = runner.invoke(
+        app,
+        ["index", "--checkpoint", str(run), "--data", data, "--out", str(tmp_path / "notes.txt")],
+    )
+    assert isinstance(res.exception, IndexExistsError)  # main() prints it on one line, exit 2
+    assert "notes.txt: it is a file, not a folder" in str(res.exception)
 
 
 def _stored_id(index_dir: Path, case_id: str) -> str:
@@ -304,3 +328,35 @@ def test_search_default_rerank_is_the_documented_one() -> None:
 
     assert inspect.signature(cli.search).parameters["rerank"].default == DEFAULT_RERANK
     assert inspect.signature(search_images).parameters["rerank"].default == DEFAULT_RERANK
+
+
+def test_index_verify_prints_ok_or_the_damaged_rows(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    index = HashIndex.create(idx, 16, "m")
+    index.add(pack_codes(np.eye(16)[:10] > 0), [f"c{i}" for i in range(10)], ["Mass"] * 10)
+    index.close()
+    res = runner.invoke(app, ["index", "--verify", "--index", str(idx)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == (
+        f"OK {idx}: 10 rows (0 removed); the codes match their CRC-32s, the metadata of all "
+        "10 rows matches its SHA-256s"
+    )
+    conn = sqlite3.connect(idx / "meta.sqlite")
+    with conn:
+        conn.execute("UPDATE items SET findings = 'No Finding' WHERE row = 3")
+    conn.close()
+    res = runner.invoke(app, ["index", "--verify", "--out", str(idx)])
+    assert res.exit_code == 1
+    lines = res.stderr.splitlines()
+    assert lines[0] == f"CORRUPT {idx}: 1 problem(s)"
+    assert "the metadata of rows 0–9 in meta.sqlite" in lines[1] and "SHA-256" in lines[1]
+    shard = idx / "shards" / "0000.codes"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    res = runner.invoke(app, ["index", "--verify", "--index", str(idx)])
+    assert res.exit_code == 1 and "0000.codes is truncated" in res.stderr
+    res = runner.invoke(app, ["index", "--verify", "--index", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "no hash index" in res.stderr
+    res = runner.invoke(app, ["index", "--verify", "--index", str(idx), "--data", "phantom:x"])
+    assert res.exit_code == 2 and "--verify takes the index folder" in res.stderr
+    res = runner.invoke(app, ["index", "--out", str(idx)])
+    assert res.exit_code == 2 and "needs --checkpoint, --data and --out" in res.stderr

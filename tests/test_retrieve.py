@@ -112,3 +112,71 @@ def test_gradcam_heatmap_leaves_the_hits_alone(phantom_dir: Path, checkpoint: Pa
         assert a.predicted == g.predicted
     with pytest.raises(ValueError, match="heat-map must be one of"):
         search_images(paths, tmp_path / "idx", heatmap="lesions")
+
+
+def test_any_decoding_failure_of_one_film_is_a_skip_with_its_reason(
+    phantom_dir: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import cxrhash.data.dataset as dataset_mod
+
+    ds = open_dataset(f"phantom:{phantom_dir}", 32)
+    odd, huge = str(ds.paths[4]), str(ds.paths[60])
+    real = dataset_mod.load_image
+
+    def load(path):
+        if str(path) == odd:
+            raise ValueError("cannot reshape array of size 0")  # e.g. a resampler on a 0×N film
+        if str(path) == huge:
+            raise MemoryError()
+        return real(path)
+
+    monkeypatch.setattr(dataset_mod, "load_image", load)
+    report = build_index(checkpoint, ds, tmp_path / "idx", progress=False, commit_every=16)
+    assert [(s.case_id, s.reason) for s in report.skipped] == [
+        (ds.case_ids[4], "cannot decode (ValueError: cannot reshape array of size 0)"),
+        (ds.case_ids[60], "too large to decode in memory (MemoryError)"),
+    ]
+    assert report.added == len(ds) - 2
+    assert HashIndex.open(tmp_path / "idx").contains([ds.case_ids[4], ds.case_ids[5]]) == [
+        False,
+        True,
+    ]
+
+    def interrupted(path):
+        if str(path) == str(ds.paths[30]):
+            raise KeyboardInterrupt  # not about the file: the job stops
+        return real(path)
+
+    monkeypatch.setattr(dataset_mod, "load_image", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(
+            checkpoint, ds, tmp_path / "other", progress=False, batch_size=8, commit_every=16
+        )
+    assert len(HashIndex.open(tmp_path / "other")) == 16  # the batches committed before stay
+
+
+def test_a_bad_query_is_reported_and_the_others_are_answered(
+    phantom_dir: Path, checkpoint: Path, tmp_path: Path
+):
+    ds = open_dataset(f"phantom:{phantom_dir}", 32)
+    build_index(
+        checkpoint,
+        ds.subset(np.arange(30)),
+        tmp_path / "idx",
+        progress=False,
+        keep_source_names=True,
+    )
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    paths = [Path(str(ds.paths[0])), tmp_path / "missing.png", broken, Path(str(ds.paths[7]))]
+    found = search_images(paths, tmp_path / "idx", k=5)
+    assert [r.path for r in found] == [str(p) for p in paths]
+    assert [r.error for r in found[:2]] == [None, "file not found"]
+    assert found[2].error is not None and found[2].error.startswith("truncated or corrupt")
+    assert found[3].error is None
+    assert [found[0].hits[0].case_id, found[3].hits[0].case_id] == [ds.case_ids[0], ds.case_ids[7]]
+    assert found[1].hits == [] and found[1].image is None and found[1].predicted == {}
+    assert found[0].predicted and found[0].attention is not None
+    alone = search_images(paths[3:], tmp_path / "idx", k=5)[0]
+    assert [h.case_id for h in alone.hits] == [h.case_id for h in found[3].hits]
+    assert all(r.error for r in search_images(paths[1:3], tmp_path / "idx", k=5))

@@ -476,9 +476,25 @@ def evaluate(
 
 @app.command()
 def index(
-    checkpoint: Annotated[Path, typer.Option(help="Run directory or checkpoint file.")],
-    data: Annotated[str, typer.Option(help=DATA_HELP)],
-    out: Annotated[Path, typer.Option(help="Index directory (created, or appended to).")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Run directory or checkpoint file (not with --verify).")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help=DATA_HELP + " Not with --verify.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "--index", help="Index directory (created, or appended to)."),
+    ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Check the index at --out instead of adding to it: every shard's codes "
+            "against their CRC-32s, every block of metadata rows (case ids, findings, "
+            "patient pseudonyms, paths) against its SHA-256, and the removal record. Prints "
+            "one OK line (saying which rows an older cxrhash left unverified), or CORRUPT "
+            "and the damaged files and rows, and exits 1.",
+        ),
+    ] = False,
     part: Annotated[
         str | None,
         typer.Option(help="Only this part of the run's split (train|val|query|database)."),
@@ -533,8 +549,18 @@ def index(
     under a key kept outside the index (CXRHASH_PSEUDONYM_KEY, else the file
     CXRHASH_PSEUDONYM_KEY_FILE, else ~/.config/cxrhash/pseudonym.key, created on first
     use): the index folder alone identifies no one.
+
+    Every image that cannot be read or decoded is skipped and listed with its reason.
+    With --verify, check an existing index instead (exit 0: OK, 1: corrupt, 2: no index).
     """
     _setup_logging(verbose)
+    if verify:
+        if out is None or checkpoint is not None or data is not None:
+            _fail("--verify takes the index folder (--index/--out) and no --checkpoint or --data")
+        _verify_index(out)
+        return
+    if checkpoint is None or data is None or out is None:
+        _fail("cxrhash index needs --checkpoint, --data and --out (or --verify --index DIR)")
     from cxrhash.data.readers import open_dataset
     from cxrhash.data.splits import load_split
     from cxrhash.retrieve import build_index
@@ -570,6 +596,24 @@ def index(
         err.print(f"  unreadable: {escape(str(s.path or s.case_id))}: {escape(s.reason)}")
     if report.unreadable > 20:
         err.print(f"  … and {report.unreadable - 20} more unreadable (see the log)")
+
+
+def _verify_index(path: Path) -> None:
+    """``cxrhash index --verify``: one OK line, or CORRUPT and its problems then exit 1."""
+    from cxrhash.index.store import HashIndex, IndexCorruptError
+
+    try:
+        with HashIndex.open(path, verify=False) as ix:
+            report = ix.verify()
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    except IndexCorruptError as exc:
+        err.print(f"CORRUPT {path}: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    for line in report.lines():
+        (console if report.ok else err).print(line, markup=False, highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(code=1)
 
 
 def _key_values(items: list[str], option: str) -> dict[str, Any]:
@@ -627,7 +671,13 @@ def search(
     ] = "attention",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Top-k most similar indexed cases for each query image, with findings and distance."""
+    """Top-k most similar indexed cases for each query image, with findings and distance.
+
+    A query image that cannot be read (missing, unreadable, corrupt) is reported with its
+    reason on stderr (with --json also as its entry's "error") and the others are still
+    answered. Exit status: 0 when every query was searched, 1 when some query could not
+    be read, 2 for a usage error or an index/model problem.
+    """
     _setup_logging(verbose)
     from cxrhash.retrieve import search_images
 
@@ -640,22 +690,33 @@ def search(
         shortlist=shortlist,
         heatmap=heatmap,
     )
+    failed = [r for r in results if r.error is not None]
     if as_json:
         print(json.dumps([_result_json(r) for r in results], indent=2))
     else:
         for r in results:
-            _print_hits(r)
-    if plot is not None:
+            if r.error is None:
+                _print_hits(r)
+    for r in failed:
+        err.print(
+            f"error: query {r.path}: {r.error}", markup=False, highlight=False, soft_wrap=True
+        )
+    if plot is not None and len(failed) < len(results):
         from cxrhash.visualize import write_retrieval_figure
 
         write_retrieval_figure(results, plot)
         if not as_json:
             console.print(f"figure: {plot}")
+    if failed:
+        err.print(f"{len(failed)} of {len(results)} queries could not be read", soft_wrap=True)
+        raise typer.Exit(code=1)
 
 
 def _result_json(r: QueryResult) -> dict:
+    """A query's JSON entry: ``error`` is null when it was searched, else why not."""
     return {
         "query": r.path,
+        "error": r.error,
         "predicted": r.predicted,
         "hits": [
             {

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from cxrhash.data.dataset import CXRDataset, SkippedSample
-from cxrhash.data.images import load_image, resize_square
+from cxrhash.data.images import ImageReadError, load_resized
 from cxrhash.encode import iter_encoded_batches
 from cxrhash.index.codes import pack_codes
 from cxrhash.index.rerank import check_mode
@@ -200,14 +200,16 @@ def _append_encoded(
 @dataclass
 class QueryResult:
     """The hits for one query image, with its heat-map (``heatmap`` says which kind:
-    one of ``models.heatmaps.HEATMAPS``)."""
+    one of ``models.heatmaps.HEATMAPS``); for a query that could not be read, ``error``
+    says why, and it has no image, hits or predictions."""
 
     path: str
     hits: list[SearchHit]
-    image: np.ndarray
+    image: np.ndarray | None
     attention: np.ndarray | None
     predicted: dict[str, float]
     heatmap: str = "attention"
+    error: str | None = None
 
 
 def resolve_checkpoint(index_dir: Path, checkpoint: Path | None) -> Path:
@@ -232,14 +234,12 @@ def resolve_checkpoint(index_dir: Path, checkpoint: Path | None) -> Path:
 
 
 def encode_images(
-    model: nn.Module, paths: list[Path], image_size: int, heatmap: str = "attention"
-) -> tuple[np.ndarray, list[np.ndarray], HashOutput, Tensor | None]:
-    """Encode query image files (PNG/JPEG/DICOM) and compute their heat-maps of kind
-    ``heatmap``; errors name the file."""
-    images = [resize_square(load_image(p), image_size) for p in paths]
+    model: nn.Module, images: list[np.ndarray], heatmap: str = "attention"
+) -> tuple[np.ndarray, HashOutput, Tensor | None]:
+    """Packed codes, outputs and heat-maps (of kind ``heatmap``) of S×S query images."""
     x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
     out, maps = query_heatmaps(model, x, heatmap)
-    return pack_codes(out.hash.float().numpy() >= 0), images, out, maps
+    return pack_codes(out.hash.float().numpy() >= 0), out, maps
 
 
 def search_images(
@@ -259,26 +259,37 @@ def search_images(
     ``shortlist`` Hamming-nearest re-ranked by ⟨f_q, b⟩ against their codes) or
     ``floats`` (re-ranked by cosine to their stored float outputs; an index made
     with ``store_floats``); see :mod:`cxrhash.index.rerank`.
+
+    A query file that cannot be read or decoded does not stop the others: its result
+    has ``error`` set (the reason) and no hits. Problems with the index, the model or
+    the options still raise.
     """
     check_mode(rerank)
     check_heatmap(heatmap)
     ckpt = resolve_checkpoint(index_dir, checkpoint)
     model, payload = load_model(ckpt)
+    size = payload["config"]["image_size"]
     with HashIndex.open(index_dir, model_id=payload["model_id"]) as index:
-        codes, images, out, maps = encode_images(
-            model, paths, payload["config"]["image_size"], heatmap
-        )
+        results = []
+        for p in paths:
+            try:
+                image = load_resized(p, size)
+            except ImageReadError as err:
+                LOG.info("query %s not searched: %s", p, err.reason)
+                results.append(QueryResult(str(p), [], None, None, {}, heatmap, err.reason))
+                continue
+            results.append(QueryResult(str(p), [], image, None, {}, heatmap))
+        good = [r for r in results if r.image is not None]
+        if not good:
+            return results
+        images = [r.image for r in good if r.image is not None]
+        codes, out, maps = encode_images(model, images, heatmap)
         hits = index.search(
-            codes,
-            k,
-            rerank=rerank,
-            shortlist=shortlist,
-            query_floats=out.hash.float().numpy(),
+            codes, k, rerank=rerank, shortlist=shortlist, query_floats=out.hash.float().numpy()
         )
     probs = torch.sigmoid(out.logits).numpy()
-    results = []
-    for i, p in enumerate(paths):
-        att = maps[i, 0].numpy() if maps is not None else None
-        pred = {n: float(v) for n, v in zip(payload["label_names"], probs[i], strict=True)}
-        results.append(QueryResult(str(p), hits[i], images[i], att, pred, heatmap))
+    for i, r in enumerate(good):
+        r.hits = hits[i]
+        r.attention = maps[i, 0].numpy() if maps is not None else None
+        r.predicted = {n: float(v) for n, v in zip(payload["label_names"], probs[i], strict=True)}
     return results

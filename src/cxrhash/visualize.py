@@ -43,6 +43,8 @@ def plot_retrieval(
 ) -> Path:
     """One row per query: the query, its heat-map (attention or Grad-CAM), then the top hits.
 
+    Queries that could not be read (``error`` set) are left out.
+
     Args:
         results: output of :func:`cxrhash.retrieve.search_images`.
         out_path: PNG to write.
@@ -55,19 +57,27 @@ def plot_retrieval(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    keep = [i for i, res in enumerate(results) if res.image is not None]
+    if not keep:
+        raise ValueError("no query image could be read: nothing to plot")
+    results = [results[i] for i in keep]
+    if query_findings is not None:
+        query_findings = [query_findings[i] for i in keep]
     n_rows, n_cols = len(results), top + 2
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.1 * n_cols, 2.4 * n_rows), squeeze=False)
     for r, res in enumerate(results):
+        image = res.image
+        assert image is not None  # kept above
         ax = axes[r, 0]
-        ax.imshow(res.image, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         title = "query"
         if query_findings is not None:
             title += "\n" + _short(query_findings[r])
         ax.set_title(title, fontsize=7)
         ax = axes[r, 1]
-        ax.imshow(res.image, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         if res.attention is not None:
-            ax.imshow(attention_overlay(res.attention, res.image.shape[0]), cmap="jet", alpha=0.45)
+            ax.imshow(attention_overlay(res.attention, image.shape[0]), cmap="jet", alpha=0.45)
             title = HEATMAP_TITLES[res.heatmap].replace(" of ", "\nof ", 1)
             ax.set_title(f"{title}\n(not a lesion finder)", fontsize=7)
         else:

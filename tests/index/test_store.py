@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from cxrhash.index.store import (
     HashIndex,
     HashIndexError,
     IndexCorruptError,
+    IndexExistsError,
     IndexMismatchError,
     SearchHit,
     UnknownCaseIdError,
@@ -261,13 +263,120 @@ def test_model_bits_backend_and_shard_size_mismatch(tmp_path: Path) -> None:
     assert len(fresh) == 0 and fresh.bits == 64 and fresh.backend == "distinct"
 
 
-def test_create_refuses_non_empty_directory(tmp_path: Path) -> None:
-    (tmp_path / "busy").mkdir()
-    (tmp_path / "busy" / "notes.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="non-empty directory"):
-        HashIndex.create(tmp_path / "busy", BITS, "m", source_names=True)
+def test_create_refuses_a_file_a_foreign_folder_and_an_index_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("x")
+    with pytest.raises(
+        IndexExistsError,
+        match=r"busy: the folder is not empty \('notes.txt'\) and holds no index.json, so it "
+        "is not a cxrhash index; choose a new or empty folder",
+    ):
+        HashIndex.create(busy, BITS, "m")
+    assert [p.name for p in busy.iterdir()] == ["notes.txt"]  # nothing left in their folder
     with pytest.raises(FileNotFoundError, match="index.json"):
-        HashIndex.open(tmp_path / "busy")
+        HashIndex.open(busy)
+    (tmp_path / "film.png").write_bytes(b"x")
+    for target in (tmp_path / "film.png", tmp_path / "film.png" / "idx"):
+        with pytest.raises(HashIndexError, match="it is a file, not a folder|cannot create the"):
+            HashIndex.create(target, BITS, "m")
+    _filled(tmp_path)[0].close()
+    with pytest.raises(IndexExistsError, match="there is already a hash index at .*idx; open"):
+        HashIndex.create(tmp_path / "idx", BITS, "m")
+    assert len(HashIndex.open(tmp_path / "idx")) == 40  # untouched
+    (tmp_path / "empty").mkdir()
+    assert len(HashIndex.create(tmp_path / "empty", BITS, "m")) == 0
+
+
+def test_create_killed_before_its_manifest_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from cxrhash.index.store import HashIndex, ShardStore
+        ShardStore.create = lambda *args: os._exit(3)  # after meta.sqlite, before index.json
+        HashIndex.create(sys.argv[1], 16, "m")
+        """
+    )
+    path = tmp_path / "idx"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, env=subprocess_env()
+    )
+    assert done.returncode == 3, done.stderr.decode()
+    assert sorted(p.name for p in path.iterdir()) == ["meta.sqlite", "write.lock"]
+    with pytest.raises(FileNotFoundError):
+        HashIndex.open(path)
+    index = HashIndex.create(path, BITS, "m")
+    index.add(pack_codes(np.ones((2, BITS))), ["a", "b"], ["x", "y"])
+    assert len(HashIndex.open(path)) == 2
+
+
+_RACE = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import numpy as np
+    from cxrhash.index.store import HashIndex, HashIndexError
+    path, me, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    go = path.parent / "go"
+    (path.parent / f"ready-{me}").touch()
+    while not go.exists():
+        time.sleep(0.0005)
+    try:
+        if mode == "create":
+            HashIndex.create(path, 16, "m", source_names=True).close()
+        else:
+            with HashIndex.open_or_create(path, 16, "m", source_names=True) as index:
+                codes = np.full((3, 2), me, np.uint8)
+                index.add(codes, [f"p{me}-{i}" for i in range(3)], ["x"] * 3)
+        print(json.dumps({"ok": me}))
+    except HashIndexError as err:
+        print(json.dumps({"error": type(err).__name__, "message": str(err)}))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["create", "open_or_create"])
+def test_processes_racing_to_create_one_index(tmp_path: Path, mode: str) -> None:
+    n = 4
+    for round_ in range(3):
+        root = tmp_path / f"round{round_}"
+        root.mkdir()
+        path = root / "idx"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _RACE, str(path), str(me), mode],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=subprocess_env(),
+            )
+            for me in range(n)
+        ]
+        while len(list(root.glob("ready-*"))) < n:
+            assert all(p.poll() is None for p in procs)
+            time.sleep(0.005)
+        (root / "go").touch()
+        outcomes = []
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0 and b"Traceback" not in err, err.decode()
+            outcomes.append(json.loads(out))
+        winners = [o["ok"] for o in outcomes if "ok" in o]
+        for o in outcomes:
+            if "error" in o:
+                assert o["error"] in ("IndexExistsError", "ConcurrentWriteError"), o
+                assert str(path) in o["message"]
+        if mode == "create":
+            assert len(winners) == 1, outcomes
+        else:
+            assert winners, outcomes  # the others wrote between its open and its add
+        index = HashIndex.open(path)
+        assert len(index) == (0 if mode == "create" else 3 * len(winners))
+        assert sorted(c for _, c, _ in index.iter_metadata()) == sorted(
+            f"p{me}-{i}" for me in ([] if mode == "create" else winners) for i in range(3)
+        )
+        assert index.verify().ok
 
 
 def test_empty_index_search(tmp_path: Path) -> None:
@@ -532,7 +641,8 @@ def test_modified_shard_bytes_fail_the_checksum(tmp_path: Path) -> None:
         (b"\xff\xfe garbage", "index.json is not readable"),
         (b"[1, 2]", "does not hold a JSON object"),
         (b'{"format_version": 1}', "format-1 index"),
-        (b'{"format_version": 2, "bits": 16}', "lacks the field"),
+        (b'{"format_version": 2, "bits": 16}', "format-2 index from an older cxrhash"),
+        (b'{"format_version": 4, "bits": 16}', "lacks the field"),
     ],
 )
 def test_garbage_manifest_is_reported(tmp_path: Path, content: bytes, message: str) -> None:

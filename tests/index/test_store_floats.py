@@ -71,7 +71,7 @@ def test_floats_round_trip_through_the_index(tmp_path: Path) -> None:
         6 * 2 * BITS,
     ]  # 2·k bytes per film, raw
     manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 4  # 3 before metadata checksums
     assert manifest["floats"] == {"dtype": "float16", "row_bytes": 2 * BITS}
     assert all(isinstance(s["floats_crc32"], int) for s in manifest["shards"])
 
@@ -84,12 +84,12 @@ def test_floats_round_trip_through_the_index(tmp_path: Path) -> None:
     np.testing.assert_array_equal(reopened.codes, codes)
 
 
-def test_an_index_without_floats_stays_format_2(tmp_path: Path) -> None:
-    index = HashIndex.create(tmp_path / "idx", BITS, "m", source_names=True)
+def test_an_index_without_floats_has_no_float_files(tmp_path: Path) -> None:
+    index = HashIndex.create(tmp_path / "idx", BITS, "m")
     floats = _floats(5, 2)
     index.add(pack_codes(floats >= 0), _ids(0, 5), ["x"] * 5)
     manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert manifest["format_version"] == 2 and "floats" not in manifest
+    assert manifest["format_version"] == 4 and "floats" not in manifest
     assert "floats_crc32" not in manifest["shards"][0]
     assert not (tmp_path / "idx" / "shards" / "0000.f16").exists()
     with pytest.raises(ValueError, match="stores no float outputs"):

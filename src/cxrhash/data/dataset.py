@@ -11,7 +11,13 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from cxrhash.data.images import ImageReadError, load_image, printable_path, resize_square
+from cxrhash.data.images import (
+    ImageReadError,
+    load_image,
+    printable_path,
+    resize_square,
+    undecodable,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -83,7 +89,10 @@ class CXRDataset(Dataset):
 
     Images come from ``paths`` (decoded lazily with :func:`load_image`) or from
     ``arrays`` (``N×H×W`` uint8, in memory or memory-mapped, e.g. ChestMNIST).
-    An unreadable image gives a :class:`SkippedSample` instead of raising.
+    An image that cannot be read, decoded or resized (any ``Exception`` while turning that
+    one file into pixels, e.g. a decoder's ``ValueError`` or a ``MemoryError`` on a huge
+    file) gives a :class:`SkippedSample` with the reason instead of raising;
+    ``KeyboardInterrupt`` and errors outside that one file's decoding still propagate.
 
     Args:
         case_ids: Unique id of each image (the key used by saved splits).
@@ -165,10 +174,13 @@ class CXRDataset(Dataset):
             raise IndexError(f"{self.name}: index {i} out of range for {len(self)} items")
         i = int(i) % len(self)
         try:
-            pixels = self._read(i)
+            pixels = resize_square(self._read(i), self.image_size)
         except ImageReadError as err:
             return self._skip(i, err.reason)
-        img = torch.from_numpy(resize_square(pixels, self.image_size)).unsqueeze(0)
+        except Exception as err:  # about this one file: its content made a decoder fail
+            LOG.debug("%s: decoding item %d failed", self.name, i, exc_info=True)
+            return self._skip(i, undecodable(err))
+        img = torch.from_numpy(pixels).unsqueeze(0)
         if self._augmentation is not None:
             img = self._augmentation(img).clamp_(0.0, 1.0)
         return {

@@ -177,6 +177,30 @@ def _pillow_error(path: Path, err: Exception) -> ImageReadError:
     return ImageReadError(path, f"truncated or corrupt image ({err})")
 
 
+def undecodable(err: Exception) -> str:
+    """The skip reason for a file whose decoding or resizing raised ``err`` (an error other
+    than :class:`ImageReadError`: decoders raise many types on odd files)."""
+    if isinstance(err, MemoryError):
+        return "too large to decode in memory (MemoryError)"
+    return f"cannot decode ({type(err).__name__}: {err})"
+
+
+def load_resized(path: str | Path, size: int) -> np.ndarray:
+    """:func:`load_image` then :func:`resize_square` to ``size``, for one query film.
+
+    Raises:
+        ImageReadError: for any failure of this file, including a decoder's or resampler's
+            ``ValueError``/``RuntimeError`` and a ``MemoryError`` on a huge image (its reason
+            says which). ``KeyboardInterrupt`` and ``SystemExit`` pass through.
+    """
+    try:
+        return resize_square(load_image(path), size)
+    except ImageReadError:
+        raise
+    except Exception as err:  # about this one file: its content made the decoder fail
+        raise ImageReadError(path, undecodable(err)) from err
+
+
 def _to_unit_grey(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES:

@@ -12,7 +12,13 @@ class IndexMismatchError(HashIndexError):
 
 
 class IndexCorruptError(HashIndexError):
-    """A file of the index is missing, truncated or inconsistent with the others."""
+    """A file of the index is missing, truncated, inconsistent with the others, or fails
+    its checksum in ``index.json`` (codes: CRC-32; metadata: SHA-256)."""
+
+
+class IndexExistsError(HashIndexError):
+    """A new index cannot be made at a path: it is a file, an index already, or a folder
+    holding other files."""
 
 
 class DuplicateCaseIdError(HashIndexError):

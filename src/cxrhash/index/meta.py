@@ -4,6 +4,11 @@ Table ``items(row, case_id, findings, patient_hash, source_path, deleted)``;
 ``row`` is the code's id. A case id is unique among the rows not removed
 (a partial unique index), so a removed case can be indexed again.
 
+Which rows are removed is recorded in the manifest (:mod:`cxrhash.index.integrity`);
+``deleted`` mirrors that record for the unique index, and reads here that filter on it
+are narrowed by the caller to the record. :meth:`MetaStore.digest` is the SHA-256 the
+manifest keeps per block of rows, over the columns that never change after a commit.
+
 Rows at or beyond the manifest's committed count belong to an interrupted
 add: every read here takes the committed count and ignores them, and the next
 :meth:`MetaStore.insert` deletes them in its own transaction. Reads never
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
+from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +57,13 @@ _SCHEMA = (
     "CREATE UNIQUE INDEX IF NOT EXISTS live_case_id ON items(case_id) WHERE deleted = 0",
 )
 _COLUMNS = "row, case_id, findings, patient_hash, source_path, deleted"
+#: The canonical encoding of a row for :meth:`MetaStore.digest`: its immutable columns as
+#: SQL literals (``quote``: ``'text'`` with ``''`` escaped, ``NULL``, integers in decimal),
+#: comma-separated, one line per row. A new immutable column must be added here.
+_SEALED_LINE = "||','||".join(
+    f"quote({c})" for c in ("row", "case_id", "findings", "patient_hash", "source_path")
+)
+_DIGEST_CHUNK = 1 << 14
 _IN_JSON = "IN (SELECT value FROM json_each(?))"
 
 #: ``(row, case_id, findings, patient_hash, source_path)`` of one new item.
@@ -138,11 +151,30 @@ class MetaStore:
         return dict(cur.fetchall())
 
     def mark_deleted(self, rows: np.ndarray) -> None:
-        """Mark rows removed, in one transaction."""
+        """Flag rows removed (those not flagged yet), in one transaction."""
         with self._conn:
             self._conn.execute(
-                f"UPDATE items SET deleted = 1 WHERE row {_IN_JSON}", (json.dumps(rows.tolist()),)
+                f"UPDATE items SET deleted = 1 WHERE deleted = 0 AND row {_IN_JSON}",
+                (json.dumps(rows.tolist()),),
             )
+
+    def digest(self, lo: int, hi: int) -> str:
+        """SHA-256 (hex) of rows ``[lo, hi)``'s immutable columns in the canonical encoding.
+
+        Raises:
+            IndexCorruptError: the database cannot be read.
+        """
+        h = sha256()
+        try:
+            for start in range(lo, hi, _DIGEST_CHUNK):
+                cur = self._conn.execute(
+                    f"SELECT {_SEALED_LINE} FROM items WHERE row >= ? AND row < ? ORDER BY row",
+                    (start, min(hi, start + _DIGEST_CHUNK)),
+                )
+                h.update("".join(f"{line}\n" for (line,) in cur).encode("utf-8"))
+        except sqlite3.DatabaseError as err:
+            raise IndexCorruptError(f"{self.path} is not a readable index database: {err}") from err
+        return h.hexdigest()
 
     def deleted_rows(self, lo: int, hi: int) -> np.ndarray:
         """The removed rows in ``[lo, hi)``, ascending."""
@@ -151,13 +183,6 @@ class MetaStore:
             (lo, hi),
         )
         return np.array([r for (r,) in cur], dtype=np.int64)
-
-    def count_deleted(self, count: int) -> int:
-        """How many committed rows are removed."""
-        (n,) = self._conn.execute(
-            "SELECT COUNT(*) FROM items WHERE deleted = 1 AND row < ?", (count,)
-        ).fetchone()
-        return int(n)
 
     def lookup(self, rows: np.ndarray, count: int) -> list[RowMeta]:
         """``(case_id, findings, source_path)`` of each of ``rows``, in order (repeats allowed).

@@ -7,8 +7,13 @@ holding the raw ``uint8`` rows of ids ``i·shard_size`` … ``(i+1)·shard_size 
 An index created with a float store also keeps ``shards/NNNN.f16`` beside each
 codes file: the same rows' pre-binarisation outputs as raw little-endian
 float16, ``2·bits`` bytes per row, no header, written in the same step as the
-codes (format version 3; an index without floats stays format 2, which older
-cxrhash versions read).
+codes (``floats`` in the manifest).
+
+Format 4 adds the SHA-256s of the metadata, the record of removed rows
+(:mod:`cxrhash.index.integrity`) and keyed pseudonyms (:mod:`cxrhash.index.pseudonyms`).
+Formats 1–3 are refused with a request to re-index: they stored patient hashes with
+their salt (reversible) and source names, and their metadata was unverified. Older
+cxrhash versions refuse format 4 rather than serve it unchecked.
 
 The manifest ``index.json`` is the commit point: it records per shard the
 committed row count and the CRC-32 of those bytes (of the codes, and of the
@@ -33,11 +38,11 @@ import numpy as np
 
 from cxrhash.index.codes import code_bytes
 from cxrhash.index.errors import IndexCorruptError
+from cxrhash.index.integrity import MetaSeal, parse_ranges
 
 LOG = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-FLOATS_FORMAT_VERSION = 3  # format 2 + a float16 file per shard
+FORMAT_VERSION = 4  # metadata checksums, the removal record, keyed pseudonyms
 FLOAT_DTYPE = np.dtype("<f2")
 FLOAT_SUFFIX = ".f16"
 MANIFEST_NAME = "index.json"
@@ -79,6 +84,8 @@ class Manifest:
     shard_size: int
     backend: str
     backend_params: dict[str, Any]
+    meta: MetaSeal  # the metadata SHA-256s (cxrhash.index.integrity)
+    removed: tuple[tuple[int, int], ...] = ()  # removed rows as [lo, hi) ranges
     shards: tuple[ShardEntry, ...] = ()
     floats: bool = False  # a float16 store of the pre-binarisation outputs
     source_names: bool = False  # case ids and source paths kept as given (opt-in)
@@ -102,7 +109,7 @@ class Manifest:
         """The JSON object written to ``index.json``."""
         floats = {"dtype": "float16", "row_bytes": self.float_bytes} if self.floats else None
         return {
-            "format_version": FLOATS_FORMAT_VERSION if self.floats else FORMAT_VERSION,
+            "format_version": FORMAT_VERSION,
             "bits": self.bits,
             "code_bytes": self.code_bytes,
             "model_id": self.model_id,
@@ -113,6 +120,8 @@ class Manifest:
             "count": self.count,
             "shards": [s.to_json() for s in self.shards],
             **({"floats": floats} if floats else {}),
+            "metadata": self.meta.to_json(),
+            "removed": [list(r) for r in self.removed],
         }
 
     @classmethod
@@ -121,27 +130,36 @@ class Manifest:
         if not isinstance(data, dict):
             raise IndexCorruptError(f"{source} does not hold a JSON object")
         version = data.get("format_version")
-        if version == 1:
+        if version in (1, 2, 3):
             raise IndexCorruptError(
-                f"{source} is a format-1 index (one codes.npy) from an older cxrhash; "
-                "re-index the images into a new directory"
+                f"{source} is a format-{version} index from an older cxrhash, which stored "
+                "salted patient hashes (reversible) and source names, with unverified "
+                "metadata; re-index the images into a new directory"
             )
-        if version not in (FORMAT_VERSION, FLOATS_FORMAT_VERSION):
+        if version != FORMAT_VERSION:
             raise IndexCorruptError(
-                f"{source} has format version {version!r}, this cxrhash reads "
-                f"{FORMAT_VERSION} and {FLOATS_FORMAT_VERSION}"
+                f"{source} has format version {version!r}, this cxrhash reads {FORMAT_VERSION}"
             )
-        floats = version == FLOATS_FORMAT_VERSION
-        if "salt" in data and "pseudonyms" not in data:
-            raise IndexCorruptError(
-                f"{source} is an index from an older cxrhash that stored salted patient "
-                "hashes (reversible) and source names; re-index the images into a new directory"
-            )
+        floats = "floats" in data
         required = ("bits", "code_bytes", "model_id", "created", "pseudonyms", "shard_size")
-        missing = [key for key in (*required, "backend", "count", "shards") if key not in data]
+        missing = [
+            key
+            for key in (*required, "backend", "count", "shards", "metadata", "removed")
+            if key not in data
+        ]
         if missing:
             raise IndexCorruptError(f"{source} lacks the field(s) {', '.join(missing)}")
         try:
+            shards = tuple(
+                ShardEntry(
+                    str(s["file"]),
+                    _count(s["rows"]),
+                    _count(s["crc32"]),
+                    _count(s["floats_crc32"]) if floats else None,
+                )
+                for s in data["shards"]
+            )
+            count = sum(s.rows for s in shards)
             manifest = cls(
                 bits=_positive(data["bits"], "bits"),
                 model_id=str(data["model_id"]),
@@ -150,15 +168,9 @@ class Manifest:
                 shard_size=_positive(data["shard_size"], "shard_size"),
                 backend=str(data["backend"]["name"]),
                 backend_params=dict(data["backend"]["params"]),
-                shards=tuple(
-                    ShardEntry(
-                        str(s["file"]),
-                        _count(s["rows"]),
-                        _count(s["crc32"]),
-                        _count(s["floats_crc32"]) if floats else None,
-                    )
-                    for s in data["shards"]
-                ),
+                meta=MetaSeal.from_json(data["metadata"], count),
+                removed=parse_ranges(data["removed"], count),
+                shards=shards,
                 floats=floats,
                 source_names=_flag(data["pseudonyms"]["source_names"], "source_names"),
             )
@@ -251,7 +263,15 @@ class ShardStore:
         return cls(root, manifest)
 
     def verify(self) -> None:
-        """Check every shard's committed bytes (codes and floats) against the manifest's CRC-32."""
+        """Check every shard's committed bytes (codes and floats) against the manifest's CRC-32;
+        IndexCorruptError for the first that fails."""
+        problems = self.problems()
+        if problems:
+            raise IndexCorruptError(problems[0])
+
+    def problems(self) -> list[str]:
+        """One message per shard file whose committed bytes fail their CRC-32."""
+        out = []
         for i, entry in enumerate(self.manifest.shards):
             checks: list[tuple[str, np.ndarray, int | None, str]] = [
                 (entry.file, self._maps[i], entry.crc32, "codes")
@@ -261,10 +281,11 @@ class ShardStore:
                 checks.append((entry.floats_file, floats, entry.floats_crc32, "float rows"))
             for file, rows, crc, what in checks:
                 if zlib.crc32(rows.data) != crc:
-                    raise IndexCorruptError(
+                    out.append(
                         f"{self.root / file}: the {entry.rows} committed {what} fail their "
                         f"CRC-32 check in {MANIFEST_NAME} (the file was modified or is damaged)"
                     )
+        return out
 
     def shard_codes(self, i: int) -> np.ndarray:
         """The committed rows of shard ``i`` (read-only, memory-mapped)."""

@@ -4,23 +4,37 @@ An index is a directory::
 
     DIR/index.json          the manifest and commit point: format version, bits,
                             model id, pseudonym key id, shard size, search backend + params,
-                            and per shard its committed rows and their CRC-32
+                            per shard its committed rows and their CRC-32, the
+                            SHA-256 of every block of metadata rows, the removed rows
     DIR/shards/NNNN.codes   shard NNNN: raw uint8 rows of ids [NNNN·S, (NNNN+1)·S),
                             B bytes each, append-only, memory-mapped for reading
     DIR/shards/NNNN.f16     optional (``store_floats``): the same rows' float outputs,
                             raw little-endian float16, 2·k bytes each
     DIR/meta.sqlite         items(row, case_id, findings, patient_hash, source_path, deleted)
-    DIR/write.lock          flock-ed by the one process adding or removing
+    DIR/write.lock          flock-ed by the one process creating, adding or removing
 
 A code's id is its row number: insertion order, so ties by id are SPEC §5's
 "database order". ``add`` is atomic: (1) the rows (codes, and float rows where
 stored) are appended to the shard files and fsync-ed, (2) their metadata
 inserted in one SQLite transaction,
-(3) ``index.json`` replaced (temp file, fsync, ``os.replace``). A crash before
-(3) leaves bytes and SQLite rows past the committed count, which every read
-ignores and the next ``add`` overwrites, so the index reopens as it was after
-the last completed ``add``. ``remove`` is one SQLite transaction that marks
-rows deleted (no compaction: the codes stay, the search backends drop them).
+(3) ``index.json`` replaced (temp file, fsync, ``os.replace``) with the new rows'
+metadata checksums. A crash before (3) leaves bytes and SQLite rows past the
+committed count, which every read ignores and the next ``add`` overwrites, so the
+index reopens as it was after the last completed ``add``. ``remove`` commits the
+manifest's record of removed rows, then flags them in SQLite (no compaction: the
+codes stay, the search backends drop them); see :mod:`cxrhash.index.integrity`.
+
+Of processes racing to create one index exactly one does (:mod:`cxrhash.index.folder`);
+the others get :class:`IndexExistsError` or :class:`ConcurrentWriteError`, or, with
+``open_or_create``, open the winner's index once its manifest is there.
+
+Integrity on open: the codes' CRC-32s (``verify=True``), the manifest's structure, and
+that no row is flagged removed in SQLite against the manifest's record (one scan of the
+``deleted`` column, as before). The metadata SHA-256s are checked lazily, a block
+(4096 rows, ~10 ms) the first time one of its rows is served (a search hit, ``contains``,
+``remove``; every block before ``iter_metadata``): checking all of them costs ~2.5 µs a
+row (~0.25 s per 100k rows), too much for every ``cxrhash search``. :meth:`HashIndex.verify`
+(``cxrhash index --verify``) checks everything.
 
 Search fans out over one backend per shard (``flat`` by default; ``distinct``
 and the approximate ones selectable), each built from its shard's memory map
@@ -42,13 +56,13 @@ with.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from itertools import repeat
@@ -64,9 +78,20 @@ from cxrhash.index.errors import (
     DuplicateCaseIdError,
     HashIndexError,
     IndexCorruptError,
+    IndexExistsError,
     IndexMismatchError,
     UnknownCaseIdError,
     few,
+)
+from cxrhash.index.folder import LOCK_NAME, check_empty, write_lock
+from cxrhash.index.integrity import (
+    DEFAULT_BLOCK_ROWS,
+    IntegrityReport,
+    MetaSeal,
+    few_rows,
+    ranges_to_rows,
+    row_span,
+    rows_to_ranges,
 )
 from cxrhash.index.meta import META_NAME, ItemRow, MetaStore
 from cxrhash.index.pseudonyms import KEY_FILE_ENV, Pseudonymizer, load_pseudonymizer
@@ -91,7 +116,6 @@ from cxrhash.index.shards import (
 
 LOG = logging.getLogger(__name__)
 
-LOCK_NAME = "write.lock"
 DEFAULT_BACKEND = "flat"
 #: Backends that can serve a shard (milvus keeps its own copy of the codes in a server).
 STORE_BACKENDS = ("flat", "distinct", "numpy", "hnsw", "ivf", "multihash")
@@ -105,7 +129,9 @@ __all__ = [
     "HashIndex",
     "HashIndexError",
     "IndexCorruptError",
+    "IndexExistsError",
     "IndexMismatchError",
+    "IntegrityReport",
     "SearchHit",
     "UnknownCaseIdError",
 ]
@@ -144,6 +170,7 @@ class HashIndex:
         meta: MetaStore,
         backend: str,
         params: dict[str, Any],
+        removed: np.ndarray,
         pseudonymizer: Pseudonymizer | None = None,
     ) -> None:
         self._path = path
@@ -153,7 +180,8 @@ class HashIndex:
         self._backend_params = params
         self._backends: list[HammingBackend] = []  # one per shard, built by _synced_backends
         self._synced: list[int] = []  # rows of each shard already in its backend
-        self._n_deleted = meta.count_deleted(shards.manifest.count)
+        self._removed = removed  # sorted removed rows: the manifest's record (see integrity)
+        self._checked: set[int] = set()  # metadata blocks whose SHA-256 was checked
         self._pseudonymizer = pseudonymizer
 
     # ------------------------------------------------------------------ building
@@ -190,7 +218,10 @@ class HashIndex:
                 :func:`~cxrhash.index.pseudonyms.load_pseudonymizer`).
 
         Raises:
-            FileExistsError: ``path`` is a file or a non-empty directory.
+            IndexExistsError: ``path`` is a file, an index already, or a folder holding
+                other files.
+            ConcurrentWriteError: another process is creating (or writing) an index there.
+            HashIndexError: the folder cannot be made (permissions, a file on the way).
             ValueError: bad bits, backend, parameters or shard size.
         """
         path = Path(path)
@@ -198,29 +229,37 @@ class HashIndex:
         params = _check_backend(backend, bits, backend_params)
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-        if path.exists():
-            if not path.is_dir():
-                raise FileExistsError(f"cannot create a hash index at {path}: it is a file")
-            if any(path.iterdir()):
-                raise FileExistsError(
-                    f"refusing to create a hash index in non-empty directory {path}; "
-                    "use HashIndex.open for an existing index or choose an empty directory"
-                )
+        if path.exists() and not path.is_dir():
+            raise IndexExistsError(
+                f"cannot create a hash index at {path}: it is a file, not a folder; "
+                "choose a new folder for the index"
+            )
         pseudonymizer = pseudonymizer or load_pseudonymizer(forbid_under=path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = MetaStore.create(path / META_NAME)
-        manifest = Manifest(
-            bits=int(bits),
-            model_id=str(model_id),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            key_id=pseudonymizer.key_id,
-            shard_size=shard_size,
-            backend=backend,
-            backend_params=params,
-            floats=bool(store_floats),
-            source_names=bool(source_names),
-        )
-        shards = ShardStore.create(path, manifest)  # the manifest is written last
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HashIndexError(
+                f"cannot create the index folder {path}: {err.strerror or err}"
+            ) from err
+        had_lock = (path / LOCK_NAME).exists()
+        check_empty(path, had_lock, clean=False)  # before leaving a lock file in a user's folder
+        with write_lock(path, "creating or writing"):
+            check_empty(path, had_lock, clean=True)
+            meta = MetaStore.create(path / META_NAME)
+            manifest = Manifest(
+                bits=int(bits),
+                model_id=str(model_id),
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+                key_id=pseudonymizer.key_id,
+                shard_size=shard_size,
+                backend=backend,
+                backend_params=params,
+                floats=bool(store_floats),
+                source_names=bool(source_names),
+                meta=MetaSeal(0, DEFAULT_BLOCK_ROWS),
+                removed=(),
+            )
+            shards = ShardStore.create(path, manifest)  # the manifest is written last
         LOG.info(
             "created %d-bit hash index (%s%s) for model %s at %s",
             bits,
@@ -229,7 +268,7 @@ class HashIndex:
             model_id,
             path,
         )
-        return cls(path, shards, meta, backend, params, pseudonymizer)
+        return cls(path, shards, meta, backend, params, np.zeros(0, np.int64), pseudonymizer)
 
     @classmethod
     def open(
@@ -251,14 +290,16 @@ class HashIndex:
                 session only; the codes on disk do not depend on it).
             backend_params: parameters for this session's backend (default: the
                 recorded ones when the backend is the recorded one).
-            verify: check every shard's CRC-32 (reads all codes once).
+            verify: check every shard's CRC-32 (reads all codes once). The metadata
+                SHA-256s are checked as rows are served, and all by :meth:`verify`.
             pseudonymizer: the key for ``add``, ``contains`` and ``remove`` (default:
                 this machine's key, loaded at the first of them; searching needs none).
 
         Raises:
             FileNotFoundError: no index at ``path``.
             IndexMismatchError: ``model_id`` differs from the stored one.
-            IndexCorruptError: a file is unreadable, truncated or inconsistent.
+            IndexCorruptError: a file is unreadable, truncated or inconsistent, or a row
+                is flagged removed in ``meta.sqlite`` but not in the manifest.
         """
         path = Path(path)
         manifest_path = path / MANIFEST_NAME
@@ -279,13 +320,16 @@ class HashIndex:
         name = manifest.backend if backend is None else backend
         base = manifest.backend_params if name == manifest.backend else {}
         try:
+            removed = _removal_record(path, manifest, meta)
             params = _check_backend(name, manifest.bits, {**base, **(backend_params or {})})
         except ValueError as err:
             meta.close()
+            if isinstance(err, IndexCorruptError):
+                raise
             if backend is None and backend_params is None:
                 raise IndexCorruptError(f"{manifest_path}: bad search backend: {err}") from err
             raise
-        return cls(path, shards, meta, name, params, pseudonymizer)
+        return cls(path, shards, meta, name, params, removed, pseudonymizer)
 
     @classmethod
     def open_or_create(
@@ -306,17 +350,22 @@ class HashIndex:
         codes per shard, no float store, pseudonymous case ids by default).
         """
         if not (Path(path) / MANIFEST_NAME).is_file():
-            return cls.create(
-                path,
-                bits,
-                model_id,
-                backend=backend or DEFAULT_BACKEND,
-                backend_params=backend_params,
-                shard_size=shard_size or DEFAULT_SHARD_SIZE,
-                store_floats=bool(store_floats),
-                source_names=bool(source_names),
-                pseudonymizer=pseudonymizer,
-            )
+            try:
+                return cls.create(
+                    path,
+                    bits,
+                    model_id,
+                    backend=backend or DEFAULT_BACKEND,
+                    backend_params=backend_params,
+                    shard_size=shard_size or DEFAULT_SHARD_SIZE,
+                    store_floats=bool(store_floats),
+                    source_names=bool(source_names),
+                    pseudonymizer=pseudonymizer,
+                )
+            except (IndexExistsError, ConcurrentWriteError):
+                if not (Path(path) / MANIFEST_NAME).is_file():
+                    raise
+                # another process created it meanwhile: open theirs
         index = cls.open(
             path, model_id=model_id, backend_params=backend_params, pseudonymizer=pseudonymizer
         )
@@ -377,6 +426,8 @@ class HashIndex:
                 are not the codes.
             DuplicateCaseIdError: a case id repeats or is already indexed.
             ConcurrentWriteError: another process is writing, or wrote since ``open``.
+            IndexCorruptError: the metadata rows sharing a checksum block with the new
+                ones fail their SHA-256 (nothing is written).
         """
         codes = self._check_codes(packed_codes, "packed_codes")
         n = codes.shape[0]
@@ -397,7 +448,7 @@ class HashIndex:
             return
         stored_ids = self._stored_ids(case_ids)
         with self._writing():
-            present = self._meta.live_rows(stored_ids, self.n_rows)
+            present = self._live_rows(stored_ids)
             if present:
                 listed = [c for c, s in zip(case_ids, stored_ids, strict=True) if s in present]
                 raise DuplicateCaseIdError(
@@ -405,6 +456,9 @@ class HashIndex:
                     f"{few(listed)}"
                 )
             start = self.n_rows
+            base = self._shards.manifest
+            if start > base.meta.start:  # the new rows may share a block with checked ones
+                self._check_meta(np.array([start - 1]), base.meta)
             hashes = [None] * n if patient_ids is None else [*map(self.patient_hash, patient_ids)]
             paths: Sequence[str | os.PathLike[str] | None] = [None] * n
             if source_paths is not None and self._shards.manifest.source_names:
@@ -415,17 +469,21 @@ class HashIndex:
             ]
             staged = self._shards.stage(codes, rows16)
             self._insert_rows(start, rows)
-            self._commit(staged)
+            seal, fresh = self._extended_seal(base.meta, start, start + n)
+            self._commit(replace(staged, meta=seal, removed=base.removed))
+            self._checked.update(fresh)
         LOG.info("added %d codes to %s (now %d rows)", n, self._path, self.n_rows)
 
     def remove(self, case_ids: Sequence[str]) -> int:
         """Remove cases from search results and metadata (one transaction); returns how many.
 
         The codes stay in their shard (no compaction); a removed case id may be added again.
+        The removal is committed by the manifest's record, then flagged in SQLite.
 
         Raises:
             UnknownCaseIdError: a case id is not in the index (nothing is removed).
             DuplicateCaseIdError: a case id repeats in ``case_ids``.
+            IndexCorruptError: the metadata of a row to remove fails its SHA-256.
         """
         ids = [str(c) for c in case_ids]
         repeated = [c for c, times in Counter(ids).items() if times > 1]
@@ -437,7 +495,7 @@ class HashIndex:
             return 0
         stored_ids = self._stored_ids(ids)
         with self._writing():
-            found = self._meta.live_rows(stored_ids, self.n_rows)
+            found = self._live_rows(stored_ids)
             unknown = [c for c, s in zip(ids, stored_ids, strict=True) if s not in found]
             if unknown:
                 raise UnknownCaseIdError(
@@ -445,8 +503,11 @@ class HashIndex:
                     f"{self._path} (never added, or removed already): {few(unknown)}"
                 )
             rows = np.sort(np.fromiter(found.values(), dtype=np.int64, count=len(found)))
-            self._meta.mark_deleted(rows)
-        self._n_deleted += len(rows)
+            base = self._shards.manifest
+            removed = np.union1d(self._removed, rows)
+            self._commit(replace(base, removed=rows_to_ranges(removed)))
+            self._removed = removed
+            self._meta.mark_deleted(rows)  # the mirror; a crash before it is repaired later
         size = self.shard_size
         for s, backend in enumerate(self._backends):
             mine = rows[(rows >= s * size) & (rows < s * size + self._synced[s])]
@@ -507,6 +568,7 @@ class HashIndex:
                 query_packed, query_floats, k, rerank=rerank, shortlist=shortlist
             )
         found = rows >= 0
+        self._check_meta(rows[found])
         meta = self._meta.lookup(rows[found], self.n_rows)  # row-major
         per_query = found.sum(axis=1).tolist()
         q_scores = repeat(repeat(None)) if scores is None else scores.tolist()
@@ -607,7 +669,7 @@ class HashIndex:
     def contains(self, case_ids: Sequence[str]) -> list[bool]:
         """For each case id, whether it is in the index (added and not removed)."""
         ids = self._stored_ids([str(c) for c in case_ids])
-        found = self._meta.live_rows(ids, self.n_rows)
+        found = self._live_rows(ids)
         return [c in found for c in ids]
 
     def patient_hash(self, patient_id: str) -> str:
@@ -620,8 +682,45 @@ class HashIndex:
         return self._stored_ids([str(case_id)])[0]
 
     def iter_metadata(self) -> Iterator[tuple[int, str, str]]:
-        """Yield ``(row, case_id, findings)`` for every item not removed, in insertion order."""
-        yield from self._meta.iter_items(self.n_rows)
+        """Yield ``(row, case_id, findings)`` for every item not removed, in insertion order
+        (after checking every metadata block's SHA-256)."""
+        seal = self._shards.manifest.meta
+        self._check_blocks(range(seal.n_blocks(self.n_rows)), seal)
+        removed = set(self._removed.tolist())
+        for item in self._meta.iter_items(self.n_rows):
+            if item[0] not in removed:
+                yield item
+
+    def verify(self) -> IntegrityReport:
+        """Check everything: every shard's CRC-32s, every metadata block's SHA-256 (read
+        again, whatever was checked before) and the ``deleted`` flags against the manifest.
+
+        Corruption is listed in the report's ``problems``, not raised, so that one run
+        names every damaged file and block.
+        """
+        manifest, count = self._shards.manifest, self.n_rows
+        problems = self._shards.problems()
+        notes = []
+        seal, verified = manifest.meta, 0
+        bad: list[tuple[int, int]] = []
+        for i in range(seal.n_blocks(count)):
+            lo, hi = seal.block_range(i, count)
+            if self._meta.digest(lo, hi) == seal.digests[i]:
+                verified += hi - lo
+            elif bad and bad[-1][1] == lo:
+                bad[-1] = (bad[-1][0], hi)
+            else:
+                bad.append((lo, hi))
+        problems += [_meta_mismatch(lo, hi) for lo, hi in bad]
+        flagged = self._meta.deleted_rows(0, count)
+        behind = np.setdiff1d(self._removed, flagged)
+        if len(behind):
+            notes.append(
+                f"{MANIFEST_NAME} records as removed {few_rows(behind)}, not yet flagged in "
+                f"{META_NAME} (an interrupted remove, or an edit; the record applies and the "
+                "next write flags them)"
+            )
+        return IntegrityReport(self._path, count, len(self._removed), verified, problems, notes)
 
     def save_backends(self) -> list[Path]:
         """Save each shard's search backend beside it, for later opens to load, not rebuild.
@@ -644,7 +743,7 @@ class HashIndex:
 
     def __len__(self) -> int:
         """Searchable items: committed rows minus removed ones."""
-        return self.n_rows - self._n_deleted
+        return self.n_rows - len(self._removed)
 
     def __repr__(self) -> str:
         return (
@@ -793,22 +892,67 @@ class HashIndex:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Hold the write lock, and refuse if another process committed since ``open``."""
-        with open(self._path / LOCK_NAME, "ab") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConcurrentWriteError(
-                    f"another process is writing the index at {self._path}; wait for it to finish"
-                ) from None
+        """Hold the write lock, refuse if another process committed since ``open``, and
+        flag in SQLite the removed rows an interrupted ``remove`` left unflagged."""
+        with write_lock(self._path, "writing"):
             on_disk = read_manifest(self._path / MANIFEST_NAME)
-            if on_disk.shards != self._shards.manifest.shards:
+            mine = self._shards.manifest
+            if (on_disk.shards, on_disk.removed, on_disk.meta) != (
+                mine.shards,
+                mine.removed,
+                mine.meta,
+            ):
+                gone = len(ranges_to_rows(on_disk.removed))
                 raise ConcurrentWriteError(
                     f"the index at {self._path} was changed by another process since it was "
-                    f"opened (it now holds {on_disk.count} rows, this handle {self.n_rows}); "
-                    "open it again"
+                    f"opened (it now holds {on_disk.count} rows, {gone} removed; this handle "
+                    f"{self.n_rows} rows, {len(self._removed)} removed); open it again"
                 )
-            yield  # the lock is released when the file closes
+            if len(self._removed):
+                self._meta.mark_deleted(self._removed)
+            yield
+
+    def _extended_seal(self, seal: MetaSeal, start: int, end: int) -> tuple[MetaSeal, range]:
+        """``seal`` with the digests of the blocks holding rows ``[start, end)`` (re)computed
+        from SQLite (the block of ``start`` was checked before being extended), and the
+        indices of those blocks."""
+        first = int(seal.block_index(np.array([start]))[0])
+        fresh = range(first, seal.n_blocks(end))
+        digests = seal.digests[:first] + tuple(
+            self._meta.digest(*seal.block_range(i, end)) for i in fresh
+        )
+        return replace(seal, digests=digests), fresh
+
+    def _check_meta(self, rows: np.ndarray, seal: MetaSeal | None = None) -> None:
+        """Check the SHA-256 of each metadata block holding one of ``rows`` (once per block
+        and handle) before its rows are served; IndexCorruptError naming the rows if not."""
+        seal = seal if seal is not None else self._shards.manifest.meta
+        if not len(rows):
+            return
+        self._check_blocks(np.unique(seal.block_index(rows[rows >= seal.start])).tolist(), seal)
+
+    def _check_blocks(self, blocks: Sequence[int], seal: MetaSeal) -> None:
+        """:meth:`_check_meta` for the digest indices ``blocks``."""
+        for i in blocks:
+            if i in self._checked:
+                continue
+            lo, hi = seal.block_range(i, self.n_rows)
+            if self._meta.digest(lo, hi) != seal.digests[i]:
+                raise IndexCorruptError(
+                    f"the index at {self._path} is damaged: {_meta_mismatch(lo, hi)}, so it "
+                    "is not served; restore the folder from a backup or re-index (`cxrhash "
+                    f"index --verify --index {self._path}` lists every damaged block)"
+                )
+            self._checked.add(i)
+
+    def _live_rows(self, case_ids: Sequence[str]) -> dict[str, int]:
+        """``case_id → row`` of the committed, not removed rows of ``case_ids`` (checked)."""
+        found = self._meta.live_rows(case_ids, self.n_rows)
+        if len(self._removed) and found:  # flags behind the record: an interrupted remove
+            gone = set(np.intersect1d(list(found.values()), self._removed).tolist())
+            found = {c: r for c, r in found.items() if r not in gone}
+        self._check_meta(np.fromiter(found.values(), np.int64, len(found)))
+        return found
 
     def _insert_rows(self, start: int, rows: list[ItemRow]) -> None:
         """Step 2 of ``add``: the metadata in one transaction."""
@@ -836,7 +980,7 @@ class HashIndex:
                 continue
             ids = np.arange(s * size + done, s * size + entry.rows, dtype=np.int64)
             codes = self._shards.shard_codes(s)[done:]
-            dead = self._meta.deleted_rows(int(ids[0]), int(ids[-1]) + 1)
+            dead = self._removed_in(int(ids[0]), int(ids[-1]) + 1)
             if len(dead):
                 alive = ~np.isin(ids, dead)
                 ids, codes = ids[alive], codes[alive]
@@ -849,6 +993,11 @@ class HashIndex:
                 ) from err
             self._synced[s] = entry.rows
         return self._backends
+
+    def _removed_in(self, lo: int, hi: int) -> np.ndarray:
+        """The removed rows in ``[lo, hi)``, ascending."""
+        at = np.searchsorted(self._removed, [lo, hi])
+        return self._removed[at[0] : at[1]]
 
     def _saved_backend_path(self, s: int) -> Path:
         return (self._path / self._shards.manifest.shards[s].file).with_suffix(
@@ -872,7 +1021,7 @@ class HashIndex:
             return None
         lo = s * self.shard_size
         rows = np.arange(lo, lo + entry.rows, dtype=np.int64)
-        dead = self._meta.deleted_rows(lo, lo + entry.rows)
+        dead = self._removed_in(lo, lo + entry.rows)
         stored = backend.ids
         if (
             backend.name != self._backend_name
@@ -902,6 +1051,29 @@ def merge_top_k(
     sort_d = np.where(ids < 0, np.iinfo(np.int32).max, dists)
     order = np.lexsort((ids, sort_d), axis=-1)[:, :keep]
     return np.take_along_axis(ids, order, 1), np.take_along_axis(dists, order, 1)
+
+
+def _removal_record(path: Path, manifest: Manifest, meta: MetaStore) -> np.ndarray:
+    """The removed rows: the manifest's record, checked against the ``deleted`` flags."""
+    flagged = meta.deleted_rows(0, manifest.count)
+    removed = ranges_to_rows(manifest.removed)
+    edited = np.setdiff1d(flagged, removed)
+    if len(edited):
+        raise IndexCorruptError(
+            f"the index at {path} is damaged: {META_NAME} flags as removed {few_rows(edited)}, "
+            f"which {MANIFEST_NAME} records as live (the deleted column was edited); restore "
+            "the folder from a backup or re-index"
+        )
+    return removed
+
+
+def _meta_mismatch(lo: int, hi: int) -> str:
+    """What is wrong with metadata rows ``[lo, hi)`` that fail their SHA-256."""
+    return (
+        f"the metadata of {row_span(lo, hi)} in {META_NAME} (case ids, findings, patient "
+        f"pseudonyms, image paths) does not match its SHA-256 in {MANIFEST_NAME}: edited or "
+        "damaged after indexing"
+    )
 
 
 def _check_backend(name: str, bits: int, params: dict[str, Any] | None) -> dict[str, Any]:

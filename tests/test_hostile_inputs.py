@@ -7,6 +7,7 @@ everything it printed: exit code, stdout, stderr (with ``--verbose`` logging).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,18 @@ import numpy as np
 import pytest
 import torch
 from conftest import subprocess_env, write_dicom
+from hostile_files import (
+    write_blank_png,
+    write_corrupt_jpeg2000_dicom,
+    write_deflated,
+    write_lying_dicom,
+)
 from PIL import Image
 
 from cxrhash.config import make_config
 from cxrhash.data.images import PREPROCESSING
+from cxrhash.data.readers import open_dataset
+from cxrhash.data.splits import load_split
 from cxrhash.training.checkpoint import (
     ENCODING_FIELDS,
     CheckpointError,
@@ -218,3 +227,155 @@ def test_no_patient_data_reaches_the_index_the_log_or_the_output(
     logged = indexed.stderr.replace(str(archive / "DOE_JANE_MRN0012345" / "notes.png"), "")
     for secret in SECRETS:
         assert secret not in logged, f"{secret} logged"
+
+
+# ------------------------------------------------------------------ the hostile corpus
+
+#: Peak resident memory any one command may reach on the corpus. Importing torch and
+#: building the test network take ~0.5 GB; believing one header would take 5.7 GB
+#: (the 14000² DICOM) or 0.4–120 GB (the others).
+PEAK_RSS_MB = 1500
+_MEASURED = """
+import resource, sys
+out = sys.argv.pop(1)
+sys.argv[0] = "cxrhash"
+try:
+    from cxrhash.cli import main
+    main()
+finally:
+    with open(out, "w") as fh:
+        fh.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024))
+"""
+
+
+def measured(tmp_path: Path, *args: str | Path) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run the CLI in a child process; its result and its peak resident memory in MiB."""
+    rss = tmp_path / f"rss-{len(list(tmp_path.glob('rss-*')))}"
+    res = subprocess.run(
+        [sys.executable, "-c", _MEASURED, str(rss), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=600,
+    )
+    assert "Traceback" not in res.stderr, res.stderr
+    return res, int(rss.read_text())
+
+
+def hostile_films(folder: Path) -> dict[str, str]:
+    """Write the corpus of bad films into ``folder``: name → what its skip reason says."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_blank_png(folder / "zip_bomb.png", 20000, 20000)  # 50 kB declaring 4·10⁸ pixels
+    write_deflated(folder / "deflated_14000.dcm", 14000, 14000)  # 0.4 MB declaring 5.7 GB
+    lying = write_lying_dicom(folder, "private element")  # an element of 2^31 bytes
+    lying.rename(folder / "element_2gib.dcm")
+    write_corrupt_jpeg2000_dicom(folder / "corrupt_j2k.dcm")
+    (folder / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("not an image at all\n")
+    return {
+        "zip_bomb.png": "too many pixels",
+        "deflated_14000.dcm": "too many pixels",
+        "element_2gib.dcm": "truncated or corrupt",
+        "corrupt_j2k.dcm": "cannot decode DICOM pixel data",
+        "truncated.png": "truncated or corrupt",
+        "empty.png": "file is empty",
+        "text.png": "not a recognised image format",
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """40 good phantom films, a 1×1 film, the hostile films and a non-UTF-8 file name in
+    one ``folder:`` data set."""
+    root = tmp_path_factory.mktemp("corpus")
+    films = root / "films"
+    bad = hostile_films(films)
+    rows = ["path,labels,patient_id"]
+    for i, src in enumerate(sorted((phantom_dir / "images").glob("*.png"))[:40]):
+        (films / src.name).write_bytes(src.read_bytes())
+        rows.append(f"{src.name},{'Mass' if i % 3 else ''},p{i // 2}")
+    Image.fromarray(np.full((1, 1), 128, np.uint8)).save(films / "one_pixel.png")
+    rows.append("one_pixel.png,,p99")
+    rows += [f"{name},,q{i}" for i, name in enumerate(bad)]
+    (films / os.fsdecode(b"\xff\xfe.png")).write_bytes(b"unlisted, name not UTF-8")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return {"data": f"folder:{films}?csv={root / 'labels.csv'}", "bad": bad, "films": films}
+
+
+@pytest.mark.slow
+def test_the_hostile_corpus_is_skipped_and_counted_by_index_search_and_train(
+    corpus: dict[str, object], run_dir: Path, phantom_dir: Path, tmp_path: Path
+) -> None:
+    bad: dict[str, str] = corpus["bad"]  # type: ignore[assignment]
+    films: Path = corpus["films"]  # type: ignore[assignment]
+    data = str(corpus["data"])
+    out = tmp_path / "idx"
+
+    res, peak = measured(tmp_path, "index", "--checkpoint", run_dir, "--data", data, "--out", out)
+    assert res.returncode == 0 and peak < PEAK_RSS_MB, (res.stderr, peak)
+    assert "added 41 images" in res.stdout and f"{len(bad)} unreadable skipped" in res.stdout
+    for name, reason in bad.items():  # each named once, with its reason, on one line
+        (line,) = [
+            x for x in res.stderr.splitlines() if x.startswith(f"  unreadable: {films / name}")
+        ]
+        assert reason in line, line
+    assert "one_pixel.png: image is only 1 × 1 pixels" in res.stderr  # read, with a warning
+    assert "not valid UTF-8" in res.stderr
+
+    again, peak = measured(tmp_path, "index", "--checkpoint", run_dir, "--data", data, "--out", out)
+    assert again.returncode == 0 and peak < PEAK_RSS_MB
+    assert "added 0 images" in again.stdout and "41 already indexed" in again.stdout
+    verified = cxrhash("index", "--verify", "--index", out)
+    assert verified.returncode == 0 and verified.stdout.startswith(f"OK {out}: 41 rows")
+
+    good = next((phantom_dir / "images").glob("*.png"))
+    queries = [films / name for name in bad] + [films, tmp_path / "missing.png", good]
+    res, peak = measured(tmp_path, "search", *queries, "--index", out, "--json")
+    assert res.returncode == 1 and peak < PEAK_RSS_MB, (res.stderr, peak)
+    answers = json.loads(res.stdout)
+    assert [a["query"] for a in answers] == [str(q) for q in queries]
+    assert answers[-1]["error"] is None and len(answers[-1]["hits"]) == 10
+    reasons = [*bad.values(), "is a directory", "file not found"]
+    for answer, reason in zip(answers[:-1], reasons, strict=True):
+        assert reason in answer["error"] and answer["hits"] == [], answer
+    assert f"{len(queries) - 1} of {len(queries)} queries could not be read" in res.stderr
+
+    run = tmp_path / "run"
+    args = ["train", "--data", data, "--profile", "test", "--epochs", "2", "--out", run]
+    res, peak = measured(tmp_path, *args)
+    assert res.returncode == 0 and peak < PEAK_RSS_MB, (res.stderr, peak)
+    summary = json.loads((run / "train_summary.json").read_text())
+    skipped = sorted(Path(s["path"]).name for s in summary["skipped"])
+    case_ids = open_dataset(data, 32).case_ids
+    split = load_split(run / "split.json", case_ids)
+    read = {case_ids[i] for part in ("train", "val") for i in split[part]}  # what training reads
+    assert skipped == sorted(read & set(bad)) and skipped, skipped  # once each, not per epoch
+    assert f"skipped {len(skipped)} unreadable images" in " ".join(res.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("latin1", "byte 0xFC is not UTF-8; expected a UTF-8 CSV"),
+        ("wide", "a label CSV has at most 10,000"),
+        ("chestmnist", "not a MedMNIST .npz file"),
+    ],
+)
+def test_a_hostile_label_file_stops_the_job_with_one_line_naming_it(
+    run_dir: Path, tmp_path: Path, spec: str, expected: str
+) -> None:
+    csv = tmp_path / "labels.csv"
+    if spec == "latin1":
+        csv.write_bytes("path,labels,patient_id\nM\xfcller.png,,p1\n".encode("latin-1"))
+    elif spec == "wide":
+        csv.write_text("path,labels,patient_id" + "," * 1_000_000 + "\na.png,,p1\n")
+    else:
+        csv.write_bytes(b"PK\x03\x04 is how a zip starts, but this is no zip")
+    data = f"chestmnist:{csv}" if spec == "chestmnist" else f"folder:{tmp_path}?csv={csv}"
+    res, peak = measured(
+        tmp_path, "index", "--checkpoint", run_dir, "--data", data, "--out", tmp_path / "i"
+    )
+    err = one_line_error(res)
+    assert expected in err and str(csv) in err and len(err.strip().splitlines()) == 1, err
+    assert peak < PEAK_RSS_MB and not (tmp_path / "i").exists()

@@ -5,38 +5,32 @@ from __future__ import annotations
 
 import logging
 import re
-import struct
 import time
 import tracemalloc
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write_dicom
+from hostile_files import (
+    MIB,
+    TWO_GIB,
+    write_corrupt_jpeg2000_dicom,
+    write_deflated,
+    write_lying_dicom,
+)
 from PIL import Image
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
 from cxrhash.data.dicom import read_dicom
 from cxrhash.data.images import ImageReadError, load_image
 from cxrhash.data.limits import ENV_VAR, set_max_pixels
-
-PIXEL_DATA = 0x7FE00010
-TWO_GIB = 2**31
-MIB = 2**20
 
 
 @pytest.fixture(autouse=True)
@@ -47,74 +41,6 @@ def default_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     set_max_pixels(None)
     yield
     set_max_pixels(None)
-
-
-def _grey_dataset(syntax: str, rows: int, columns: int) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = rows, columns
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    return ds
-
-
-def _head_and_body(ds: Dataset) -> tuple[bytes, bytes]:
-    """Preamble + file meta, and the dataset (no pixel data yet) in explicit VR little endian."""
-    head = DicomBytesIO()
-    head.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(head, ds.file_meta, enforce_standard=True)
-    body = DicomBytesIO()
-    body.is_little_endian, body.is_implicit_VR = True, False
-    write_dataset(body, ds)
-    return head.getvalue(), body.getvalue()
-
-
-def _element(tag: int, vr: bytes, length: int) -> bytes:
-    """Header of an explicit-VR element with a 4-byte length (OB, OW, SQ)."""
-    return struct.pack("<HH2sHL", tag >> 16, tag & 0xFFFF, vr, 0, length)
-
-
-def _zeros(comp: zlib._Compress, n: int) -> bytes:
-    """``n`` zero bytes deflated: one 1 MiB block compressed once and repeated, so a
-    gigabyte costs milliseconds (a full flush makes each block stand alone)."""
-    before = comp.flush(zlib.Z_FULL_FLUSH)  # what earlier calls left pending
-    block = comp.compress(bytes(MIB)) + comp.flush(zlib.Z_FULL_FLUSH)
-    rest = comp.compress(bytes(n % MIB)) + comp.flush(zlib.Z_FULL_FLUSH)
-    return before + block * (n // MIB) + rest
-
-
-def write_deflated(
-    path: Path,
-    rows: int,
-    columns: int,
-    *,
-    blob_before: int = 0,
-    pixel_length: int | None = None,
-    pixel_bytes: int | None = None,
-) -> Path:
-    """A deflated DICOM of zero pixels; optionally a zero blob before them, and pixel data
-    whose declared length or actual size differ from what the header implies."""
-    head, body = _head_and_body(_grey_dataset(DeflatedExplicitVRLittleEndian, rows, columns))
-    needed = rows * columns * 2
-    comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts = [comp.compress(body)]
-    if blob_before:
-        parts.append(comp.compress(_element(0x00091010, b"OB", blob_before)))
-        parts.append(_zeros(comp, blob_before))
-    length = needed if pixel_length is None else pixel_length
-    parts += [comp.compress(_element(PIXEL_DATA, b"OW", length))]
-    parts += [_zeros(comp, needed if pixel_bytes is None else pixel_bytes), comp.flush()]
-    path.write_bytes(head + b"".join(parts))
-    return path
 
 
 def _bounded(read: Callable[[], object], seconds: float = 5.0) -> tuple[ImageReadError, int]:
@@ -160,22 +86,6 @@ def test_a_deflated_dicom_decodes_like_its_uncompressed_copy(tmp_path: Path) -> 
     np.testing.assert_array_equal(read_dicom(deflated), read_dicom(plain))
 
 
-def _lying(tmp_path: Path, where: str) -> Path:
-    """A 600-byte DICOM one of whose elements declares 2 GiB."""
-    head, body = _head_and_body(_grey_dataset(ExplicitVRLittleEndian, 4, 4))
-    pixels = _element(PIXEL_DATA, b"OW", 32) + bytes(32)
-    if where == "private element":
-        body += _element(0x00091010, b"OB", TWO_GIB) + b"x" * 100
-    elif where == "sequence":
-        item = struct.pack("<HHL", 0xFFFE, 0xE000, TWO_GIB) + b"x" * 100
-        body += _element(0x00283010, b"SQ", TWO_GIB) + item
-    else:  # pixel data declaring 2 GiB and holding 10 bytes of the 32 it needs
-        pixels = _element(PIXEL_DATA, b"OW", TWO_GIB) + bytes(10)
-    path = tmp_path / f"{where.replace(' ', '_')}.dcm"
-    path.write_bytes(head + body + pixels)
-    return path
-
-
 @pytest.mark.parametrize(
     ("where", "reason"),
     [
@@ -189,7 +99,7 @@ def test_an_element_declaring_2_gib_is_a_read_error_without_allocating_it(
 ) -> None:
     """pydicom asks the file for as many bytes as an element declares, and Python
     allocates them before reading: 2 GiB for a 600-byte file."""
-    path = _lying(tmp_path, where)
+    path = write_lying_dicom(tmp_path, where)
     error, peak = _bounded(lambda: load_image(path))
     assert peak < 20 * MIB
     assert re.match(reason, error.reason)
@@ -229,11 +139,7 @@ def test_a_corrupt_jpeg2000_dicom_shows_only_our_one_line(
 ) -> None:
     """pydicom logs a decoder traceback through its ``pydicom`` logger; with the CLI's
     logging set up it reached the terminal next to our message."""
-    ds = _grey_dataset(JPEG2000Lossless, 64, 64)
-    ds.PixelData = encapsulate([b"garbage, not a JPEG 2000 codestream" * 4])
-    ds["PixelData"].VR = "OB"
-    path = tmp_path / "j2k.dcm"
-    ds.save_as(path, enforce_file_format=True)
+    path = write_corrupt_jpeg2000_dicom(tmp_path / "j2k.dcm")
     caplog.set_level(logging.INFO)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -3,17 +3,16 @@ PNG decompression bombs refused before decoding."""
 
 from __future__ import annotations
 
-import struct
 import time
 import tracemalloc
 import warnings
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write_dicom
+from hostile_files import write_blank_png
 from PIL import Image
 
 from cxrhash.data.images import ImageReadError, load_image
@@ -35,27 +34,6 @@ def default_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     set_max_pixels(None)
     yield
     set_max_pixels(None)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def write_blank_png(path: Path, width: int, height: int) -> Path:
-    """A valid 1-bit black PNG of any size, written row block by row block (a zip bomb)."""
-    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed zero bits
-    block = 1000
-    comp = zlib.compressobj(9)
-    parts = [comp.compress(row * block) for _ in range(height // block)]
-    parts += [comp.compress(row * (height % block)), comp.flush()]
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", b"".join(parts))
-        + _png_chunk(b"IEND", b"")
-    )
-    return path
 
 
 def test_the_default_admits_large_radiographs_and_multi_frame_files_count_every_frame() -> None:

@@ -267,6 +267,22 @@ def test_dataset_skips_corrupt_png_and_reads_manifest(png_dir: Path, tmp_path: P
         list_images(tmp_path)
 
 
+def test_any_decoding_failure_of_one_unlabelled_film_is_a_skip(
+    png_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only ImageReadError: a resampler's ValueError or a MemoryError on one film."""
+    import cxrhash.data.images as images
+
+    def resize(img: np.ndarray, size: int) -> np.ndarray:
+        raise ValueError("cannot reshape array of size 0")
+
+    monkeypatch.setattr(images, "resize_square", resize)
+    data = UnlabeledImages(png_dir, 24)
+    item = data[0]
+    assert isinstance(item, SkippedSample)
+    assert item.reason == "cannot decode (ValueError: cannot reshape array of size 0)"
+
+
 def test_training_proceeds_past_a_corrupt_png(png_dir: Path, tmp_path: Path) -> None:
     config = C2LConfig(backbone="test-cnn", **{**TINY, "batch_size": 4})
     summary = pretrain_c2l(config, png_dir, tmp_path / "run", progress=False)

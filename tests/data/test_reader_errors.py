@@ -3,9 +3,12 @@ the file (and line), or a warning, never a traceback, a hang or a crash while pr
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,32 @@ def test_chestmnist_spec_on_a_file_that_is_not_a_zip(tmp_path: Path) -> None:
     assert str(info.value).startswith(
         f"{path}: not a MedMNIST .npz file; expected a zip archive of .npy arrays"
     )
+
+
+def test_a_chestmnist_array_declaring_more_than_it_holds_is_refused_unallocated(
+    tmp_path: Path,
+) -> None:
+    """numpy allocates the shape a .npy header declares before reading: 10⁶×28×28 uint8
+    (0.8 GB) from a 1 kB member, or a terabyte from a header that says so."""
+    path = tmp_path / "chestmnist.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (10**6, 28, 28)}
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("test_images.npy", header.getvalue() + bytes(1000))
+        archive.writestr("test_labels.npy", header.getvalue())
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataFormatError) as info:
+            open_dataset(f"chestmnist:{path}?split=test")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "test_images.npy declares 784,000,000 bytes of uint8 in shape (1000000, 28, 28)" in (
+        str(info.value)
+    )
+    assert peak < 50 * 2**20
 
 
 def test_a_latin1_labels_csv_names_the_file_the_line_and_utf8(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ No reader decodes images: they parse label files and locate image files.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import zipfile
@@ -434,9 +435,23 @@ def _npz_array(npz_path: Path, key: str) -> np.ndarray:
         mapped = _memmap_stored(npz_path, archive.getinfo(member))
         if mapped is not None:
             return mapped
+        info = archive.getinfo(member)
         LOG.info("%s: %s is compressed; loading it into memory", npz_path, key)
         with archive.open(member) as handle:
-            return np.lib.format.read_array(handle)
+            read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(handle))
+            if read_header is None:
+                raise DataFormatError(f"{npz_path}: {member} is not a .npy array")
+            shape, fortran_order, dtype = read_header(handle)
+            # numpy allocates what the header declares before reading: check it first.
+            declared = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or declared > info.file_size:
+                raise DataFormatError(
+                    f"{npz_path}: {member} declares {declared:,} bytes of {dtype} in shape "
+                    f"{shape}, but holds {info.file_size:,}; not a MedMNIST array"
+                )
+            count = math.prod(shape)
+            data = np.frombuffer(handle.read(declared), dtype=dtype, count=count)
+            return data.reshape(shape, order="F" if fortran_order else "C")
 
 
 def chestmnist_case_id(split: str, row: int) -> str:

@@ -18,9 +18,8 @@ from cxrhash.data.dataset import DataFormatError, SkippedSample
 from cxrhash.data.images import (
     ImageReadError,
     is_dicom,
-    load_image,
+    load_resized,
     printable_path,
-    resize_square,
 )
 
 LOG = logging.getLogger(__name__)
@@ -143,14 +142,14 @@ class UnlabeledImages(Dataset):
 
     def __getitem__(self, i: int) -> dict | SkippedSample:
         path = self.files[i]
-        try:
-            pixels = load_image(path)
+        try:  # any failure of this one file (decoder, resize, memory) is a skip
+            pixels = load_resized(path, self.load_size)
         except ImageReadError as err:
             if i not in self._warned:
                 self._warned.add(i)
                 LOG.warning("skipping unreadable image %s: %s", printable_path(path), err.reason)
             return SkippedSample(idx=i, case_id=path.name, path=str(path), reason=err.reason)
-        img = torch.from_numpy(resize_square(pixels, self.load_size)).unsqueeze(0)
+        img = torch.from_numpy(pixels).unsqueeze(0)
         views = [self.augment(img).clamp_(0.0, 1.0) for _ in range(2)]
         return {"idx": i, "query": views[0], "key": views[1]}
 

@@ -88,6 +88,92 @@ class TrainConfig:
         tmp.replace(path)
 
 
+#: What each field means, for ``cxrhash train --help`` (every field has an entry: tested).
+FIELD_HELP: dict[str, str] = {
+    "data": "Dataset spec (see `cxrhash train --help`).",
+    "method": "Registered method name (`cxrhash methods` lists them).",
+    "backbone": "resnet18|resnet34|resnet50|densenet121",
+    "backbone_weights": "Local weights file, or a torchvision enum name (needs internet).",
+    "feature_stage": "Backbone stage whose map F feeds the branches (3 or 4).",
+    "variant": "Ablation: full|no-maxp-avgp|no-fmax|global-only|local-only.",
+    "bits": "Code length k.",
+    "hash_activation": "Activation of the hash layer: identity|tanh|tanh-continuation|"
+    "normalize|ball|ball2|batchnorm (docs/design.md, docs/hash_layer.md).",
+    "image_size": "Square input size in pixels.",
+    "epochs": "Passes over the training images.",
+    "batch_size": "Images per step.",
+    "optimizer": "sgd (paper) or adam.",
+    "lr": "Initial learning rate.",
+    "lr_step_epoch": "Epochs at the base lr before its one drop (× --lr-gamma).",
+    "lr_gamma": "Factor of the learning-rate drop (default 0.1).",
+    "warmup_epochs": "Linear lr warm-up over this many epochs (default 0).",
+    "grad_clip": "Clip the global gradient norm to this value (default: no clipping).",
+    "amp": "Mixed precision: auto (on for CUDA only, the default), on or off.",
+    "channels_last": "Channels-last memory format: auto (CUDA only), on or off.",
+    "max_rollbacks": "Divergence guard: rollbacks to the last good epoch before giving up.",
+    "rollback_lr_factor": "Learning-rate factor applied at each rollback.",
+    "momentum": "SGD momentum.",
+    "weight_decay": "L2 weight decay.",
+    "alpha": "Weight of the quantisation term.",
+    "beta": "Weight of the BCE term.",
+    "margin": "Contrastive margin m (default for attention-fusion: √(margin_scale·bits)).",
+    "method_params": "Method hyper-parameter NAME=VALUE (repeatable), e.g. --param rho=3 "
+    "for osdh; `cxrhash methods` lists each method's parameters and defaults.",
+    "no_finding_class": "Add the `No Finding` class to the classifier's targets.",
+    "augment": "Light radiograph-safe augmentation of training images (default on).",
+    "seed": "Seed for split, init and order.",
+    "num_workers": "DataLoader worker processes.",
+    "val_metric": "Validation metric that picks best.pt (default mAP@100).",
+    "val_database_max": "Training images the validation queries search (default 2000).",
+    "split_fractions": "Patient-disjoint split as PART=SHARE,… over train, val, query, "
+    "database (default train=0.6,val=0.1,query=0.1,database=0.2).",
+    "official_split": "Folder holding NIH's train_val_list.txt and test_list.txt: train/val "
+    "come from the first, query/database from the second.",
+    "profile": "Settings profile, a name of PROFILES (default paper). 'paper' = ResNet-50 at "
+    "224 px, 50 epochs (GPU); 'cpu' = ResNet-18 at 128 px; 'cpu-fast' = ResNet-18 at 64 px.",
+}
+
+SPLIT_PARTS = ("train", "val", "query", "database")
+
+
+def parse_fractions(text: str) -> dict[str, float]:
+    """``"train=0.7,val=0.1,query=0.1,database=0.1"`` → a dict; a clear error otherwise."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = -1.0
+        if not sep or name.strip() not in SPLIT_PARTS or not 0 <= share <= 1:
+            raise ValueError(
+                f"--split-fractions expects PART=SHARE,… with parts {', '.join(SPLIT_PARTS)} "
+                f"and shares in [0, 1]; got {item!r}"
+            )
+        out[name.strip()] = share
+    missing = [p for p in SPLIT_PARTS if p not in out]
+    if missing or not 0.99 <= sum(out.values()) <= 1.01:
+        raise ValueError(
+            f"--split-fractions must give all of {', '.join(SPLIT_PARTS)} summing to 1; "
+            f"got {text!r}"
+        )
+    return out
+
+
+def parse_params(items: list[str]) -> dict[str, float]:
+    """``["rho=3", "lambda_c=0"]`` → ``{"rho": 3.0, "lambda_c": 0.0}``; a clear error otherwise."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--param expects NAME=NUMBER, got {item!r}") from None
+    return out
+
+
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {},
     "cpu": {

@@ -293,3 +293,22 @@ def search_images(
         r.attention = maps[i, 0].numpy() if maps is not None else None
         r.predicted = {n: float(v) for n, v in zip(payload["label_names"], probs[i], strict=True)}
     return results
+
+
+def checkpoint_dataset(
+    checkpoint: Path, data: str, part: str | None = None
+) -> tuple[Path, CXRDataset]:
+    """The checkpoint file and the dataset ``data`` at its image size, restricted to
+    ``part`` of the run's split when given (what ``cxrhash index`` encodes)."""
+    from cxrhash.data.readers import open_dataset
+    from cxrhash.data.splits import load_split
+    from cxrhash.training.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    dataset = open_dataset(data, payload["config"]["image_size"])
+    if part is not None:
+        split = load_split(Path(payload["path"]).parent / "split.json", dataset.case_ids)
+        if part not in split:
+            raise ValueError(f"no split part {part!r}; parts: {sorted(split)}")
+        dataset = dataset.subset(split[part])
+    return Path(payload["path"]), dataset

@@ -79,7 +79,6 @@ def test_images_and_dicom_no_longer_import_each_other() -> None:
 def test_the_data_import_graph_is_acyclic() -> None:
     graph = {module: imported_data_modules(module) for module in MODULES}
     try:
-        order = list(TopologicalSorter(graph).static_order())
+        TopologicalSorter(graph).prepare()
     except CycleError as err:
         pytest.fail(f"import cycle in {PACKAGE}: {' -> '.join(err.args[1])}")
-    assert order[-1] == PACKAGE  # the package itself imports its modules, none imports it

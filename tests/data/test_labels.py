@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from cxrhash.data.labels import (
     CHEXPERT_PATHOLOGIES,
@@ -11,9 +12,13 @@ from cxrhash.data.labels import (
     PHANTOM_PATHOLOGIES,
     LabelError,
     add_no_finding,
+    label_names,
     normalize_label,
     parse_finding_labels,
+    relevance_labels,
     similarity_levels,
+    with_no_finding,
+    with_no_finding_np,
 )
 
 
@@ -62,6 +67,32 @@ def test_add_no_finding_counts_nan_as_not_positive() -> None:
     assert names == ["A", "B", "No Finding"]
     assert np.array_equal(out[:, 2], [0, 1, 1, 0])
     assert np.array_equal(out[:, :2], labels, equal_nan=True)
+
+
+def test_no_finding_column_marks_rows_without_positive_finding() -> None:
+    nan = float("nan")
+    lab = torch.tensor([[0.0, 0.0], [1.0, 0.0], [nan, 0.0], [nan, 1.0]])
+    out = with_no_finding(lab, True)
+    assert out.shape == (4, 3)
+    assert out[:, 2].tolist() == [1.0, 0.0, 1.0, 0.0]  # NaN is not a positive finding
+    assert torch.isnan(out[2, 0])  # unknown stays unknown for the BCE mask
+    assert with_no_finding(lab, False) is lab
+    assert label_names(["A", "B"], True) == ["A", "B", "No Finding"]
+
+
+def test_the_numpy_and_tensor_no_finding_columns_agree() -> None:
+    labels = np.array([[1, 0], [0, 0], [np.nan, 0], [np.nan, 1]], dtype=np.float32)
+    out = with_no_finding_np(labels, True)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, with_no_finding(torch.from_numpy(labels), True).numpy())
+    np.testing.assert_array_equal(out, add_no_finding(labels, ["A", "B"])[0])
+    np.testing.assert_array_equal(with_no_finding_np(labels, False), labels)
+    assert label_names(["A", "B"], False) == ["A", "B"]
+
+
+def test_relevance_labels_treat_unknown_as_absent() -> None:
+    rel = relevance_labels(np.array([[np.nan, 1.0, 0.0]]))
+    assert rel.tolist() == [[0.0, 1.0, 0.0]]
 
 
 def test_similarity_levels_match_set_intersections() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,10 @@ from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from cxrhash.data import phantom
 from cxrhash.data.phantom import (
     PHANTOM_FINDINGS,
     PhantomSample,
+    anatomy,
     generate_phantom,
     load_phantom_masks,
     phantom_finding_centroids,
@@ -48,6 +49,43 @@ def test_same_seed_same_images_other_seed_differs() -> None:
         np.testing.assert_array_equal(a.labels, b.labels)
         assert (a.case_id, a.patient_id) == (b.case_id, b.patient_id)
     assert any(not np.array_equal(a.image, c.image) for a, c in zip(first, other, strict=True))
+
+
+def _digest(samples: list[PhantomSample]) -> str:
+    h = hashlib.sha256()
+    for s in samples:
+        for array in (s.image, s.masks, s.labels):
+            h.update(np.ascontiguousarray(array).tobytes())
+        h.update(f"{s.patient_id}{s.case_id}".encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "kwargs", "expected"),
+    [
+        (6, 48, {"seed": 5}, "b592eedf90cb6629d702ece72d3e869af1483443bab286dab899e0e68aa915f2"),
+        (12, 64, {"seed": 0}, "19acb4b61fdd2ec4d9674e59e66717f161e2926fa5b6db4b078913ea67f3d4d3"),
+        (
+            5,
+            128,
+            {"seed": 3, "p_normal": 0.0, "max_findings": 6},
+            "fc1bbc3b8a552ae54cd1f47e5281c96e0dbbb8cb5fad69d8155f5bae81fc6169",
+        ),
+        (
+            9,
+            32,
+            {"seed": 7, "n_patients": 2, "max_findings": 6, "p_normal": 0.1},
+            "bcddf7c7e154d83e7121ed37532e6cb5f18c49f56befe53b846c9ff720ac22b8",
+        ),
+    ],
+)
+def test_films_of_a_seed_never_change(n: int, size: int, kwargs: dict, expected: str) -> None:
+    """Images, masks, labels and ids of a seed, as generated before issue #12's refactor.
+
+    A change of these checksums changes every phantom dataset, and the results
+    computed on them: only on purpose, with the new checksums written here.
+    """
+    assert _digest(list(generate_phantom(n, size, **kwargs))) == expected
 
 
 def test_sample_types_ids_and_shapes(samples: list[PhantomSample]) -> None:
@@ -118,7 +156,7 @@ def test_pneumothorax_is_darker_than_the_mirrored_contralateral_lung(
 def test_cardiomegaly_heart_gives_cardiothoracic_ratio_above_055() -> None:
     size = 256
     for j in range(10):
-        patient = phantom._build_patient(np.random.default_rng([3, 1, j]), size, 4)
+        patient = anatomy.build_patient(np.random.default_rng([3, 1, j]), size, 4)
         a = patient.anatomy
         lungs = patient.lungs[0] | patient.lungs[1]
         lung_cols = np.flatnonzero(lungs.any(axis=0))
@@ -129,7 +167,7 @@ def test_cardiomegaly_heart_gives_cardiothoracic_ratio_above_055() -> None:
             return (cols[-1] - cols[0] + 1) / thorax
 
         assert 0.41 <= ratio(patient.heart) <= 0.49
-        enlarged = phantom._heart_mask(a, patient.x, patient.y, 0.57)
+        enlarged = anatomy.heart_mask(a, patient.x, patient.y, 0.57)
         assert ratio(enlarged) > 0.55
         assert enlarged.sum() > patient.heart.sum()
 
@@ -214,6 +252,15 @@ def test_write_phantom_dataset_round_trips(tmp_path: Path) -> None:
     assert masks.shape == (12, 6, 48, 48) and masks.dtype == bool
     np.testing.assert_array_equal(masks, np.stack([s.masks for s in expected]))
     assert sorted(p.name for p in out.iterdir()) == ["images", "labels.csv", "masks.npz"]
+
+
+def test_the_written_labels_and_masks_never_change(tmp_path: Path) -> None:
+    out = write_phantom_dataset(tmp_path / "ph", 12, 48, seed=9)
+    csv_digest = hashlib.sha256((out / "labels.csv").read_bytes()).hexdigest()
+    assert csv_digest == "f1d1324571b4a8768ed56dc47a17159d528e4012d36133c4f2209a18d5c6f6c6"
+    _, masks = load_phantom_masks(out)
+    masks_digest = hashlib.sha256(masks.tobytes()).hexdigest()
+    assert masks_digest == "7fe4925590a04357718db67ba49035314a5b01bbf8a034e63c6879bc48aafa1f"
 
 
 def test_findings_are_learnable_from_16x16_pixels() -> None:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cxrhash.data.labels import relevance_labels, with_no_finding_np
 from cxrhash.encode import Encoded
 from cxrhash.evaluation.baselines import lsh_codes, random_codes
 from cxrhash.evaluation.evaluate import (
@@ -19,7 +20,6 @@ from cxrhash.evaluation.evaluate import (
 from cxrhash.evaluation.metrics import retrieval_metrics
 from cxrhash.index.codes import hamming_rank
 from cxrhash.index.rerank import two_stage_rank
-from cxrhash.training.targets import relevance_labels, with_no_finding_np
 
 
 def _encoded(rng: np.random.Generator, labels: np.ndarray, bits: int, noise: float) -> Encoded:

@@ -2,14 +2,14 @@
 
 from cxrhash.data.dataset import (
     CXRDataset,
-    DataFormatError,
     SkippedSample,
     collate_skipping,
     concat_datasets,
     training_augmentation,
 )
 from cxrhash.data.dicom import read_dicom
-from cxrhash.data.images import ImageReadError, load_image, resize_square
+from cxrhash.data.errors import DataFormatError, ImageReadError
+from cxrhash.data.images import load_image, resize_square
 from cxrhash.data.labels import (
     CHEXPERT_PATHOLOGIES,
     NIH_PATHOLOGIES,

@@ -11,19 +11,11 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from cxrhash.data.images import (
-    ImageReadError,
-    load_image,
-    printable_path,
-    resize_square,
-    undecodable,
-)
+# DataFormatError and ImageReadError are also re-exported: many modules import them from here.
+from cxrhash.data.errors import DataFormatError, ImageReadError, printable_path
+from cxrhash.data.images import load_image, resize_square, undecodable
 
 LOG = logging.getLogger(__name__)
-
-
-class DataFormatError(ValueError):
-    """A label file or dataset description does not have the expected shape."""
 
 
 @dataclass

@@ -39,8 +39,9 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, p
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from cxrhash.data.dicom_io import ClampedReader, InflateLimitError, InflatingReader
-from cxrhash.data.images import ImageReadError, check_regular_file, follow_pixel_limit
-from cxrhash.data.limits import pixel_limit_reason
+from cxrhash.data.errors import ImageReadError
+from cxrhash.data.files import check_regular_file
+from cxrhash.data.limits import follow_pixel_limit, pixel_limit_reason
 
 LOG = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import warnings
 from pathlib import Path
@@ -11,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cxrhash.data.limits import max_pixels, over_limit_reason, pixel_limit_reason
+from cxrhash.data.dicom import read_dicom
+from cxrhash.data.errors import ImageReadError, printable_path  # both also re-exported
+from cxrhash.data.files import check_regular_file, is_dicom
+from cxrhash.data.limits import follow_pixel_limit, over_limit_reason, pixel_limit_reason
 
 LOG = logging.getLogger(__name__)
 
-DICOM_SUFFIXES = (".dcm", ".dicom")
-_DICOM_MAGIC_OFFSET = 128
-_DICOM_MAGIC = b"DICM"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 #: How a file becomes the network's input; part of every model id, so an index refuses
 #: codes made under other preprocessing. Change ``version`` with any change below.
@@ -33,57 +32,6 @@ MIN_SIDE = 32
 _PILLOW_COUNT = re.compile(r"\((\d+) pixels\)")
 _PILLOW_ERRORS = (Image.DecompressionBombError, OSError, SyntaxError, ValueError)
 _SMALL_WARNED: set[str] = set()  # files already warned about as too small
-
-
-class ImageReadError(ValueError):
-    """An image file is missing, empty, truncated, corrupt or of an unsupported kind.
-
-    Attributes:
-        path: The file.
-        reason: What went wrong, in words.
-    """
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"cannot read image {printable_path(self.path)}: {reason}")
-
-
-def printable_path(path: str | Path) -> str:
-    """``path`` as text that any terminal or UTF-8 log can take.
-
-    Bytes of a file name that are not UTF-8 (``b"\\xff"`` on Linux) become
-    ``\\xff`` rather than the lone surrogates Python decodes them to, which
-    cannot be encoded and would crash a print.
-    """
-    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def check_regular_file(path: Path) -> None:
-    """Raise :class:`ImageReadError` unless ``path`` is an existing, non-empty regular file.
-
-    A FIFO or device would block or never end when read, so only regular files pass.
-    """
-    try:
-        if path.is_dir():
-            raise ImageReadError(path, "is a directory, not an image file")
-        if not path.exists():
-            raise ImageReadError(path, "file not found")
-        if not path.is_file():
-            raise ImageReadError(path, "is not a regular file (a device, FIFO or socket?)")
-        if path.stat().st_size == 0:
-            raise ImageReadError(path, "file is empty")
-    except OSError as err:  # e.g. a path component is not searchable
-        raise ImageReadError(path, f"cannot open ({err.strerror or err})") from err
-
-
-def is_dicom(path: Path) -> bool:
-    """True for a ``.dcm``/``.dicom`` name or the ``DICM`` magic at byte 128."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    with path.open("rb") as handle:
-        head = handle.read(_DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC))
-    return head[_DICOM_MAGIC_OFFSET:] == _DICOM_MAGIC
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -102,9 +50,6 @@ def load_image(path: str | Path) -> np.ndarray:
         ImageReadError: The file is missing, a directory, empty, unreadable
             (permissions), truncated, over the pixel limit, or not an image.
     """
-    # Imported here because dicom.py raises this module's ImageReadError.
-    from cxrhash.data.dicom import read_dicom
-
     path = Path(path)
     check_regular_file(path)
     try:
@@ -131,16 +76,6 @@ def _first_time(seen: set[str], key: str, cap: int = 100_000) -> bool:
     if len(seen) < cap:
         seen.add(key)
     return True
-
-
-def follow_pixel_limit() -> None:
-    """Point Pillow's own decompression-bomb check at the shared pixel limit.
-
-    Pillow warns above ``MAX_IMAGE_PIXELS`` and refuses above twice that, inside
-    ``Image.open``. With the two equal, Pillow never refuses an image the shared
-    limit admits, and whatever it refuses the shared limit refuses too.
-    """
-    Image.MAX_IMAGE_PIXELS = max_pixels()
 
 
 def _read_pillow(path: Path) -> np.ndarray:

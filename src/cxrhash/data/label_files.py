@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from cxrhash.data.dataset import DataFormatError
+from cxrhash.data.errors import DataFormatError
 
 # No label CSV comes near these: NIH's rows are ~100 characters, CheXpert has 19 columns.
 MAX_LINE_CHARS = 1 << 20

@@ -3,8 +3,9 @@
 Names follow torchxrayvision (``Effusion``, not ``Pleural Effusion``;
 ``Pleural_Thickening``) so our datasets mix with theirs. Labels are ``N×P``
 float32 arrays holding 1 (present), 0 (absent) or NaN (unknown). ``No Finding``
-is not a pathology column: :func:`add_no_finding` derives it where SPEC §6
-wants it as a class of its own.
+is not a pathology column: :func:`with_no_finding_np` (and its tensor twin
+:func:`with_no_finding`) derives it where SPEC §6 wants it as a class of its
+own, for training targets and evaluation alike.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 
 LOG = logging.getLogger(__name__)
 
@@ -130,11 +132,30 @@ def parse_finding_labels(
     return out
 
 
-def add_no_finding(labels: np.ndarray, pathologies: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Append a ``No Finding`` column: 1 where no pathology is positive.
+def label_names(pathologies: list[str], no_finding_class: bool) -> list[str]:
+    """Names of the target columns: the pathologies, plus ``No Finding`` when asked."""
+    return [*pathologies, NO_FINDING] if no_finding_class else list(pathologies)
 
-    NaN (unknown) counts as not positive. SPEC §6 uses this column so that
-    normal–normal pairs count as relevant.
+
+def with_no_finding_np(labels: np.ndarray, no_finding_class: bool) -> np.ndarray:
+    """The ``N×P`` labels as float32, with a ``No Finding`` column appended when asked.
+
+    ``No Finding`` is 1 where no pathology is 1; NaN (unknown) counts as not
+    positive and stays NaN in its own column. SPEC §6 counts ``No Finding`` as a
+    class of its own so that normal–normal pairs are relevant to each other.
+    """
+    labels = np.asarray(labels, np.float32)
+    if not no_finding_class:
+        return labels
+    if labels.ndim != 2:
+        raise ValueError(f"labels have shape {labels.shape}, expected N×P")
+    positive = np.nan_to_num(labels, nan=0.0) == 1.0
+    no_finding = (~positive.any(axis=1)).astype(np.float32)[:, None]
+    return np.concatenate([labels, no_finding], axis=1)
+
+
+def add_no_finding(labels: np.ndarray, pathologies: list[str]) -> tuple[np.ndarray, list[str]]:
+    """:func:`with_no_finding_np` for labels with named columns, checked against the names.
 
     Returns:
         The ``N×(P+1)`` float32 labels and the extended name list.
@@ -146,12 +167,26 @@ def add_no_finding(labels: np.ndarray, pathologies: list[str]) -> tuple[np.ndarr
         )
     if NO_FINDING in pathologies:
         raise ValueError(f"pathologies already contain {NO_FINDING!r}")
-    positive = np.nan_to_num(labels, nan=0.0) == 1.0
-    no_finding = (~positive.any(axis=1)).astype(np.float32)[:, None]
-    return (
-        np.concatenate([labels.astype(np.float32), no_finding], axis=1),
-        [*pathologies, NO_FINDING],
-    )
+    return with_no_finding_np(labels, True), label_names(pathologies, True)
+
+
+def with_no_finding(labels: torch.Tensor, no_finding_class: bool) -> torch.Tensor:
+    """Tensor twin of :func:`with_no_finding_np` for training targets (same dtype and device).
+
+    A label counts as positive when above 0 (NaN as not), as in
+    :func:`relevance_labels`; for the 1 / 0 / NaN labels the readers make this is
+    the ``== 1`` of :func:`with_no_finding_np`.
+    """
+    if not no_finding_class:
+        return labels
+    positive = torch.nan_to_num(labels, nan=0.0) > 0
+    normal = (~positive.any(dim=1, keepdim=True)).to(labels.dtype)
+    return torch.cat([labels, normal], dim=1)
+
+
+def relevance_labels(labels: np.ndarray) -> np.ndarray:
+    """0/1 float labels for retrieval relevance (unknown NaN counts as absent)."""
+    return (np.nan_to_num(np.asarray(labels, np.float32), nan=0.0) > 0).astype(np.float32)
 
 
 def similarity_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 
+from PIL import Image
+
 ENV_VAR = "CXRHASH_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -48,6 +50,16 @@ def set_max_pixels(limit: int | None) -> None:
     """Set the limit for this process; ``None`` goes back to the environment or default."""
     global _override
     _override = None if limit is None else _positive(limit, "the pixel limit")
+
+
+def follow_pixel_limit() -> None:
+    """Point Pillow's own decompression-bomb check at the shared pixel limit.
+
+    Pillow warns above ``MAX_IMAGE_PIXELS`` and refuses above twice that, inside
+    ``Image.open``. With the two equal, Pillow never refuses an image the shared
+    limit admits, and whatever it refuses the shared limit refuses too.
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels()
 
 
 def pixel_limit_reason(rows: int, columns: int, frames: int = 1, samples: int = 1) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrhash.data.readers import CHESTMNIST_SPLITS, chestmnist_official_parts
+from cxrhash.data.readers.chestmnist import CHESTMNIST_SPLITS, chestmnist_official_parts
 
 LOG = logging.getLogger(__name__)
 

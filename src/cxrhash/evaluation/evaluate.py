@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from cxrhash.data.labels import relevance_labels, with_no_finding_np
 from cxrhash.encode import Encoded
 from cxrhash.evaluation.baselines import lsh_codes, random_codes
 from cxrhash.evaluation.metrics import rank_by_cosine, retrieval_metrics
 from cxrhash.index.codes import distinct_count, hamming_rank
 from cxrhash.index.rerank import RerankMode, default_shortlist, two_stage_rank
 from cxrhash.index.shards import FLOAT_DTYPE
-from cxrhash.training.targets import relevance_labels, with_no_finding_np
 
 LOG = logging.getLogger(__name__)
 

@@ -14,13 +14,10 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from cxrhash.data.dataset import DataFormatError, SkippedSample
-from cxrhash.data.images import (
-    ImageReadError,
-    is_dicom,
-    load_resized,
-    printable_path,
-)
+from cxrhash.data.dataset import SkippedSample
+from cxrhash.data.errors import DataFormatError, ImageReadError, printable_path
+from cxrhash.data.files import is_dicom
+from cxrhash.data.images import load_resized
 
 LOG = logging.getLogger(__name__)
 

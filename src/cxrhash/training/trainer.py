@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from cxrhash.config import TrainConfig
 from cxrhash.data.dataset import CXRDataset, SkippedSample, collate_skipping
+from cxrhash.data.labels import label_names, relevance_labels, with_no_finding, with_no_finding_np
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split, make_split, save_split
 from cxrhash.encode import encode_dataset
@@ -41,12 +42,6 @@ from cxrhash.training.engine import (
     StepOutput,
     TrainingError,
     fit,
-)
-from cxrhash.training.targets import (
-    label_names,
-    relevance_labels,
-    with_no_finding,
-    with_no_finding_np,
 )
 
 LOG = logging.getLogger(__name__)

@@ -186,7 +186,7 @@ def scale_hash_layer(model: torch.nn.Module, factor: float) -> None:
 
 def quality_cell(out: Path, activation: str, bits: int, seed: int) -> dict[str, Any]:
     """Train ``cpu-fast`` on phantom3k and evaluate (strict protocol); resumes a killed run."""
-    from cxrhash.evaluation.run import evaluate_run
+    from cxrhash.training.evaluate_run import evaluate_run
 
     run_dir = out / "runs" / f"{activation}-b{bits}-s{seed}"
     summary = run_dir / "train_summary.json"

@@ -13,9 +13,9 @@ from cxrhash.config import TrainConfig, make_config
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split
 from cxrhash.evaluation.evaluate import COLUMN_TITLES, HEADLINE, format_value, with_distinct_share
-from cxrhash.evaluation.run import evaluate_run
 from cxrhash.retrieve import build_index, findings_text, search_images
 from cxrhash.training.checkpoint import CheckpointError, load_checkpoint
+from cxrhash.training.evaluate_run import evaluate_run
 from cxrhash.training.trainer import train
 from cxrhash.visualize import write_retrieval_figure
 

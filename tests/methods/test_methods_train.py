@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from cxrhash.config import make_config
-from cxrhash.evaluation.run import evaluate_run
 from cxrhash.methods import METHODS
 from cxrhash.models.saliency import normalize_maps, otsu_mask
 from cxrhash.models.semantic_attention import SemanticAttentionNet
 from cxrhash.training.checkpoint import load_model
+from cxrhash.training.evaluate_run import evaluate_run
 from cxrhash.training.trainer import train
 
 ALL = METHODS.names()

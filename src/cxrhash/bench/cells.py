@@ -35,7 +35,7 @@ from cxrhash.training.trainer import train
 
 LOG = logging.getLogger(__name__)
 
-# protocol → (query part, database part); see evaluation.run
+# protocol → (query part, database part); see training.evaluate_run
 PROTOCOL_PARTS = {"strict": ("query", "database"), "literature": ("query", "train")}
 
 

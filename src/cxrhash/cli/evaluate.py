@@ -40,7 +40,7 @@ def evaluate(
     upper bound, LSH and random codes; code rows give the share of distinct database codes."""
     setup_logging(verbose)
     from cxrhash.evaluation.evaluate import results_to_json
-    from cxrhash.evaluation.run import evaluate_run
+    from cxrhash.training.evaluate_run import evaluate_run
 
     protocols = ("literature", "strict") if protocol == "both" else (protocol,)
     results, facts = evaluate_run(

@@ -1,4 +1,5 @@
-"""Evaluate a trained run under the two protocols (the ``cxrhash eval`` command)."""
+"""Evaluate a trained run under the two protocols (the ``cxrhash eval`` command): its
+checkpoint and split (training's) scored by :mod:`cxrhash.evaluation`."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +125,18 @@ def kill_writer_mid_add(script: str, path: Path) -> None:
 def kill_writer() -> Callable[[str, Path], None]:
     """:func:`kill_writer_mid_add`, as a fixture."""
     return kill_writer_mid_add
+
+
+@pytest.fixture
+def default_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The test starts from the default pixel limit and leaves no override behind."""
+    from PIL import Image
+
+    from cxrhash.data.limits import ENV_VAR, set_max_pixels
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    # load_image points Pillow's global at the limit; restore it for later tests.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    set_max_pixels(None)
+    yield
+    set_max_pixels(None)

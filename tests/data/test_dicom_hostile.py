@@ -8,7 +8,7 @@ import re
 import time
 import tracemalloc
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ from hostile_files import (
     write_deflated,
     write_lying_dicom,
 )
-from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -30,17 +29,8 @@ from pydicom.uid import (
 
 from cxrhash.data.dicom import read_dicom
 from cxrhash.data.images import ImageReadError, load_image
-from cxrhash.data.limits import ENV_VAR, set_max_pixels
 
-
-@pytest.fixture(autouse=True)
-def default_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    # load_image points Pillow's global at the limit; restore it for later tests.
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
-    set_max_pixels(None)
-    yield
-    set_max_pixels(None)
+pytestmark = pytest.mark.usefixtures("default_pixel_limit")
 
 
 def _bounded(read: Callable[[], object], seconds: float = 5.0) -> tuple[ImageReadError, int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 import tracemalloc
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,7 @@ from cxrhash.data.limits import (
     set_max_pixels,
 )
 
-
-@pytest.fixture(autouse=True)
-def default_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts from the default limit and leaves no override behind."""
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    # load_image points Pillow's global at the limit; restore it for later tests.
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
-    set_max_pixels(None)
-    yield
-    set_max_pixels(None)
+pytestmark = pytest.mark.usefixtures("default_pixel_limit")
 
 
 def test_the_default_admits_large_radiographs_and_multi_frame_files_count_every_frame() -> None:

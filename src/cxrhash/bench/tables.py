@@ -9,7 +9,7 @@ ablation tables Δ mAP against each variant's main run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cxrhash.bench.aggregate import (
@@ -50,6 +50,8 @@ _UNRANKED = (DISTINCT_CODES, DISTINCT_SHARE)
 Stat = Mapping[str, Any]  # {"mean", "std", "n"} over seeds
 # An ablation table entry: (row labels, the row, the row its Δ mAP is taken against).
 Entry = tuple[list[str], Mapping[str, Any], Mapping[str, Any] | None]
+Rows = list[dict[str, Any]]
+MainAt = Mapping[str, Mapping[str, Any]]  # method → its main run at the table's bit length
 
 
 def _fmt(stat: Stat | None, n_total: int) -> str:
@@ -241,90 +243,82 @@ def ablation_tables(agg: Mapping[str, Any], n_total: int) -> list[Table]:
     """Attention-fusion variants, OSDH loss variants, pretraining, then any other ablation
     runs, per bit length; each kind only when it has rows."""
     ablation = [r for r in agg["rows"] if r["group"] == "ablation"]
-    main = {(r["method"], r["bits"]): r for r in main_rows(agg) if r["variant"] in DEFAULT_VARIANTS}
+    main = [r for r in main_rows(agg) if r["variant"] in DEFAULT_VARIANTS]
     tables = []
     for bits in sorted({r["bits"] for r in ablation}):
         here = [r for r in ablation if r["bits"] == bits]
+        main_at = {r["method"]: r for r in main if r["bits"] == bits}
         note = (
             f"{bits} bits, {agg['protocol']} protocol: {STD_NOTE}; Δ mAP = difference of the means"
         )
-        af = [
-            r
-            for r in here
-            if r["method"] == "attention-fusion" and r["variant"] not in PRETRAIN_VARIANTS
-        ]
-        osdh = [r for r in here if r["method"] == "osdh" and r["variant"] not in PRETRAIN_VARIANTS]
-        pre = [r for r in here if r["variant"] in PRETRAIN_VARIANTS]
-        known = {id(r) for r in (*af, *osdh, *pre)}
-        other = [r for r in here if id(r) not in known]
-        for table in (
-            _attention_fusion_ablation(af, main.get(("attention-fusion", bits)), note, n_total),
-            _osdh_ablation(osdh, main.get(("osdh", bits)), note, n_total),
-            _pretraining_comparison(pre, main, bits, note, n_total),
-            _other_ablations(other, main, bits, note, n_total),
+        for rows, (title, versus, labels, entries) in zip(
+            _ablation_kinds(here), _ABLATION_KINDS, strict=True
         ):
-            if table is not None:
-                tables.append(table)
+            if rows:
+                caption = f"{title}, {note} {versus}"
+                tables.append(_delta_table(caption, labels, entries(rows, main_at), n_total))
     return tables
 
 
-def _attention_fusion_ablation(
-    rows: list[dict[str, Any]], full: Mapping[str, Any] | None, note: str, n_total: int
-) -> Table | None:
-    """Attention-fusion variants against the full model (its main run, else a ``full`` row)."""
-    if not rows:
-        return None
+def _ablation_kinds(rows: Rows) -> tuple[Rows, Rows, Rows, Rows]:
+    """The ablation rows of one bit length split into attention-fusion variants, OSDH loss
+    variants, pretraining runs and the rest."""
+    af = [
+        r
+        for r in rows
+        if r["method"] == "attention-fusion" and r["variant"] not in PRETRAIN_VARIANTS
+    ]
+    osdh = [r for r in rows if r["method"] == "osdh" and r["variant"] not in PRETRAIN_VARIANTS]
+    pre = [r for r in rows if r["variant"] in PRETRAIN_VARIANTS]
+    known = {id(r) for r in (*af, *osdh, *pre)}
+    return af, osdh, pre, [r for r in rows if id(r) not in known]
+
+
+def _attention_fusion_entries(rows: Rows, main_at: MainAt) -> list[Entry]:
+    """Variants against the full model: its main run, else the ``full`` ablation row."""
+    full = main_at.get("attention-fusion")
     ref = full or next((r for r in rows if r["variant"] == "full"), None)
     entries: list[Entry] = [(["full (main run)"], full, ref)] if full else []
-    entries += [([r["variant"] or "(none)"], r, ref) for r in rows]
-    caption = f"Attention-fusion ablation, {note} vs the full model."
-    return _delta_table(caption, ["variant"], entries, n_total)
+    return entries + [([r["variant"] or "(none)"], r, ref) for r in rows]
 
 
-def _osdh_ablation(
-    rows: list[dict[str, Any]], full: Mapping[str, Any] | None, note: str, n_total: int
-) -> Table | None:
-    """OSDH loss variants against its main run (ranking + classification)."""
-    if not rows:
-        return None
+def _osdh_entries(rows: Rows, main_at: MainAt) -> list[Entry]:
+    """Loss variants against OSDH's main run (ranking + classification)."""
+    full = main_at.get("osdh")
     entries: list[Entry] = [(["ranking + classification (main run)"], full, full)] if full else []
-    entries += [([r["variant"] or "(none)"], r, full) for r in rows]
-    caption = f"OSDH loss ablation, {note} vs ranking + classification."
-    return _delta_table(caption, ["loss"], entries, n_total)
+    return entries + [([r["variant"] or "(none)"], r, full) for r in rows]
 
 
-def _pretraining_comparison(
-    rows: list[dict[str, Any]],
-    main: Mapping[tuple[str, int], Mapping[str, Any]],
-    bits: int,
-    note: str,
-    n_total: int,
-) -> Table | None:
-    """C2L-initialised and from-scratch runs against the main run of the same method."""
-    if not rows:
-        return None
+def _pretraining_entries(rows: Rows, main_at: MainAt) -> list[Entry]:
+    """C2L-initialised and from-scratch runs after the main run of the same method."""
     entries: list[Entry] = []
     for method in dict.fromkeys(r["method"] for r in rows):
-        full = main.get((method, bits))
+        full = main_at.get(method)
         if full:
             entries.append(([method, "main run"], full, full))
         entries += [([method, r["variant"]], r, full) for r in rows if r["method"] == method]
-    caption = f"Pretraining comparison, {note} vs the main run of the same method."
-    return _delta_table(caption, ["method", "initialisation"], entries, n_total)
+    return entries
 
 
-def _other_ablations(
-    rows: list[dict[str, Any]],
-    main: Mapping[tuple[str, int], Mapping[str, Any]],
-    bits: int,
-    note: str,
-    n_total: int,
-) -> Table | None:
+def _other_entries(rows: Rows, main_at: MainAt) -> list[Entry]:
     """Any other ablation run against the main run of the same method."""
-    if not rows:
-        return None
-    entries: list[Entry] = [
-        ([r["method"], r["variant"] or "(none)"], r, main.get((r["method"], bits))) for r in rows
-    ]
-    caption = f"Other ablation runs, {note} vs the main run of the same method."
-    return _delta_table(caption, ["method", "variant"], entries, n_total)
+    return [([r["method"], r["variant"] or "(none)"], r, main_at.get(r["method"])) for r in rows]
+
+
+# (caption title, what Δ mAP is against, label columns, entries) per kind of ablation
+_ABLATION_KINDS: tuple[tuple[str, str, list[str], Callable[[Rows, MainAt], list[Entry]]], ...] = (
+    ("Attention-fusion ablation", "vs the full model.", ["variant"], _attention_fusion_entries),
+    ("OSDH loss ablation", "vs ranking + classification.", ["loss"], _osdh_entries),
+    (
+        "Pretraining comparison",
+        "vs the main run of the same method.",
+        ["method", "initialisation"],
+        _pretraining_entries,
+    ),
+    (
+        "Other ablation runs",
+        "vs the main run of the same method.",
+        ["method", "variant"],
+        _other_entries,
+    ),
+)

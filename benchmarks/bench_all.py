@@ -185,7 +185,8 @@ def write_doc(names: list[str]) -> None:
     print(f"wrote {DOCS / 'benchmarks.md'}", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the benches (or only rebuild the document, or save their progress)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--only", choices=["phantom", "cxr-dev", "phantom-12-epochs", "phantom-cpu128"])
     ap.add_argument("--pretrain-epochs", type=int, default=8)
@@ -196,7 +197,7 @@ def main() -> None:
         action="store_true",
         help="copy the finished cells to benchmarks/progress/ (to commit) and exit",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     specs = benches()
     names = [n for n in specs if args.only in (None, n)]
     if args.save_progress:

@@ -40,14 +40,14 @@ def diagnose(model: C2LModel, views: tuple[torch.Tensor, torch.Tensor], groups: 
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Parse arguments, load the checkpoint (weights only), print both modes."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path, help="a C2L run's last.pt")
     ap.add_argument("--data", type=Path, required=True, help="the unlabelled folder")
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--init", action="store_true", help="score the untrained architecture")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     config = C2LConfig.from_dict(saved["config"])
     model = C2LModel(config.backbone, config.dim, config.queue)

@@ -87,10 +87,11 @@ def summary(cells: dict[tuple[int, str], dict[int, dict]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Print the summary of one bench folder."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("bench", type=Path, help="a `cxrhash bench --out` folder")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cells = load_cells(args.bench)
     if not cells:
         ap.error(f"no finished deep cells in {args.bench / 'cells'}")

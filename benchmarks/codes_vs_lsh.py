@@ -78,10 +78,11 @@ def compare_run(run: Path) -> dict[str, float]:
     return {"codes": float(codes.mean()), "lsh": float(lsh.mean()), **paired_difference(codes, lsh)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Print one row per run, then the mean over the runs."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="+", help="trained run folders (best.pt, split.json)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print("| run | codes | LSH | codes − LSH ± SE | queries ahead / behind |")
     print("|---|---|---|---|---|")
     diffs = []

@@ -1,6 +1,6 @@
 """Encoding throughput: attention-fusion vs the bare backbone at the same size and batch.
 
-Writes ``docs/bench_encode_search.md`` and prints the same table. Search speed at
+Writes ``docs/bench_encode_search.md`` (``--out``) and prints the same table. Search speed at
 10^4–10^7 codes, every backend beside FAISS flat, is ``benchmarks/search.py``.
 
     python benchmarks/encode_search.py
@@ -69,18 +69,34 @@ def bench_encoding(configs: list[tuple[str, int]], batch: int, repeats: int, bit
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Run both benchmarks and write the Markdown report."""
+def _config(text: str) -> tuple[str, int]:
+    """``BACKBONE:SIZE`` → (backbone, size)."""
+    backbone, sep, size = text.partition(":")
+    if not sep or not size.isdigit():
+        raise argparse.ArgumentTypeError(f"expected BACKBONE:SIZE, got {text!r}")
+    return backbone, int(size)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and write the Markdown report."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
+    ap.add_argument(
+        "--config",
+        type=_config,
+        action="append",
+        default=None,
+        help="BACKBONE:SIZE to measure (repeatable; default resnet18:64, resnet18:128, "
+        "resnet50:224)",
+    )
+    ap.add_argument("--out", type=Path, default=DOCS)
+    args = ap.parse_args(argv)
     torch.set_num_threads(2)
     print("## Encoding throughput")
-    enc = bench_encoding(
-        [("resnet18", 64), ("resnet18", 128), ("resnet50", 224)], args.batch, args.repeats, 64
-    )
-    DOCS.write_text(
+    configs = args.config or [("resnet18", 64), ("resnet18", 128), ("resnet50", 224)]
+    enc = bench_encoding(configs, args.batch, args.repeats, 64)
+    args.out.write_text(
         "# Encoding benchmark\n\n"
         f"Machine: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} torch threads, CPU only. Command: "
@@ -93,7 +109,7 @@ def main() -> None:
         "Search speed (every backend at 10^4–10^7 codes beside FAISS flat) is in "
         "`docs/search.md` (`python benchmarks/search.py`).\n"
     )
-    print(f"written {DOCS}")
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":

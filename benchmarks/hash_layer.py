@@ -184,8 +184,13 @@ def scale_hash_layer(model: torch.nn.Module, factor: float) -> None:
 # ---------------------------------------------------------------------------- quality
 
 
-def quality_cell(out: Path, activation: str, bits: int, seed: int) -> dict[str, Any]:
-    """Train ``cpu-fast`` on phantom3k and evaluate (strict protocol); resumes a killed run."""
+def quality_cell(
+    out: Path, activation: str, bits: int, seed: int, epochs: int | None = None
+) -> dict[str, Any]:
+    """Train ``cpu-fast`` on phantom3k and evaluate (strict protocol); resumes a killed run.
+
+    ``epochs`` overrides the profile's 12 (``None`` keeps them).
+    """
     from cxrhash.training.evaluate_run import evaluate_run
 
     run_dir = out / "runs" / f"{activation}-b{bits}-s{seed}"
@@ -193,7 +198,12 @@ def quality_cell(out: Path, activation: str, bits: int, seed: int) -> dict[str, 
     record: dict[str, Any] = {"run": str(run_dir)}
     if not summary.exists():
         cfg = make_config(
-            "cpu-fast", data=PHANTOM, bits=bits, seed=seed, hash_activation=activation
+            "cpu-fast",
+            data=PHANTOM,
+            bits=bits,
+            seed=seed,
+            hash_activation=activation,
+            epochs=epochs,
         )
         try:
             train(cfg, run_dir, resume=(run_dir / "last.pt").exists(), progress=False)
@@ -264,7 +274,11 @@ def run_stability(
 
 
 def run_quality(
-    out: Path, results: dict[str, dict[str, Any]], bits_list: list[int], candidates: list[str]
+    out: Path,
+    results: dict[str, dict[str, Any]],
+    bits_list: list[int],
+    candidates: list[str],
+    epochs: int | None = None,
 ) -> None:
     """Every bits × seed × candidate not yet in ``results`` (seed-major, so seeds fill evenly)."""
     for bits in bits_list:
@@ -274,7 +288,7 @@ def run_quality(
                 if key in results["quality"]:
                     continue
                 t0 = time.perf_counter()
-                r = quality_cell(out, act, bits, seed)
+                r = quality_cell(out, act, bits, seed, epochs)
                 r["cell_seconds"] = time.perf_counter() - t0
                 results["quality"][key] = r
                 save_results(out / "results.json", results)
@@ -415,19 +429,27 @@ def write_report(results: dict[str, dict[str, Any]], path: Path, bits_list: list
     return text
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the unfinished cells, then rewrite the report from ``results.json``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for results.json and runs/")
     ap.add_argument("--only", choices=("stability", "quality"), default=None)
     ap.add_argument("--settings", nargs="*", default=None, help="stability setting names")
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     ap.add_argument("--bits", nargs="*", type=int, default=[64])
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs of the quality runs (default: the profile's 12); cells are not "
+        "keyed by it, so use a fresh --out",
+    )
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument(
         "--threads", type=int, default=2, help="torch threads (1 when the cores are shared)"
     )
     ap.add_argument("--doc", type=Path, default=REPO / "docs" / "hash_layer.md")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     results = load_results(args.out / "results.json")
@@ -436,7 +458,7 @@ def main() -> None:
         if args.only in (None, "stability"):
             run_stability(args.out, results, settings, args.candidates)
         if args.only in (None, "quality"):
-            run_quality(args.out, results, args.bits, args.candidates)
+            run_quality(args.out, results, args.bits, args.candidates, args.epochs)
     bits_list = sorted({int(k.split("|")[1]) for k in results["quality"]} | set(args.bits))
     print(write_report(results, args.doc, bits_list))
 

@@ -41,14 +41,14 @@ def table(run_dirs: list[Path], data_dir: Path, heatmap: str = "attention") -> s
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Score the runs and print (and optionally write) the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="+", help="run folders (best.pt, split.json)")
     ap.add_argument("--data", type=Path, required=True, help="the phantom folder of the runs")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--heatmap", choices=HEATMAPS, default="attention")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     text = table(args.runs, args.data, args.heatmap)
     print(text)
     if args.out:

@@ -106,7 +106,7 @@ def _without_note(argv: list[str]) -> list[str]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Train and score every variant × seed; write the section."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--title", required=True)
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "recipes")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "recipes.md")
     ap.add_argument("--note", default="", help="A paragraph printed under the table.")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     phantom = REPO / "runs" / "results" / "phantom-data"
     if args.data == f"phantom:{phantom}" and not (phantom / "labels.csv").exists():
@@ -150,7 +150,9 @@ def main() -> None:
         for name, options in variants.items()
     }
     command = "python benchmarks/recipes.py " + " ".join(
-        shlex.quote(a) for a in _without_note(sys.argv[1:]) if not a.startswith(str(REPO))
+        shlex.quote(a)
+        for a in _without_note(sys.argv[1:] if argv is None else argv)
+        if not a.startswith(str(REPO))
     )
     text = section(args.title, command, runs, args.note)
     print(text)

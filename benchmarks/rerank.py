@@ -199,7 +199,8 @@ def write_section(path: Path, title: str, text: str) -> None:
     print(f"wrote the section {title!r} of {path}", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Measure every size and write the section (``argv`` defaults to ``sys.argv``)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
     ap.add_argument("--bits", type=int, default=64)
@@ -209,12 +210,13 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=30.0, help="seconds of queries per size")
     ap.add_argument("--out", type=Path, default=DOCS)
     ap.add_argument("--note", default="", help="a sentence on the conditions, for the report")
-    args = ap.parse_args()
+    raw = sys.argv[1:] if argv is None else list(argv)
+    args = ap.parse_args(raw)
     args.shortlist = args.shortlist or default_shortlist(args.k)
-    args.argv = [a for a in sys.argv[1:] if not a.startswith("--note")]
-    if "--note" in sys.argv:  # its value too
-        at = sys.argv.index("--note")
-        args.argv = [a for a in sys.argv[1:at] + sys.argv[at + 2 :]]
+    args.argv = [a for a in raw if not a.startswith("--note")]
+    if "--note" in raw:  # its value too
+        at = raw.index("--note")
+        args.argv = raw[:at] + raw[at + 2 :]
     t0 = time.perf_counter()
     print(HEADER, flush=True)
     rows = []

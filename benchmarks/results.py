@@ -229,8 +229,8 @@ def cost_table(runs: dict[tuple[int, int], dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Run the grid and write docs/results.md."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``sys.argv`` when ``argv`` is None)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -239,6 +239,12 @@ def main() -> None:
     ap.add_argument("--phantom-n", type=int, default=1500)
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "results")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
+    ap.add_argument(
+        "--shared-data",
+        type=Path,
+        default=SHARED,
+        help="the folder holding the real films (cxr-dev); without it only phantom rows",
+    )
     ap.add_argument(
         "--train-options", default="", help='further `cxrhash train` options, e.g. "--margin 8"'
     )
@@ -255,93 +261,94 @@ def main() -> None:
         help="train and evaluate one dataset's runs only (results.md is not written): "
         "two such processes can share the machine, then a plain run writes the page",
     )
-    args = ap.parse_args()
-    extra = tuple(shlex.split(args.train_options))
+    return ap.parse_args(argv)
 
-    datasets: dict[str, str] = {}
-    if (SHARED / "cxr-dev").exists():
-        datasets["cxr-dev (real NIH ChestX-ray14, 1,088 films)"] = f"nih:{SHARED / 'cxr-dev'}"
+
+def datasets(args: argparse.Namespace) -> dict[str, str]:
+    """Section title → data spec: the real films when present, then the phantom films
+    (generated on first use)."""
+    found: dict[str, str] = {}
+    real = args.shared_data / "cxr-dev"
+    if real.exists():
+        found["cxr-dev (real NIH ChestX-ray14, 1,088 films)"] = f"nih:{real}"
     else:
-        print(f"{SHARED / 'cxr-dev'} not found: real-data rows are left out", flush=True)
+        print(f"{real} not found: real-data rows are left out", flush=True)
     phantom = args.runs / "phantom-data"
     if not (phantom / "labels.csv").exists():
-        run(
-            [
-                sys.executable,
-                "-m",
-                "cxrhash.cli",
-                "phantom",
-                "--out",
-                str(phantom),
-                "--n",
-                str(args.phantom_n),
-                "--size",
-                "128",
-            ]
+        cli = [sys.executable, "-m", "cxrhash.cli"]
+        run([*cli, "phantom", "--out", str(phantom), "--n", str(args.phantom_n), "--size", "128"])
+    found[f"phantom ({args.phantom_n} films, 128 px source)"] = f"phantom:{phantom}"
+    return found
+
+
+def grid(spec: str, prefix: str, options: tuple[str, ...], args: argparse.Namespace) -> Runs:
+    """Every bits × seed run of one dataset, in folders ``PREFIX-Bb-sS``."""
+    return {
+        (bits, seed): one_run(
+            spec,
+            args.runs / f"{prefix}-{bits}b-s{seed}",
+            args.profile,
+            bits,
+            seed,
+            args.epochs,
+            options,
         )
-    datasets[f"phantom ({args.phantom_n} films, 128 px source)"] = f"phantom:{phantom}"
+        for bits in args.bits
+        for seed in args.seeds
+    }
 
-    sections = []
-    for title, spec in datasets.items():
-        key = "nih" if spec.startswith("nih:") else "phantom"
-        if args.only is not None and key != args.only:
-            continue
 
-        def grid(prefix: str, options: tuple[str, ...], spec: str = spec) -> Runs:
-            """Every bits × seed run of this dataset, in folders ``PREFIX-Bb-sS``."""
-            return {
-                (bits, seed): one_run(
-                    spec,
-                    args.runs / f"{prefix}-{bits}b-s{seed}",
-                    args.profile,
-                    bits,
-                    seed,
-                    args.epochs,
-                    options,
-                )
-                for bits in args.bits
-                for seed in args.seeds
-            }
-
-        runs = grid(key, extra)
-        any_run = next(iter(runs.values()))["eval"]["protocols"]
-        sizes = {p: (v["n_query"], v["n_database"]) for p, v in any_run.items()}
-        shown = spec.replace(str(REPO) + "/", "").replace(str(REPO.parent), "..")
+def dataset_sections(
+    title: str, spec: str, args: argparse.Namespace, extra: tuple[str, ...]
+) -> list[str]:
+    """Train and evaluate one dataset's grid; its sections of the page."""
+    key = "nih" if spec.startswith("nih:") else "phantom"
+    runs = grid(spec, key, extra, args)
+    sections = [protocol_section(title, spec, runs, args)]
+    if key == "nih" and args.pretrained is not None:
+        weights = ("--backbone-weights", str(args.pretrained.resolve()))
+        c2l = grid(spec, f"{key}-c2l", extra + weights, args)
+        shown_weights = str(args.pretrained).replace(str(REPO) + "/", "")
         sections.append(
-            f"## {title}\n\n"
-            f"Data spec `{shown}`; profile `{args.profile}`; "
-            f"seeds {args.seeds} (mean ± std over seeds; each seed draws its own "
-            "patient-disjoint split, initialisation and batch order).\n\n"
-            f"### Literature protocol (queries unseen; database = training images; "
-            f"{sizes['literature'][0]} queries × {sizes['literature'][1]})\n\n"
-            f"{table(runs, 'literature', args.bits)}\n\n"
-            f"### Strict protocol (queries and database unseen, patient-disjoint from training; "
-            f"{sizes['strict'][0]} queries × {sizes['strict'][1]})\n\n"
-            f"{table(runs, 'strict', args.bits)}\n\n"
-            f"### Cost\n\n{cost_table(runs)}\n"
+            "### From scratch and from C2L, side by side (strict protocol, mAP)\n\n"
+            f"The same runs started from the C2L backbone `{shown_weights}` "
+            "(`--backbone-weights`): same split, seed and schedule per row.\n\n"
+            f"{paired_table(runs, c2l, args.bits)}\n"
         )
-        if key == "nih" and args.pretrained is not None:
-            weights = ("--backbone-weights", str(args.pretrained.resolve()))
-            c2l = grid(f"{key}-c2l", extra + weights)
-            shown_weights = str(args.pretrained).replace(str(REPO) + "/", "")
-            sections.append(
-                "### From scratch and from C2L, side by side (strict protocol, mAP)\n\n"
-                f"The same runs started from the C2L backbone `{shown_weights}` "
-                "(`--backbone-weights`): same split, seed and schedule per row.\n\n"
-                f"{paired_table(runs, c2l, args.bits)}\n"
-            )
-        if key == "phantom":
-            dirs = {(b, s): args.runs / f"{key}-{b}b-s{s}" for b in args.bits for s in args.seeds}
-            sections.append(
-                "### Does the attention look at the lesion? (pointing game on the query films)\n\n"
-                "Hit = the maximum of the up-sampled attention map M lies inside a lesion mask; "
-                "chance = the mean fraction of the film the masks cover.\n\n"
-                f"{pointing_table(dirs, phantom)}\n"
-            )
-    if args.only is not None:
-        print(f"{args.only}: runs done; run without --only to write {args.out}")
-        return
-    header = (
+    if key == "phantom":
+        dirs = {(b, s): args.runs / f"{key}-{b}b-s{s}" for b in args.bits for s in args.seeds}
+        sections.append(
+            "### Does the attention look at the lesion? (pointing game on the query films)\n\n"
+            "Hit = the maximum of the up-sampled attention map M lies inside a lesion mask; "
+            "chance = the mean fraction of the film the masks cover.\n\n"
+            f"{pointing_table(dirs, args.runs / 'phantom-data')}\n"
+        )
+    return sections
+
+
+def protocol_section(title: str, spec: str, runs: Runs, args: argparse.Namespace) -> str:
+    """A dataset's tables: both protocols, then the cost."""
+    any_run = next(iter(runs.values()))["eval"]["protocols"]
+    sizes = {p: (v["n_query"], v["n_database"]) for p, v in any_run.items()}
+    shown = spec.replace(str(REPO) + "/", "").replace(str(REPO.parent), "..")
+    return (
+        f"## {title}\n\n"
+        f"Data spec `{shown}`; profile `{args.profile}`; "
+        f"seeds {args.seeds} (mean ± std over seeds; each seed draws its own "
+        "patient-disjoint split, initialisation and batch order).\n\n"
+        f"### Literature protocol (queries unseen; database = training images; "
+        f"{sizes['literature'][0]} queries × {sizes['literature'][1]})\n\n"
+        f"{table(runs, 'literature', args.bits)}\n\n"
+        f"### Strict protocol (queries and database unseen, patient-disjoint from training; "
+        f"{sizes['strict'][0]} queries × {sizes['strict'][1]})\n\n"
+        f"{table(runs, 'strict', args.bits)}\n\n"
+        f"### Cost\n\n{cost_table(runs)}\n"
+    )
+
+
+def page_header(args: argparse.Namespace, extra: tuple[str, ...]) -> str:
+    """The page's title and how to read its rows."""
+    return (
         "# Results: attention-fusion on real and phantom chest radiographs\n\n"
         "Produced by `python benchmarks/results.py` (this file is written by it; the runs "
         f"live in `{args.runs.relative_to(REPO) if args.runs.is_relative_to(REPO) else args.runs}`"
@@ -362,9 +369,23 @@ def main() -> None:
         "training images; mAP@100). The discussion below comes from `docs/results-notes.md`; "
         "the tables are regenerated on every run.\n\n"
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the grid and write docs/results.md."""
+    args = parse_args(argv)
+    extra = tuple(shlex.split(args.train_options))
+    sections = []
+    for title, spec in datasets(args).items():
+        key = "nih" if spec.startswith("nih:") else "phantom"
+        if args.only is None or key == args.only:
+            sections += dataset_sections(title, spec, args, extra)
+    if args.only is not None:
+        print(f"{args.only}: runs done; run without --only to write {args.out}")
+        return
     notes = args.out.with_name("results-notes.md")
     reading = notes.read_text() + "\n" if notes.exists() else ""
-    args.out.write_text(header + reading + "\n".join(sections))
+    args.out.write_text(page_header(args, extra) + reading + "\n".join(sections))
     print(f"written {args.out}")
 
 

@@ -405,7 +405,8 @@ def write_doc(path: Path, rows: list[Row], args: argparse.Namespace, minutes: fl
     print(f"wrote {path}", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Measure every configuration and write the page (``argv`` defaults to ``sys.argv``)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6, 10**7])
     ap.add_argument(
@@ -429,8 +430,8 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=DOCS)
     ap.add_argument("--note", default="", help="a sentence on the conditions, for the report")
-    args = ap.parse_args()
-    args.argv = sys.argv[1:]
+    args = ap.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     t0 = time.perf_counter()
     rows = run(
         args.sizes,

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cxrhash.bench.report as report_module
-from cxrhash.bench.report import aggregate, closest_bits, method_sort_key, write_report
+import cxrhash.bench.report_figures as report_figures
+from cxrhash.bench.aggregate import aggregate, closest_bits, method_sort_key
+from cxrhash.bench.report import write_report
 from cxrhash.evaluation.evaluate import HEADLINE, ROW_FLOAT, ROW_RANDOM
 
 FINDINGS = ["Atelectasis", "Effusion", "No Finding"]
@@ -360,8 +361,8 @@ def test_figures_get_main_rows_in_table_order(
         return draw
 
     for name in ("pr_curves", "metric_vs_bits", "loss_curves", "per_finding_ap"):
-        monkeypatch.setattr(report_module, f"{name}_figure", recorder(name))
-    monkeypatch.setattr(report_module, "save_png", lambda fig, path: path.write_bytes(b"png"))
+        monkeypatch.setattr(report_figures, f"{name}_figure", recorder(name))
+    monkeypatch.setattr(report_figures, "save_png", lambda fig, path: path.write_bytes(b"png"))
     # an ablation run labelled like a main one, with the lowest seed: must not be picked
     decoy = _cell(np.random.default_rng(2), "dsh", 32, -1, group="ablation")
     all_cells = [*cells, *_ablation_cells(), decoy]

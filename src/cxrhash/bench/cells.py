@@ -1,6 +1,6 @@
 """Run one bench cell: train + score a deep method, fit + score a shallow one, score external codes.
 
-Each function returns the cell's result dict (the schema ``bench.report``
+Each function returns the cell's result dict (the schema ``bench.aggregate``
 reads) and is meant to run in its own process, so the peak memory it reports
 is the cell's own.
 """

@@ -1,7 +1,7 @@
 """Bench report figures: PR curves, metric vs code length, training loss, AP per finding.
 
 Each function draws one matplotlib ``Figure`` from data already keyed by the
-report's method label: ``cxrhash.bench.report`` picks what to show, this module
+report's method label: ``cxrhash.bench.report_figures`` picks what to show, this module
 decides how it looks. :func:`method_styles` gives a label the same colour and
 line style in every figure. matplotlib is imported only when a figure is drawn.
 """

@@ -149,24 +149,11 @@ def run_bench(
     """
     out = Path(out)
     t_start = time.monotonic()
-    cells: list[Cell] = []
-    if spec.data:
-        _check_folder(spec, out)
-        cells = build_grid(spec.grid)
-        splits = cache_splits(spec, out)
-        base = spec.base_config()
-        if spec.grid.shallow:
-            for seed, split_file in splits.items():
-                feats = out / "features" / f"seed{seed}.npz"
-                if not feats.exists():
-                    feats.parent.mkdir(parents=True, exist_ok=True)
-                    frozen_features(base, split_file, feats, spec.pretrained)
+    cells = _prepare_bench(spec, out) if spec.data else []
     cell_dir = out / "cells"
     cell_dir.mkdir(parents=True, exist_ok=True)
     todo = [c for c in cells if not (cell_dir / f"{c.cell_id}.json").exists()]
-    failed: list[str] = []
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    spec_json = spec.to_json()
+    deadline = None if budget_minutes is None else t_start + 60 * budget_minutes
     bar = tqdm(
         total=len(cells),
         initial=len(cells) - len(todo),
@@ -174,59 +161,110 @@ def run_bench(
         unit="cell",
         disable=not progress,
     )
-    pending = list(todo)
-    if pending:
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-            running: dict[Future, Cell] = {}
-
-            def launch() -> None:
-                while pending and len(running) < jobs:
-                    if budget_minutes is not None and (
-                        time.monotonic() - t_start > 60 * budget_minutes
-                    ):
-                        return
-                    cell = pending.pop(0)
-                    split = str(out / "splits" / f"seed{cell.seed}.json")
-                    running[pool.submit(_run_cell, cell, spec_json, str(out), split, threads)] = (
-                        cell
-                    )
-
-            launch()
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    cell = running.pop(fut)
-                    try:
-                        _write_json(cell_dir / f"{cell.cell_id}.json", fut.result())
-                        (cell_dir / f"{cell.cell_id}.error.txt").unlink(missing_ok=True)
-                    except Exception as exc:  # noqa: BLE001 - one failing cell must not stop a 2-hour bench
-                        failed.append(cell.cell_id)
-                        text = "".join(traceback.format_exception(exc))
-                        (cell_dir / f"{cell.cell_id}.error.txt").write_text(text)
-                        LOG.error("cell %s failed: %s", cell.cell_id, exc)
-                    bar.update(1)
-                    bar.set_postfix(last=cell.cell_id)
-                launch()
+    failed = _run_cells(todo, spec, out, jobs=jobs, deadline=deadline, bar=bar) if todo else []
     bar.close()
-    results = [
-        json.loads((cell_dir / f"{c.cell_id}.json").read_text())
-        for c in cells
-        if (cell_dir / f"{c.cell_id}.json").exists()
-    ]
+    results = _finished_results(cells, cell_dir)
     no_finding = spec.base_config().no_finding_class  # external codes are scored alike
     for name, folder in (external or {}).items():
         results.append(score_external(name, Path(folder), no_finding_class=no_finding))
     missing = [c.cell_id for c in cells if not (cell_dir / f"{c.cell_id}.json").exists()]
     notes = _notes(spec, missing, failed, time.monotonic() - t_start)
     title = f"cxrhash bench: {spec.data or 'external codes'}"
-    if results:
-        report = write_report(results, out / "report", title=title, command=command, notes=notes)
-    else:  # nothing finished yet: say so rather than leave a stale or missing report
-        report = out / "report" / "report.md"
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(f"# {title}\n\n`{command}`\n\nNo cell has finished yet.\n\n{notes}\n")
+    report = _write_bench_report(results, out / "report", title=title, command=command, notes=notes)
     return {"done": len(results), "failed": failed, "pending": missing, "report": report}
+
+
+def _prepare_bench(spec: BenchSpec, out: Path) -> list[Cell]:
+    """Claim ``out`` for ``spec``, cache the splits (and the frozen features of the shallow
+    baselines) every cell reads; returns the grid's cells."""
+    _check_folder(spec, out)
+    cells = build_grid(spec.grid)
+    splits = cache_splits(spec, out)
+    if spec.grid.shallow:
+        base = spec.base_config()
+        for seed, split_file in splits.items():
+            feats = out / "features" / f"seed{seed}.npz"
+            if not feats.exists():
+                feats.parent.mkdir(parents=True, exist_ok=True)
+                frozen_features(base, split_file, feats, spec.pretrained)
+    return cells
+
+
+def _run_cells(
+    todo: list[Cell],
+    spec: BenchSpec,
+    out: Path,
+    *,
+    jobs: int,
+    deadline: float | None,
+    bar: tqdm,
+) -> list[str]:
+    """Run the cells in ``jobs`` fresh processes, none started after ``deadline``
+    (``time.monotonic()``); returns the ids of the cells that failed."""
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    spec_json = spec.to_json()
+    pending = list(todo)
+    failed: list[str] = []
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+        running: dict[Future, Cell] = {}
+
+        def launch() -> None:
+            while pending and len(running) < jobs:
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                cell = pending.pop(0)
+                split = str(out / "splits" / f"seed{cell.seed}.json")
+                future = pool.submit(_run_cell, cell, spec_json, str(out), split, threads)
+                running[future] = cell
+
+        launch()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                cell = running.pop(future)
+                if not _store_result(cell, future, out / "cells"):
+                    failed.append(cell.cell_id)
+                bar.update(1)
+                bar.set_postfix(last=cell.cell_id)
+            launch()
+    return failed
+
+
+def _store_result(cell: Cell, future: Future, cell_dir: Path) -> bool:
+    """Save a finished cell's result, or its traceback in ``<cell_id>.error.txt``;
+    returns whether it succeeded."""
+    try:
+        _write_json(cell_dir / f"{cell.cell_id}.json", future.result())
+        (cell_dir / f"{cell.cell_id}.error.txt").unlink(missing_ok=True)
+    except Exception as exc:  # noqa: BLE001 - one failing cell must not stop a 2-hour bench
+        text = "".join(traceback.format_exception(exc))
+        (cell_dir / f"{cell.cell_id}.error.txt").write_text(text)
+        LOG.error("cell %s failed: %s", cell.cell_id, exc)
+        return False
+    return True
+
+
+def _finished_results(cells: list[Cell], cell_dir: Path) -> list[dict[str, Any]]:
+    """The stored results of the grid's finished cells, in grid order."""
+    return [
+        json.loads((cell_dir / f"{c.cell_id}.json").read_text())
+        for c in cells
+        if (cell_dir / f"{c.cell_id}.json").exists()
+    ]
+
+
+def _write_bench_report(
+    results: list[dict[str, Any]], report_dir: Path, *, title: str, command: str, notes: str
+) -> Path:
+    """The full report of the finished cells, or a page saying none has finished yet
+    (rather than leave a stale or missing report)."""
+    if results:
+        return write_report(results, report_dir, title=title, command=command, notes=notes)
+    report = report_dir / "report.md"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(f"# {title}\n\n`{command}`\n\nNo cell has finished yet.\n\n{notes}\n")
+    return report
 
 
 def _notes(spec: BenchSpec, missing: list[str], failed: list[str], seconds: float) -> str:

@@ -229,7 +229,8 @@ def test_encode_search_runs_tiny(load: Load, tmp_path: Path) -> None:
     (row,) = _rows(page, "resnet18")
     bare, full = float(row[3]), float(row[4])
     assert row[1:3] == ["64", "2"] and bare > 0 and full > 0
-    assert float(row[5].removesuffix("× time")) == pytest.approx(bare / full, abs=0.02)
+    # the page rounds each figure, so their ratio matches the printed one to a few per cent
+    assert float(row[5].removesuffix("× time")) == pytest.approx(bare / full, rel=0.05)
     with pytest.raises(SystemExit):
         load("encode_search").main(["--config", "resnet18"])  # BACKBONE:SIZE
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrhash.data.labels import relevance_labels, with_no_finding_np
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split
 from cxrhash.encode import encode_dataset
@@ -23,7 +24,6 @@ from cxrhash.evaluation.baselines import lsh_codes
 from cxrhash.evaluation.metrics import retrieval_metrics
 from cxrhash.index.codes import hamming_rank
 from cxrhash.training.checkpoint import load_model
-from cxrhash.training.targets import relevance_labels, with_no_finding_np
 
 
 def per_query_ap(

@@ -39,6 +39,7 @@ import torch
 
 from cxrhash.config import make_config
 from cxrhash.data.dataset import CXRDataset
+from cxrhash.data.labels import label_names, with_no_finding
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split, patient_disjoint_split
 from cxrhash.encode import encode_dataset, make_loader
@@ -46,7 +47,6 @@ from cxrhash.methods import METHODS, EpochInfo
 from cxrhash.models.hash_head import HashLayer
 from cxrhash.training.checkpoint import load_model
 from cxrhash.training.engine import build_optimizer, seed_everything
-from cxrhash.training.targets import label_names, with_no_finding
 from cxrhash.training.trainer import TrainingError, engine_settings, train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from cxrhash.bench.cells import EXTERNAL_FILES, score_external
 from cxrhash.bench.grid import GridSpec
 from cxrhash.bench.runner import BenchError, BenchSpec, run_bench
 from cxrhash.bench.scoring import score_codes
-from cxrhash.data.labels import add_no_finding
+from cxrhash.data.labels import add_no_finding, label_names, relevance_labels, with_no_finding_np
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split
 from cxrhash.encode import encode_dataset
@@ -26,7 +26,6 @@ from cxrhash.evaluation.evaluate import (
 )
 from cxrhash.index.codes import AmbiguousCodesError, pack_codes
 from cxrhash.training.checkpoint import load_model
-from cxrhash.training.targets import label_names, relevance_labels, with_no_finding_np
 
 
 def _spec(phantom_dir: Path, **grid: object) -> BenchSpec:

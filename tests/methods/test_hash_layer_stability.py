@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from cxrhash.config import make_config
+from cxrhash.data.labels import with_no_finding
 from cxrhash.data.phantom import generate_phantom
 from cxrhash.methods import METHODS
 from cxrhash.training.engine import build_optimizer
-from cxrhash.training.targets import with_no_finding
 from cxrhash.training.trainer import engine_settings
 
 STEPS = 40

@@ -20,7 +20,7 @@ import torch
 from cxrhash.bench.grid import AF_ABLATIONS, Cell
 from cxrhash.bench.scoring import score_codes
 from cxrhash.config import TrainConfig
-from cxrhash.data.labels import NO_FINDING
+from cxrhash.data.labels import NO_FINDING, label_names, relevance_labels, with_no_finding_np
 from cxrhash.data.readers import open_dataset
 from cxrhash.data.splits import load_split
 from cxrhash.encode import Encoded, encode_dataset
@@ -30,7 +30,6 @@ from cxrhash.index.codes import AmbiguousCodesError, as_packed_codes
 from cxrhash.models.backbones import create_backbone
 from cxrhash.models.output import HashOutput
 from cxrhash.training.checkpoint import load_model
-from cxrhash.training.targets import label_names, relevance_labels, with_no_finding_np
 from cxrhash.training.trainer import train
 
 LOG = logging.getLogger(__name__)

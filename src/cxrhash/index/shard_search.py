@@ -1,7 +1,7 @@
 """Search over the shards of an index: one backend per shard, merged into one exact top-k.
 
-Each shard's backend (``flat`` by default; ``distinct`` and the approximate ones
-selectable) is built from its shard's memory map at the first search after ``open`` or
+Each shard's backend (``DEFAULT_BACKEND`` unless another that ``serves_shard`` is
+chosen) is built from its shard's memory map at the first search after ``open`` or
 ``add`` (so bulk indexing never pays for it), or loaded from a file
 :meth:`ShardSearch.save` wrote beside the shard while that shard is unchanged. Removed
 rows are left out when a backend is built and dropped from the built ones. The per-shard

@@ -280,8 +280,8 @@ class HashIndex(IndexReader):
         paths: list[str | None] = [None] * n
         if source_paths is not None and self._shards.manifest.source_names:
             paths = [None if p is None else str(p) for p in source_paths]
-        findings = [str(f) for f in findings]
-        self._writer.add(Batch(codes, rows16, ids, stored_ids, findings, hashes, paths))
+        texts = [str(f) for f in findings]
+        self._writer.add(Batch(codes, rows16, ids, stored_ids, texts, hashes, paths))
         LOG.info("added %d codes to %s (now %d rows)", n, self._path, self.n_rows)
 
     def remove(self, case_ids: Sequence[str]) -> int:

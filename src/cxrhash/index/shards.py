@@ -39,8 +39,8 @@ from cxrhash.index.manifest import (
 
 LOG = logging.getLogger(__name__)
 
-#: ``FLOAT_DTYPE`` is re-exported for the importers of its former home.
-__all__ = ["FLOAT_DTYPE", "ShardStore"]
+#: ``FLOAT_DTYPE`` and ``write_json_atomic`` are also importable from here, their former home.
+__all__ = ["FLOAT_DTYPE", "ShardStore", "write_json_atomic"]
 
 
 class ShardStore:

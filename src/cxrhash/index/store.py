@@ -151,7 +151,13 @@ class HashIndex(IndexReader):
             ValueError: bad bits, backend, parameters or shard size.
         """
         settings = Settings(
-            bits, model_id, backend, backend_params, shard_size, store_floats, source_names
+            bits=bits,
+            model_id=model_id,
+            backend=backend,
+            backend_params=backend_params,
+            shard_size=shard_size,
+            store_floats=store_floats,
+            source_names=source_names,
         )
         return cls(create_parts(Path(path), settings, pseudonymizer))
 

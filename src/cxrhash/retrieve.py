@@ -17,8 +17,8 @@ from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.images import ImageReadError, load_resized
 from cxrhash.encode import iter_encoded_batches
 from cxrhash.index.codes import pack_codes
+from cxrhash.index.durable import write_json_atomic
 from cxrhash.index.rerank import check_mode
-from cxrhash.index.shards import write_json_atomic
 from cxrhash.index.store import HashIndex, SearchHit
 from cxrhash.models.heatmaps import check_heatmap, query_heatmaps
 from cxrhash.models.output import HashOutput

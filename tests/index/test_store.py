@@ -34,6 +34,7 @@ from cxrhash.index.store import (
     UnknownCaseIdError,
     merge_top_k,
 )
+from cxrhash.index.writing import IndexWriter
 
 BITS = 16
 
@@ -485,10 +486,10 @@ def test_failed_manifest_write_keeps_previous_state_and_recovers(
     late = pack_codes(np.ones((4, BITS)))
     late_ids = [f"late-{i}" for i in range(4)]
 
-    def fail(self: HashIndex, manifest: Any) -> None:
+    def fail(self: IndexWriter, manifest: Any) -> None:
         raise RuntimeError("simulated crash before the manifest")
 
-    monkeypatch.setattr(HashIndex, "_commit", fail)
+    monkeypatch.setattr(IndexWriter, "_commit", fail)
     with pytest.raises(RuntimeError, match="simulated"):
         index.add(late, late_ids, ["x"] * 4)
     monkeypatch.undo()
@@ -514,7 +515,8 @@ def test_process_exiting_between_steps(tmp_path: Path, step: str) -> None:
         import os, sys
         import numpy as np
         from cxrhash.index.store import HashIndex
-        HashIndex.{step} = lambda self, *args: os._exit(3)
+        from cxrhash.index.writing import IndexWriter
+        IndexWriter.{step} = lambda self, *args: os._exit(3)
         index = HashIndex.open(sys.argv[1])
         index.add(np.zeros((5, 2), np.uint8), [f"late-{{i}}" for i in range(5)], ["x"] * 5)
         """
@@ -704,7 +706,7 @@ def test_ivf_shard_too_small_to_train_is_a_clear_error(tmp_path: Path) -> None:
 def test_saved_backends_are_loaded_while_their_shard_is_unchanged(
     tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cxrhash.index.store as store_mod
+    import cxrhash.index.shard_search as shard_search_mod
 
     rng = np.random.default_rng(8)
     codes, ids, findings, _ = _batch(rng, 0, 800, rng.integers(0, 2, size=(40, BITS)))
@@ -719,14 +721,14 @@ def test_saved_backends_are_loaded_while_their_shard_is_unchanged(
     index.close()
 
     built: list[str] = []
-    real_create = store_mod.create_backend
+    real_create = shard_search_mod.create_backend
 
     def counting_create(name: str, bits: int, **params: Any):
         built.append(name)
         return real_create(name, bits, **params)
 
     reopened = HashIndex.open(tmp_path / "idx")
-    monkeypatch.setattr(store_mod, "create_backend", counting_create)
+    monkeypatch.setattr(shard_search_mod, "create_backend", counting_create)
     alive = np.setdiff1d(np.arange(800), [5, 650])
     rows, dists = reopened.search_packed(codes[:40], 50)
     assert built == [backend]  # shards 0 and 1 were loaded, shard 2 rebuilt

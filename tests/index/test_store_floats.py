@@ -231,7 +231,8 @@ def test_process_exiting_between_steps_leaves_floats_at_the_committed_count(
         import numpy as np
         from cxrhash.index.codes import pack_codes
         from cxrhash.index.store import HashIndex
-        HashIndex.{step} = lambda self, *args: os._exit(3)
+        from cxrhash.index.writing import IndexWriter
+        IndexWriter.{step} = lambda self, *args: os._exit(3)
         index = HashIndex.open(sys.argv[1])
         late = np.full((5, {BITS}), -2.0, np.float32)
         index.add(pack_codes(late >= 0), [f"late-{{i}}" for i in range(5)], ["x"] * 5, floats=late)

@@ -184,6 +184,39 @@ def _as_packed(codes: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def check_packed(packed: np.ndarray, bits: int, name: str) -> np.ndarray:
+    """``packed`` as C-contiguous N×ceil(bits/8) ``uint8`` codes of an index of ``bits``-bit
+    codes (one code may come as a 1-D row); ValueError naming ``name`` otherwise."""
+    width = code_bytes(bits)
+    arr = np.asarray(packed)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be N×{width} uint8, got shape {arr.shape}")
+    if arr.shape[1] != width:
+        raise ValueError(
+            f"{name} rows have {arr.shape[1]} bytes ({8 * arr.shape[1]} bits); this index "
+            f"expects {width} bytes per code ({bits} bits packed with pack_codes)"
+        )
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8 packed codes (pack_codes), got {arr.dtype}")
+    check_padding_bits(arr, bits, name)
+    return np.ascontiguousarray(arr)
+
+
+def check_padding_bits(packed: np.ndarray, bits: int, name: str) -> None:
+    """ValueError naming the first row of N×B ``uint8`` ``packed`` whose unused low bits
+    (beyond ``bits``) are set: such rows were not made by :func:`pack_codes`."""
+    pad = 8 * code_bytes(bits) - bits
+    if pad and len(packed):
+        bad = np.flatnonzero(packed[:, -1] & np.uint8((1 << pad) - 1))
+        if len(bad):
+            raise ValueError(
+                f"{name} row {int(bad[0])}: the last {pad} padding bits of a {bits}-bit "
+                "code must be zero (pack the codes with pack_codes)"
+            )
+
+
 class AmbiguousCodesError(ValueError):
     """A uint8 array of 0/1 values may be unpacked bits or packed bytes: the bit count decides."""
 

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cxrhash.index.errors import ConcurrentWriteError, HashIndexError, IndexExistsError, few
+from cxrhash.index.manifest import MANIFEST_NAME, SHARD_DIR
 from cxrhash.index.meta import META_NAME
-from cxrhash.index.shards import MANIFEST_NAME, SHARD_DIR
 
 LOG = logging.getLogger(__name__)
 

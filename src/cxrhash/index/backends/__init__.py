@@ -1,9 +1,8 @@
 """Hamming search backends behind one interface, registered by name in ``BACKENDS``.
 
-``numpy`` (exact reference), ``flat`` (exact, FAISS brute force), ``distinct``
-(exact, scans each distinct code once), and the approximate ``multihash``,
-``hnsw`` and ``ivf``; ``milvus`` (exact, in a Milvus collection; needs the
-``milvus`` extra). Every backend ranks by (distance, id).
+Every backend ranks by (distance, id) and says of itself whether it is exact, whether it
+can serve a shard of an index, whether it needs a server, and what it is for
+(:mod:`cxrhash.index.backends.catalog` lists them: ``backend_table()``).
 """
 
 from __future__ import annotations
@@ -23,6 +22,14 @@ from cxrhash.index.backends.base import (
     UnknownIdError,
     read_backend_file,
 )
+from cxrhash.index.backends.catalog import (
+    DEFAULT_BACKEND,
+    backend_help,
+    backend_names,
+    backend_params_help,
+    backend_table,
+    check_shard_backend,
+)
 from cxrhash.index.backends.distinct import DistinctBackend
 from cxrhash.index.backends.flat import FlatBackend
 from cxrhash.index.backends.hnsw import HNSWBackend
@@ -31,8 +38,6 @@ from cxrhash.index.backends.milvus import MilvusBackend
 from cxrhash.index.backends.multihash import MultiHashBackend
 from cxrhash.index.backends.numpy_ref import NumpyBackend
 from cxrhash.index.backends.recall import id_recall, tie_aware_recall
-
-EXACT_BACKENDS = ("numpy", "flat", "distinct")
 
 
 def create_backend(name: str, bits: int, **params: Any) -> HammingBackend:
@@ -52,7 +57,7 @@ def load_backend(path: str | os.PathLike[str], **params: Any) -> HammingBackend:
 
 __all__ = [
     "BACKENDS",
-    "EXACT_BACKENDS",
+    "DEFAULT_BACKEND",
     "PAD_DIST",
     "PAD_ID",
     "BackendError",
@@ -67,6 +72,11 @@ __all__ = [
     "MultiHashBackend",
     "NumpyBackend",
     "UnknownIdError",
+    "backend_help",
+    "backend_names",
+    "backend_params_help",
+    "backend_table",
+    "check_shard_backend",
     "create_backend",
     "id_recall",
     "load_backend",

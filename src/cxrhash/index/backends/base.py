@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from cxrhash.index.codes import code_bytes
+from cxrhash.index.codes import check_padding_bits, code_bytes
 from cxrhash.registry import Registry
 
 LOG = logging.getLogger(__name__)
@@ -61,6 +61,15 @@ class HammingBackend(ABC):
     """
 
     name: ClassVar[str]
+    #: Results equal the numpy reference, ties in id order (else approximate: recall reported).
+    exact: ClassVar[bool]
+    #: Can back one shard of a :class:`~cxrhash.index.store.HashIndex` (``cxrhash index
+    #: --backend``): built from the shard's codes in this process, saved beside it.
+    serves_shard: ClassVar[bool] = True
+    #: Keeps its codes in a server (or a server's file), not in this process.
+    needs_server: ClassVar[bool] = False
+    #: What it is and what it is for, in one line (help text and docs; Markdown).
+    summary: ClassVar[str]
     #: Parameters that only affect search, so ``load`` may change them.
     search_params: ClassVar[frozenset[str]] = frozenset()
 
@@ -257,14 +266,7 @@ class HammingBackend(ABC):
                 f"{name} rows have {arr.shape[1]} bytes; {self.bits}-bit codes pack into "
                 f"{self.code_bytes} bytes"
             )
-        pad = 8 * self.code_bytes - self.bits
-        if pad and len(arr):
-            bad = np.flatnonzero(arr[:, -1] & np.uint8((1 << pad) - 1))
-            if len(bad):
-                raise ValueError(
-                    f"{name} row {int(bad[0])}: the last {pad} padding bits of a "
-                    f"{self.bits}-bit code must be zero (pack the codes with pack_codes)"
-                )
+        check_padding_bits(arr, self.bits, name)
         return np.ascontiguousarray(arr)
 
     # ------------------------------------------------------------------ hooks

@@ -43,6 +43,11 @@ class DistinctBackend(HammingBackend):
     """Exact search over distinct codes + CSR posting lists of ids."""
 
     name = "distinct"
+    exact = True
+    summary = (
+        "learned codes (many duplicates): scans each distinct code once, after probing "
+        "the Hamming ball of radius ≤ 2 around the query in a FAISS `IndexBinaryHash`"
+    )
     search_params = frozenset({"probe_radius", "probe_share"})
 
     def __init__(

@@ -44,6 +44,8 @@ class FlatBackend(HammingBackend):
     """
 
     name = "flat"
+    exact = True
+    summary = "FAISS `IndexBinaryFlat` brute force; any codes"
     search_params = frozenset({"tie_check"})
 
     def __init__(self, bits: int, *, tie_check: str = "auto") -> None:

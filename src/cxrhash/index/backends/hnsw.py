@@ -24,6 +24,8 @@ class HNSWBackend(PositionalFaissBackend):
     """
 
     name = "hnsw"
+    exact = False
+    summary = "FAISS `IndexBinaryHNSW` graph"
     search_params = frozenset({"ef_search", "ef_construction"})
 
     def __init__(

@@ -30,6 +30,8 @@ class IVFBackend(HammingBackend):
     """
 
     name = "ivf"
+    exact = False
+    summary = "FAISS `IndexBinaryIVF`: inverted lists over binary k-means cells"
     search_params = frozenset({"nprobe"})
 
     def __init__(

@@ -86,6 +86,13 @@ class MilvusBackend(HammingBackend):
     """
 
     name = "milvus"
+    exact = True
+    serves_shard = False  # the collection is its own store: it cannot back a shard's file
+    needs_server = True
+    summary = (
+        "a Milvus collection (`BIN_FLAT`, `HAMMING`) on a server or in a Milvus Lite file; "
+        "needs the `milvus` extra (`docs/milvus.md`)"
+    )
     # Also ``uri``: the same server may be reached under another address, or a Lite file moved.
     search_params = frozenset({"slack", "max_limit", "uri"})
 

@@ -28,6 +28,8 @@ class MultiHashBackend(PositionalFaissBackend):
     """
 
     name = "multihash"
+    exact = False
+    summary = "FAISS `IndexBinaryMultiHash`: multi-index hashing"
     search_params = frozenset({"nflip"})
 
     def __init__(self, bits: int, *, nhash: int = 4, b: int | None = None, nflip: int = 1) -> None:

@@ -17,6 +17,11 @@ class NumpyBackend(HammingBackend):
     """Exact brute force: ``popcount(q XOR x)`` for every item, ``np.lexsort`` by (distance, id)."""
 
     name = "numpy"
+    exact = True
+    summary = (
+        "every distance in numpy, then a (distance, id) sort: the reference the others "
+        "are tested against"
+    )
 
     def __init__(self, bits: int) -> None:
         super().__init__(bits)

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cxrhash.cli.common import DATA_HELP, command, console, err, fail, key_values, setup_logging
+from cxrhash.index.backends import backend_help, backend_params_help
 
 if TYPE_CHECKING:
     from cxrhash.retrieve import IndexReport, QueryResult
@@ -38,21 +39,8 @@ _Part = Annotated[
 _CommitEvery = Annotated[
     int, typer.Option(help="Images per atomic commit (an interrupted run resumes after it).")
 ]
-_Backend = Annotated[
-    str | None,
-    typer.Option(
-        help="Search backend of a new index: flat (default, exact), distinct (exact, for many "
-        "repeated codes), hnsw, ivf, multihash (approximate)."
-    ),
-]
-_BackendParam = Annotated[
-    list[str] | None,
-    typer.Option(
-        help="KEY=VALUE parameter of the backend of a new index (repeatable; JSON values), "
-        "e.g. distinct: probe_radius=2, probe_share=0.02; ivf: nlist=1024, nprobe=16; "
-        "hnsw: m=32, ef_search=64; multihash: nhash=8, nflip=2."
-    ),
-]
+_Backend = Annotated[str | None, typer.Option(help=backend_help())]
+_BackendParam = Annotated[list[str] | None, typer.Option(help=backend_params_help())]
 _ShardSize = Annotated[
     int | None, typer.Option(help="Most codes per shard file of a new index (default 2^22).")
 ]

@@ -73,20 +73,26 @@ def build_grid(spec: GridSpec) -> list[Cell]:
         for bits in spec.bits:
             cells += [Cell("deep", m, bits, seed, pretrained=pre) for m in spec.methods]
     if spec.ablations:
-        b = spec.ablation_bits
         for seed in spec.seeds:
-            if "attention-fusion" in spec.methods:
-                cells += [
-                    Cell("deep", "attention-fusion", b, seed, "ablation", v, pretrained=pre)
-                    for v in AF_ABLATIONS
-                ]
-            if "osdh" in spec.methods:
-                cells += [
-                    Cell("deep", "osdh", b, seed, "ablation", v, dict(p), pretrained=pre)
-                    for v, p in OSDH_ABLATIONS.items()
-                ]
-            if pre:
-                cells += [
-                    Cell("deep", m, b, seed, "ablation", "scratch") for m in spec.pretrain_methods
-                ]
+            cells += _ablation_cells(spec, seed)
+    return cells
+
+
+def _ablation_cells(spec: GridSpec, seed: int) -> list[Cell]:
+    """One seed's ablations: attention-fusion's and OSDH's variants (when the grid runs
+    them) and, with a pretrained backbone, ``pretrain_methods`` trained from scratch."""
+    b, pre = spec.ablation_bits, spec.pretrained
+    cells: list[Cell] = []
+    if "attention-fusion" in spec.methods:
+        cells += [
+            Cell("deep", "attention-fusion", b, seed, "ablation", v, pretrained=pre)
+            for v in AF_ABLATIONS
+        ]
+    if "osdh" in spec.methods:
+        cells += [
+            Cell("deep", "osdh", b, seed, "ablation", v, dict(p), pretrained=pre)
+            for v, p in OSDH_ABLATIONS.items()
+        ]
+    if pre:
+        cells += [Cell("deep", m, b, seed, "ablation", "scratch") for m in spec.pretrain_methods]
     return cells

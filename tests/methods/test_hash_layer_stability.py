@@ -17,7 +17,7 @@ import torch
 from cxrhash.config import make_config
 from cxrhash.data.phantom import generate_phantom
 from cxrhash.methods import METHODS
-from cxrhash.training.engine import build_optimizer
+from cxrhash.training.settings import build_optimizer
 from cxrhash.training.targets import with_no_finding
 from cxrhash.training.trainer import engine_settings
 

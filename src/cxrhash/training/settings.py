@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrhash.training.errors import TrainingError
+from cxrhash.training.errors import refuse_invalid
 
 SCHEDULES = ("step", "cosine", "constant")
 
@@ -83,15 +83,15 @@ class EngineSettings:
             "explode_factor": self.explode_factor > 1,
             "num_workers": self.num_workers >= 0,
         }
-        bad = [f"{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
-        if bad:
-            raise TrainingError(
-                "invalid training settings: " + ", ".join(bad) + " (need epochs ≥ 1, "
-                "batch_size ≥ 2, lr > 0, optimizer sgd|adam, schedule "
-                f"{'|'.join(SCHEDULES)}, lr_step_epoch ≥ 1, 0 < lr_gamma ≤ 1, warmup_epochs ≥ 0, "
-                "grad_clip > 0 or none, amp/channels_last auto|on|off, max_rollbacks ≥ 0, "
-                "0 < rollback_lr_factor < 1, explode_factor > 1, num_workers ≥ 0)"
-            )
+        refuse_invalid(
+            self,
+            checks,
+            what="training settings",
+            need="epochs ≥ 1, batch_size ≥ 2, lr > 0, optimizer sgd|adam, schedule "
+            f"{'|'.join(SCHEDULES)}, lr_step_epoch ≥ 1, 0 < lr_gamma ≤ 1, warmup_epochs ≥ 0, "
+            "grad_clip > 0 or none, amp/channels_last auto|on|off, max_rollbacks ≥ 0, "
+            "0 < rollback_lr_factor < 1, explode_factor > 1, num_workers ≥ 0",
+        )
 
     def epoch_lr(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch`` before warm-up and rollbacks."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from cxrhash.models.backbones import BACKBONES
-from cxrhash.training.errors import TrainingError
+from cxrhash.training.errors import TrainingError, refuse_invalid
 
 SGD_MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -84,14 +84,15 @@ class C2LConfig:
             "max_images": self.max_images is None or self.max_images >= 2,
             "probe_images": self.probe_images >= 0,
         }
-        bad = [f"{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
-        if bad:
-            raise PretrainError(
-                "invalid C2L settings: " + ", ".join(bad) + " (need image_size ≥ 8, epochs ≥ 1, "
-                "batch_size ≥ 2, lr > 0, dim ≥ 1, queue ≥ 1, 0 ≤ momentum < 1, temperature > 0, "
-                "mixup_alpha ≥ 0, 1 ≤ bn_groups ≤ batch_size, 0 ≤ augment_strength ≤ 1, "
-                "num_workers ≥ 0, max_images ≥ 2, probe_images ≥ 0)"
-            )
+        refuse_invalid(
+            self,
+            checks,
+            what="C2L settings",
+            need="image_size ≥ 8, epochs ≥ 1, batch_size ≥ 2, lr > 0, dim ≥ 1, queue ≥ 1, "
+            "0 ≤ momentum < 1, temperature > 0, mixup_alpha ≥ 0, 1 ≤ bn_groups ≤ batch_size, "
+            "0 ≤ augment_strength ≤ 1, num_workers ≥ 0, max_images ≥ 2, probe_images ≥ 0",
+            error=PretrainError,
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> C2LConfig:

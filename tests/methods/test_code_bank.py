@@ -16,7 +16,7 @@ from cxrhash.methods import METHODS
 from cxrhash.methods.base import LossContext
 from cxrhash.methods.code_bank import CodeBank
 from cxrhash.models.output import HashOutput
-from cxrhash.training.engine import load_state
+from cxrhash.training.run_folder import load_state
 from cxrhash.training.trainer import train
 
 

@@ -18,7 +18,7 @@ from cxrhash.config import make_config
 from cxrhash.data.labels import with_no_finding
 from cxrhash.data.phantom import generate_phantom
 from cxrhash.methods import METHODS
-from cxrhash.training.engine import build_optimizer
+from cxrhash.training.settings import build_optimizer
 from cxrhash.training.trainer import engine_settings
 
 STEPS = 40

@@ -15,7 +15,7 @@ from cxrhash.encode import encode_dataset
 from cxrhash.methods import METHODS
 from cxrhash.training.checkpoint import CheckpointError, load_model, model_fingerprint
 from cxrhash.training.code_rotation import code_stats, fit_code_rotation, hash_head
-from cxrhash.training.engine import load_state, save_checkpoint
+from cxrhash.training.run_folder import load_state, save_checkpoint
 from cxrhash.training.trainer import train
 
 

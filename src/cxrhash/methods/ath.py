@@ -17,6 +17,7 @@ from cxrhash.config import TrainConfig
 from cxrhash.losses.classification import multilabel_bce
 from cxrhash.losses.pairs import pair_similarity
 from cxrhash.losses.pairwise_likelihood import sign_quantization_loss
+from cxrhash.losses.terms import loss_terms
 from cxrhash.losses.triplet import triplet_likelihood_loss
 from cxrhash.methods.base import Method, register_method
 from cxrhash.methods.common import deep_hash_net
@@ -40,12 +41,7 @@ def loss(
     l_c = multilabel_bce(out.logits, labels)
     l_q = sign_quantization_loss(out.hash)
     total = l_t + p["lambda_c"] * l_c + p["eta"] * l_q
-    return total, {
-        "triplet": float(l_t.detach()),
-        "bce": float(l_c.detach()),
-        "quantization": float(l_q.detach()),
-        "total": float(total.detach()),
-    }
+    return total, loss_terms(total, triplet=l_t, bce=l_c, quantization=l_q)
 
 
 ATH = register_method(

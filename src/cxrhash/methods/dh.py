@@ -8,6 +8,7 @@ from torch import nn
 from cxrhash.config import TrainConfig
 from cxrhash.losses.code_regularizers import variance_loss, weight_orthogonality_loss
 from cxrhash.losses.pairwise_likelihood import sign_quantization_loss
+from cxrhash.losses.terms import loss_terms
 from cxrhash.methods.base import Method, register_method
 from cxrhash.methods.common import deep_hash_net
 from cxrhash.models.output import HashOutput
@@ -30,12 +31,7 @@ def loss(
     w = out.hash_weight
     l_o = weight_orthogonality_loss(w) if w is not None else l_q * 0.0
     total = 0.5 * l_q + 0.5 * p["lambda_var"] * l_v + 0.5 * p["lambda_orth"] * l_o
-    parts = {
-        "quantization": float(l_q.detach()),
-        "variance": float(l_v.detach()),
-        "orthogonality": float(l_o.detach()),
-    }
-    return total, {**parts, "total": float(total.detach())}
+    return total, loss_terms(total, quantization=l_q, variance=l_v, orthogonality=l_o)
 
 
 DH = register_method(

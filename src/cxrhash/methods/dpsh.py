@@ -17,6 +17,7 @@ from cxrhash.losses.pairwise_likelihood import (
     pairwise_likelihood_loss,
     sign_quantization_loss,
 )
+from cxrhash.losses.terms import loss_terms
 from cxrhash.methods.base import LossContext, Method, register_method
 from cxrhash.methods.common import deep_hash_net
 from cxrhash.models.output import HashOutput
@@ -55,11 +56,7 @@ def loss(
         l_p = pairwise_likelihood_loss(out.hash, pair_similarity(labels))
     l_q = sign_quantization_loss(out.hash)
     total = l_p + p["eta"] * l_q
-    return total, {
-        "likelihood": float(l_p.detach()),
-        "quantization": float(l_q.detach()),
-        "total": float(total.detach()),
-    }
+    return total, loss_terms(total, likelihood=l_p, quantization=l_q)
 
 
 DPSH = register_method(

@@ -13,6 +13,7 @@ from cxrhash.losses.code_regularizers import (
 )
 from cxrhash.losses.pairs import pair_similarity
 from cxrhash.losses.squared_contrastive import squared_contrastive_loss
+from cxrhash.losses.terms import loss_terms
 from cxrhash.methods.base import Method, register_method
 from cxrhash.methods.common import deep_hash_net
 from cxrhash.models.output import HashOutput
@@ -37,12 +38,7 @@ def loss(
     w = out.hash_weight
     l_o = weight_orthogonality_loss(w) if w is not None else l_s * 0.0
     total = l_s + p["lambda_q"] * l_q + p["lambda_b"] * l_b + p["lambda_o"] * l_o
-    parts = {
-        "retrieval": float(l_s.detach()),
-        "quantization": float(l_q.detach()),
-        "balance": float(l_b.detach()),
-    }
-    return total, {**parts, "orthogonality": float(l_o.detach()), "total": float(total.detach())}
+    return total, loss_terms(total, retrieval=l_s, quantization=l_q, balance=l_b, orthogonality=l_o)
 
 
 DRH = register_method(

@@ -9,6 +9,7 @@ from cxrhash.config import TrainConfig
 from cxrhash.losses.pairs import pair_similarity
 from cxrhash.losses.quantization import quantization_regularizer
 from cxrhash.losses.squared_contrastive import squared_contrastive_loss
+from cxrhash.losses.terms import loss_terms
 from cxrhash.methods.base import Method, register_method
 from cxrhash.methods.common import deep_hash_net
 from cxrhash.models.output import HashOutput
@@ -30,11 +31,7 @@ def loss(
     l_c = squared_contrastive_loss(out.hash, pair_similarity(labels), margin)
     l_r = quantization_regularizer(out.hash)
     total = l_c + p["alpha"] * l_r
-    return total, {
-        "contrastive": float(l_c.detach()),
-        "quantization": float(l_r.detach()),
-        "total": float(total.detach()),
-    }
+    return total, loss_terms(total, contrastive=l_c, quantization=l_r)
 
 
 DSH = register_method(

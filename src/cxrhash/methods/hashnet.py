@@ -8,6 +8,7 @@ from torch import nn
 from cxrhash.config import TrainConfig
 from cxrhash.losses.pairs import pair_similarity
 from cxrhash.losses.pairwise_likelihood import pairwise_likelihood_loss
+from cxrhash.losses.terms import loss_terms
 from cxrhash.methods.base import EpochInfo, Method, register_method
 from cxrhash.methods.common import deep_hash_net, set_hash_scale
 from cxrhash.methods.continuation import hashnet_scale
@@ -30,7 +31,7 @@ def loss(
     total = pairwise_likelihood_loss(
         out.hash, pair_similarity(labels), omega_scale=scale, balanced=True
     )
-    return total, {"likelihood": float(total.detach()), "total": float(total.detach())}
+    return total, loss_terms(total, likelihood=total)
 
 
 def on_epoch(model: nn.Module, info: EpochInfo, config: TrainConfig) -> None:

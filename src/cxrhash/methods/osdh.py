@@ -8,6 +8,7 @@ from torch import nn
 from cxrhash.config import TrainConfig
 from cxrhash.losses.classification import multilabel_bce
 from cxrhash.losses.ranking import order_sensitive_ranking_loss
+from cxrhash.losses.terms import loss_terms
 from cxrhash.methods.base import EpochInfo, Method, register_method
 from cxrhash.methods.common import deep_hash_net, set_hash_scale
 from cxrhash.methods.continuation import staged_scale
@@ -29,11 +30,7 @@ def loss(
     l_r = order_sensitive_ranking_loss(out.hash, labels, rho=p["rho"])
     l_c = multilabel_bce(out.logits, labels)
     total = p["lambda_r"] * l_r + p["lambda_c"] * l_c
-    return total, {
-        "ranking": float(l_r.detach()),
-        "bce": float(l_c.detach()),
-        "total": float(total.detach()),
-    }
+    return total, loss_terms(total, ranking=l_r, bce=l_c)
 
 
 def on_epoch(model: nn.Module, info: EpochInfo, config: TrainConfig) -> None:

@@ -9,6 +9,7 @@ from cxrhash.config import TrainConfig
 from cxrhash.losses.classification import multilabel_bce
 from cxrhash.losses.code_regularizers import bit_balance_loss
 from cxrhash.losses.quantization import quantization_regularizer
+from cxrhash.losses.terms import loss_terms
 from cxrhash.methods.base import Method, register_method
 from cxrhash.models.output import HashOutput
 from cxrhash.models.saliency_fusion import SaliencyFusionNet
@@ -37,12 +38,7 @@ def loss(
     l_b = bit_balance_loss(out.hash)
     l_a = multilabel_bce(out.aux_logits, labels) if out.aux_logits is not None else l_c * 0.0
     total = l_c + p["lambda_q"] * l_q + p["lambda_b"] * l_b + p["lambda_aux"] * l_a
-    parts = {
-        "bce": float(l_c.detach()),
-        "quantization": float(l_q.detach()),
-        "balance": float(l_b.detach()),
-    }
-    return total, {**parts, "bce_global": float(l_a.detach()), "total": float(total.detach())}
+    return total, loss_terms(total, bce=l_c, quantization=l_q, balance=l_b, bce_global=l_a)
 
 
 SALIENCY_FUSION = register_method(

@@ -9,6 +9,7 @@ from cxrhash.config import TrainConfig
 from cxrhash.losses.classification import multilabel_bce
 from cxrhash.losses.pairs import pair_similarity
 from cxrhash.losses.pairwise_likelihood import pairwise_likelihood_loss, sign_quantization_loss
+from cxrhash.losses.terms import loss_terms
 from cxrhash.methods.base import Method, register_method
 from cxrhash.models.output import HashOutput
 from cxrhash.models.semantic_attention import SemanticAttentionNet
@@ -36,12 +37,7 @@ def loss(
     l_q = sign_quantization_loss(out.hash)
     l_c = multilabel_bce(out.logits, labels)
     total = l_p + p["eta"] * l_q + p["gamma"] * l_c
-    parts = {
-        "likelihood": float(l_p.detach()),
-        "quantization": float(l_q.detach()),
-        "bce": float(l_c.detach()),
-    }
-    return total, {**parts, "total": float(total.detach())}
+    return total, loss_terms(total, likelihood=l_p, quantization=l_q, bce=l_c)
 
 
 SEMANTIC_ATTENTION = register_method(

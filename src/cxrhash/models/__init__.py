@@ -1,4 +1,5 @@
-"""Networks: backbones (registry), spatial attention, feature refinement, AttentionFusionNet."""
+"""Networks: backbones (registry), spatial attention, feature refinement, the shared hashing
+head (``HashModel``: ``forward_features`` → ``forward_head``), AttentionFusionNet."""
 
 from cxrhash.models.attention import DESCRIPTORS, SpatialAttention
 from cxrhash.models.attention_fusion import VARIANTS, AttentionFusionNet
@@ -9,6 +10,7 @@ from cxrhash.models.backbones import (
     BackboneWeightsError,
     create_backbone,
 )
+from cxrhash.models.hash_model import Features, HashModel
 from cxrhash.models.output import HashOutput, binarize
 from cxrhash.models.refinement import FeatureRefinement
 
@@ -21,6 +23,8 @@ __all__ = [
     "BackboneSpec",
     "BackboneWeightsError",
     "FeatureRefinement",
+    "Features",
+    "HashModel",
     "HashOutput",
     "SpatialAttention",
     "binarize",

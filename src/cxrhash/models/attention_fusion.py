@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from cxrhash.models.attention import DESCRIPTORS, Padding, SpatialAttention
 from cxrhash.models.backbones import create_backbone
-from cxrhash.models.hash_head import HASH_ACTIVATIONS, HashHead
-from cxrhash.models.output import HashModel, HashOutput
+from cxrhash.models.hash_head import HASH_ACTIVATIONS
+from cxrhash.models.hash_model import Features, HashModel
 from cxrhash.models.refinement import FeatureRefinement
 
 VARIANTS = ("full", "no-maxp-avgp", "no-fmax", "global-only", "local-only")
@@ -30,7 +30,8 @@ _VARIANT_LAYOUT: dict[str, tuple[bool, tuple[str, ...] | None]] = {
 class AttentionFusionNet(HashModel):
     """Backbone → global + attention-weighted local branches → fused FC → hash layer → classifier.
 
-    Flow for x (B×1×S×S in [0, 1]):
+    Flow for x (B×1×S×S in [0, 1]); ``forward_features`` runs the first four steps,
+    the shared ``forward_head`` (``models.hash_model``) the rest:
 
     * F = backbone(x) (the intermediate map, stride 16 by default);
     * global: F_global = refine_g(F) (256-d);
@@ -80,7 +81,6 @@ class AttentionFusionNet(HashModel):
             raise ValueError(
                 f"bits, num_classes and fc_dim must be ≥ 1, got {bits}, {num_classes}, {fc_dim}"
             )
-        self.bits = bits
         self.variant = variant
         self.hash_activation = hash_activation
         spec = create_backbone(backbone, feature_stage=feature_stage, weights=backbone_weights)
@@ -100,11 +100,17 @@ class AttentionFusionNet(HashModel):
             self.attention = SpatialAttention(descriptors, padding=attention_padding)
             self.refine_local = FeatureRefinement(spec.out_channels, BRANCH_DIM, refine_width)
         fused_dim = BRANCH_DIM * (int(use_global) + int(descriptors is not None))
-        self.fc = nn.Sequential(nn.Linear(fused_dim, fc_dim), nn.ReLU(inplace=True))
-        self.head = HashHead(fc_dim, bits, num_classes, hash_activation, classify_codes)
+        self.build_head(
+            fused_dim,
+            bits=bits,
+            num_classes=num_classes,
+            fc_dim=fc_dim,
+            activation=hash_activation,
+            classify_codes=classify_codes,
+        )
 
-    def forward(self, x: Tensor) -> HashOutput:
-        """Run the network on B×1×S×S images in [0, 1]."""
+    def forward_features(self, x: Tensor) -> Features:
+        """z = concat(F_global, F_local) and the attention map M (``None`` without it)."""
         fmap = self.backbone(x)
         parts: list[Tensor] = []
         attention = None
@@ -114,9 +120,7 @@ class AttentionFusionNet(HashModel):
             fp = self.local_pool(fmap)
             attention = self.attention(fp)
             parts.append(self.refine_local(attention * fp))
-        features = self.fc(torch.cat(parts, dim=1))
-        f, logits = self.head(features)
-        return HashOutput(hash=f, logits=logits, features=features, attention=attention)
+        return Features(torch.cat(parts, dim=1), attention=attention)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any

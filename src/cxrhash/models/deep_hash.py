@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from cxrhash.models.attention import DESCRIPTORS, SpatialAttention
 from cxrhash.models.backbones import create_backbone
-from cxrhash.models.hash_head import HashHead
-from cxrhash.models.output import HashModel, HashOutput
+from cxrhash.models.hash_model import Features, HashModel
+from cxrhash.models.output import HashOutput
 
 
 class DeepHashNet(HashModel):
@@ -35,24 +36,25 @@ class DeepHashNet(HashModel):
         super().__init__()
         spec = create_backbone(backbone, feature_stage=feature_stage, weights=backbone_weights)
         self.backbone = spec.module
-        self.bits = bits
         self.attention = SpatialAttention(DESCRIPTORS) if attention else None
-        self.fc = nn.Sequential(nn.Linear(spec.out_channels, fc_dim), nn.ReLU(inplace=True))
-        self.head = HashHead(fc_dim, bits, num_classes, activation)
+        self.build_head(
+            spec.out_channels,
+            bits=bits,
+            num_classes=num_classes,
+            fc_dim=fc_dim,
+            activation=activation,
+        )
 
-    def forward(self, x: Tensor) -> HashOutput:
-        """Run on B×1×S×S images in [0, 1]."""
+    def forward_features(self, x: Tensor) -> Features:
+        """GAP of the (attention-weighted) backbone map, and the attention map if any."""
         fmap = self.backbone(x)
         att = None
         if self.attention is not None:
             att = self.attention(fmap)
             fmap = att * fmap
-        features = self.fc(fmap.mean(dim=(2, 3)))
-        u, logits = self.head(features)
-        return HashOutput(
-            hash=u,
-            logits=logits,
-            features=features,
-            attention=att,
-            hash_weight=self.head.hash_layer.weight,
-        )
+        return Features(fmap.mean(dim=(2, 3)), attention=att)
+
+    def forward_head(self, features: Features) -> HashOutput:
+        """The shared head's output with the hash layer's weight, which DH's and DRH's
+        losses regularise."""
+        return replace(super().forward_head(features), hash_weight=self.head.hash_layer.weight)

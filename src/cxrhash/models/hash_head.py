@@ -132,7 +132,8 @@ class HashHead(nn.Module):
     identity while training; fitted after training by methods that ask for it).
 
     Used by every hashing network (``AttentionFusionNet``, ``DeepHashNet``,
-    ``SemanticAttentionNet``, ``SaliencyFusionNet``). ``scale`` is the
+    ``SemanticAttentionNet``, ``SaliencyFusionNet``) through the shared head of
+    ``models.hash_model.HashModel``. ``scale`` is the
     continuation parameter methods raise epoch by epoch through ``set_scale``.
     Binary codes are sign(f) whatever the activation and scale.
     """

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 @dataclass
@@ -46,20 +45,3 @@ def binarize(h: Tensor) -> Tensor:
         ``index.codes.pack_codes`` expects.
     """
     return h.detach() >= 0
-
-
-class HashModel(nn.Module):
-    """Base of the hashing networks: ``forward`` returns a ``HashOutput``, ``encode`` its bits."""
-
-    @torch.no_grad()
-    def encode(self, x: Tensor) -> Tensor:
-        """Binary codes (B×k bool, see ``binarize``) computed in eval mode.
-
-        The previous train/eval mode is restored afterwards.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            return binarize(self(x).hash)
-        finally:
-            self.train(was_training)

@@ -10,8 +10,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from cxrhash.models.backbones import create_backbone
-from cxrhash.models.hash_head import HashHead
-from cxrhash.models.output import HashModel, HashOutput
+from cxrhash.models.hash_model import Features, HashModel
 from cxrhash.models.saliency import class_activation_map, mask_boxes, normalize_maps, otsu_mask
 
 
@@ -48,21 +47,19 @@ class SaliencyFusionNet(HashModel):
         g = create_backbone(backbone, feature_stage=feature_stage, weights=backbone_weights)
         loc = create_backbone(backbone, feature_stage=feature_stage, weights=backbone_weights)
         self.global_net, self.local_net = g.module, loc.module
-        self.bits = bits
         self.min_crop = min_crop
         self.global_cls = nn.Linear(g.out_channels, num_classes)
-        self.fc = nn.Sequential(
-            nn.Linear(g.out_channels + loc.out_channels, fc_dim), nn.ReLU(inplace=True)
+        self.build_head(
+            g.out_channels + loc.out_channels, bits=bits, num_classes=num_classes, fc_dim=fc_dim
         )
-        self.head = HashHead(fc_dim, bits, num_classes, "identity")
 
     def crop_boxes(self, saliency: Tensor, size: tuple[int, int]) -> Tensor:
         """Crop boxes (B×4, pixels) from saliency maps upsampled to ``size``."""
         up = F.interpolate(saliency.detach(), size=size, mode="bilinear", align_corners=False)
         return mask_boxes(otsu_mask(up), self.min_crop)
 
-    def forward(self, x: Tensor) -> HashOutput:
-        """Run on B×1×S×S images in [0, 1]."""
+    def forward_features(self, x: Tensor) -> Features:
+        """[GAP(F_g); GAP(F_l)], the saliency map and the global network's logits."""
         fg = self.global_net(x)
         g = fg.mean(dim=(2, 3))
         aux = self.global_cls(g)
@@ -71,6 +68,4 @@ class SaliencyFusionNet(HashModel):
         rois = torch.cat([torch.arange(len(x), dtype=x.dtype).unsqueeze(1), boxes.to(x.dtype)], 1)
         crop = roi_align(x, rois, output_size=(x.shape[-2], x.shape[-1]), aligned=True)
         local = self.local_net(crop).mean(dim=(2, 3))
-        features = self.fc(torch.cat([g, local], dim=1))
-        u, logits = self.head(features)
-        return HashOutput(hash=u, logits=logits, features=features, attention=sal, aux_logits=aux)
+        return Features(torch.cat([g, local], dim=1), attention=sal, aux_logits=aux)

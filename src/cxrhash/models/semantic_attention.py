@@ -8,8 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from cxrhash.models.backbones import create_backbone
-from cxrhash.models.hash_head import HashHead
-from cxrhash.models.output import HashModel, HashOutput
+from cxrhash.models.hash_model import Features, HashModel
 from cxrhash.models.saliency import class_activation_map, normalize_maps, otsu_mask
 
 
@@ -39,19 +38,16 @@ class SemanticAttentionNet(HashModel):
         super().__init__()
         spec = create_backbone(backbone, feature_stage=feature_stage, weights=backbone_weights)
         self.backbone = spec.module
-        self.bits = bits
         self.cls = nn.Linear(spec.out_channels, num_classes)
-        self.fc = nn.Sequential(nn.Linear(2 * spec.out_channels, fc_dim), nn.ReLU(inplace=True))
-        self.head = HashHead(fc_dim, bits, num_classes, "identity")
+        self.build_head(2 * spec.out_channels, bits=bits, num_classes=num_classes, fc_dim=fc_dim)
 
-    def forward(self, x: Tensor) -> HashOutput:
-        """Run on B×1×S×S images in [0, 1]."""
+    def forward_features(self, x: Tensor) -> Features:
+        """[g; l], the saliency map and the guiding classifier's logits (the network's
+        ``HashOutput.logits``; the head's own classifier is not used)."""
         fmap = self.backbone(x)
         g = fmap.mean(dim=(2, 3))
         logits = self.cls(g)
         sal = normalize_maps(class_activation_map(fmap, self.cls.weight, torch.sigmoid(logits)))
         region = otsu_mask(sal).to(fmap.dtype)
         local = (fmap * region).sum(dim=(2, 3)) / region.sum(dim=(2, 3)).clamp_min(1.0)
-        features = self.fc(torch.cat([g, local], dim=1))
-        u, _ = self.head(features)
-        return HashOutput(hash=u, logits=logits, features=features, attention=sal)
+        return Features(torch.cat([g, local], dim=1), attention=sal, logits=logits)

@@ -1,6 +1,6 @@
 """Hashing checkpoints: reading them safely and rebuilding the trained model.
 
-The engine (:mod:`cxrhash.training.engine`) writes them; they hold the resolved
+The engine writes them (:mod:`cxrhash.training.run_folder`); they hold the resolved
 config, label names, package version, model and optimiser state, and are read
 with ``torch.load(weights_only=True)`` only.
 """
@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from cxrhash.config import TrainConfig
 from cxrhash.data.images import PREPROCESSING
-from cxrhash.training.engine import TrainingError, load_state
+from cxrhash.training.errors import TrainingError
+from cxrhash.training.run_folder import load_state
 
 
 class CheckpointError(ValueError):

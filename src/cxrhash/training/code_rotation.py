@@ -16,7 +16,7 @@ from cxrhash.evaluation.shallow import itq_rotation
 from cxrhash.index.codes import distinct_count, pack_codes
 from cxrhash.models.hash_head import HashHead
 from cxrhash.training.checkpoint import model_fingerprint
-from cxrhash.training.engine import load_state, save_checkpoint
+from cxrhash.training.run_folder import load_state, save_checkpoint
 
 LOG = logging.getLogger(__name__)
 

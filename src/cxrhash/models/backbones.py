@@ -247,19 +247,20 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
             f"backbone weights file {path} holds a {type(obj).__name__}, expected a "
             f"state_dict (name → tensor) or a checkpoint dict with one of {_CHECKPOINT_KEYS}"
         )
-    cleaned: dict[str, Tensor] = {}
-    for key, value in obj.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _STRIP_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
-        match = _DENSENET_OLD_KEY.match(key)
-        if match:
-            key = match.group(1) + match.group(2)
-        cleaned[key] = value
-    return cleaned
+    return {_normalised_key(key): value for key, value in obj.items()}
+
+
+def _normalised_key(key: str) -> str:
+    """A weight's key without wrapper prefixes (``module.``, …, repeatedly) and with
+    torchvision's old DenseNet names (``norm.1``) in today's form (``norm1``)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _STRIP_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    match = _DENSENET_OLD_KEY.match(key)
+    return match.group(1) + match.group(2) if match else key
 
 
 def load_backbone_weights(model: nn.Module, path: Path, recipe: BackboneRecipe) -> int:

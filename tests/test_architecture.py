@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
         "methods",
         "evaluation",
     },
-    "pretrain": {"registry", "config", "data", "models", "training"},
+    "pretrain": {"registry", "config", "data", "models", "losses", "training"},
     "retrieve": {"data", "index", "models", "encode", "training"},
     "visualize": {"data", "models", "retrieve"},
     "bench": {

@@ -46,6 +46,7 @@ ALLOWED: dict[str, set[str]] = {
         "training",
     },
     "demo": {"config", "data", "evaluation", "training", "retrieve", "visualize"},
+    "serve": {"registry", "config", "data", "index", "models", "encode", "training", "retrieve"},
     "cli": {
         "registry",
         "config",
@@ -61,6 +62,7 @@ ALLOWED: dict[str, set[str]] = {
         "visualize",
         "bench",
         "demo",
+        "serve",
     },
 }
 #: Modules a part must not import even though their part is allowed.

@@ -18,6 +18,7 @@ from cxrhash.data.images import ImageReadError, load_resized
 from cxrhash.encode import iter_encoded_batches
 from cxrhash.index.codes import pack_codes
 from cxrhash.index.durable import write_json_atomic
+from cxrhash.index.reader import IndexReader
 from cxrhash.index.rerank import check_mode
 from cxrhash.index.store import HashIndex, SearchHit
 from cxrhash.models.heatmaps import check_heatmap, query_heatmaps
@@ -283,16 +284,53 @@ def search_images(
         if not good:
             return results
         images = [r.image for r in good if r.image is not None]
-        codes, out, maps = encode_images(model, images, heatmap)
-        hits = index.search(
-            codes, k, rerank=rerank, shortlist=shortlist, query_floats=out.hash.float().numpy()
+        found = search_decoded(
+            model, index, images, k=k, rerank=rerank, shortlist=shortlist, heatmap=heatmap
         )
-    probs = torch.sigmoid(out.logits).numpy()
     for i, r in enumerate(good):
-        r.hits = hits[i]
-        r.attention = maps[i, 0].numpy() if maps is not None else None
-        r.predicted = {n: float(v) for n, v in zip(payload["label_names"], probs[i], strict=True)}
+        r.hits = found.hits[i]
+        r.attention = found.maps[i, 0].numpy() if found.maps is not None else None
+        r.predicted = found.predicted(i, payload["label_names"])
     return results
+
+
+@dataclass
+class DecodedSearch:
+    """What :func:`search_decoded` found for a batch of decoded query films: the hits per
+    query, the finding probabilities (Q×L), the heat-maps, and the time each stage took."""
+
+    hits: list[list[SearchHit]]
+    probabilities: np.ndarray
+    maps: Tensor | None
+    encode_seconds: float
+    search_seconds: float
+
+    def predicted(self, i: int, label_names: list[str]) -> dict[str, float]:
+        """Query ``i``'s probability of each finding, by name."""
+        return {n: float(v) for n, v in zip(label_names, self.probabilities[i], strict=True)}
+
+
+def search_decoded(
+    model: nn.Module,
+    index: IndexReader,
+    images: list[np.ndarray],
+    *,
+    k: int = 10,
+    rerank: str = DEFAULT_RERANK,
+    shortlist: int | None = None,
+    heatmap: str = "attention",
+) -> DecodedSearch:
+    """Encode decoded S×S query films with a loaded ``model`` and search an open ``index``:
+    the one search path of ``cxrhash search`` (:func:`search_images`) and the server."""
+    t0 = time.perf_counter()
+    codes, out, maps = encode_images(model, images, heatmap)
+    t1 = time.perf_counter()
+    hits = index.search(
+        codes, k, rerank=rerank, shortlist=shortlist, query_floats=out.hash.float().numpy()
+    )
+    t2 = time.perf_counter()
+    probs = torch.sigmoid(out.logits).numpy()
+    return DecodedSearch(hits, probs, maps, t1 - t0, t2 - t1)
 
 
 def checkpoint_dataset(

@@ -1,5 +1,5 @@
 """The ``cxrhash`` command line: train, pretrain, eval, index, search, bench, demo,
-phantom, methods. Each command lives in the module of its area and calls the library;
+phantom, methods, serve. Each command lives in the module of its area and calls the library;
 user errors reach the terminal through :func:`cxrhash.cli.common.user_errors`."""
 
 from __future__ import annotations
@@ -8,7 +8,14 @@ import sys
 
 from rich.markup import escape
 
-from cxrhash.cli import archive, bench, evaluate, misc, train  # noqa: F401  (registers commands)
+from cxrhash.cli import (  # noqa: F401  (registers commands)
+    archive,
+    bench,
+    evaluate,
+    misc,
+    serve,
+    train,
+)
 from cxrhash.cli.common import USER_ERRORS, app, err, error_text
 
 __all__ = ["app", "main"]

@@ -18,6 +18,7 @@ from cxrhash.index.codes import check_packed
 from cxrhash.index.errors import HashIndexError
 from cxrhash.index.hits import SearchHit, hits_per_query
 from cxrhash.index.integrity import IntegrityReport
+from cxrhash.index.meta import RowMeta
 from cxrhash.index.opening import IndexParts
 from cxrhash.index.rerank import (
     asymmetric_scores,
@@ -147,6 +148,15 @@ class IndexReader:
         (after checking every metadata block's SHA-256)."""
         return self._checked_meta.items()
 
+    def case(self, stored_id: str) -> RowMeta | None:
+        """``(case_id, findings, source_path)`` of the live item stored under ``stored_id``
+        (the id :meth:`search` returns: a pseudonym, or the source id in an index that keeps
+        source names), or ``None`` when there is none. Needs no key."""
+        found = self._checked_meta.live_rows([stored_id])
+        if stored_id not in found:
+            return None
+        return self._checked_meta.lookup(np.array([found[stored_id]], np.int64))[0]
+
     def verify(self) -> IntegrityReport:
         """Check everything: every shard's CRC-32s, every metadata block's SHA-256 (read
         again, whatever was checked before) and the ``deleted`` flags against the manifest.
@@ -238,6 +248,11 @@ class IndexReader:
         """All ``n_rows`` packed codes by id, removed ones included (read-only memory map
         for one shard, an in-memory copy for several)."""
         return self._shards.all_codes()
+
+    @property
+    def keeps_source_names(self) -> bool:
+        """Whether case ids and source paths are stored as given (else keyed pseudonyms)."""
+        return self._shards.manifest.source_names
 
     @property
     def stores_floats(self) -> bool:

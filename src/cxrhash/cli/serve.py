@@ -1,0 +1,42 @@
+"""``cxrhash serve``: the retrieval API (issue #13, first increment) over an index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cxrhash.cli.common import command, console, setup_logging
+
+
+@command()
+def serve(
+    index: Annotated[Path, typer.Option(help="Index folder (made by `cxrhash index`).")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Model checkpoint; default: the one the index's model.json names."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; the default answers this machine only.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[
+        float, typer.Option(help="Largest uploaded film in MiB (413 past it).")
+    ] = 50,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
+) -> None:
+    """Serve the retrieval API (docs/service.md): health, stats, search by upload, cases."""
+    setup_logging(verbose)
+    import uvicorn
+
+    from cxrhash.serve import create_app
+
+    if max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    app = create_app(index, checkpoint, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    console.print(f"serving {index} on http://{host}:{port}/api (docs: /docs)")
+    # uvicorn's access log would print each request's path (a case id): ours logs the route.
+    uvicorn.run(
+        app, host=host, port=port, access_log=False, log_level="info" if verbose else "warning"
+    )

@@ -1,0 +1,93 @@
+"""The ASGI layer in front of every route: a request id on each answer and log line, and the
+upload size checked from ``Content-Length`` before any of the body is read."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from cxrhash.serve.errors import error_response
+
+LOG = logging.getLogger(__name__)
+REQUEST_ID_HEADER = "X-Request-ID"
+#: Room for the multipart framing (boundaries, part headers) around the uploaded file.
+MULTIPART_OVERHEAD = 64 * 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def loggable_path(path: str) -> str:
+    """The route of ``path`` as logged: a case id (perhaps a source name) is left out."""
+    return "/api/cases/{case_id}" if path.startswith("/api/cases/") else path
+
+
+class RequestGuard:
+    """Give each HTTP request a uuid4-hex id (``request.state.request_id``, the
+    ``X-Request-ID`` answer header, the log line), and refuse a body to ``upload_paths``
+    without ``Content-Length`` (411) or above ``max_body_bytes`` (413) unread."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, upload_paths: tuple[str, ...]):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.upload_paths = upload_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        status = {"code": 500}
+        t0 = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.lower().encode(), rid.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            LOG.info(
+                "request %s %s %s -> %d in %.1f ms",
+                rid,
+                scope["method"],
+                loggable_path(scope["path"]),
+                status["code"],
+                1000 * (time.perf_counter() - t0),
+            )
+
+    def _refusal(self, scope: Scope) -> Any:
+        """The error response for a request refused before its body is read, or ``None``."""
+        if scope["method"] != "POST" or scope["path"] not in self.upload_paths:
+            return None
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length")
+        if length is None:
+            return error_response(411, "length_required", "an upload needs a Content-Length")
+        try:
+            size = int(length)
+        except ValueError:
+            return error_response(400, "bad_request", "Content-Length is not a number")
+        if size > self.max_body_bytes:
+            return error_response(
+                413,
+                "upload_too_large",
+                f"the request body is {size} bytes; uploads are limited to "
+                f"{self.max_body_bytes - MULTIPART_OVERHEAD} bytes",
+            )
+        return None

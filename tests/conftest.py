@@ -57,6 +57,20 @@ def cxr_dev() -> Path:
     return shared_data("cxr-dev")
 
 
+def dx_dataset(syntax: str) -> Dataset:
+    """An empty DX dataset with file meta in transfer syntax ``syntax`` (no pixels yet)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    return ds
+
+
 def write_dicom(
     path: Path,
     pixels: np.ndarray,
@@ -67,15 +81,7 @@ def write_dicom(
     **elements: object,
 ) -> Path:
     """Write a tiny uncompressed DICOM; ``pixels`` is H×W, F×H×W or H×W×3."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
+    ds = dx_dataset(ExplicitVRLittleEndian)
     colour = photometric in ("RGB", "YBR_FULL")
     frames = pixels.ndim == 3 and not colour
     ds.Rows, ds.Columns = pixels.shape[-3:-1] if colour else pixels.shape[-2:]

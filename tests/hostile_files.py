@@ -8,7 +8,8 @@ import struct
 import zlib
 from pathlib import Path
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from conftest import dx_dataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
@@ -16,8 +17,6 @@ from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
 PIXEL_DATA = 0x7FE00010
@@ -26,15 +25,8 @@ MIB = 2**20
 
 
 def grey_dataset(syntax: str, rows: int, columns: int) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
+    """A 12-bit MONOCHROME2 DX dataset of ``rows × columns`` with no pixel data yet."""
+    ds = dx_dataset(syntax)
     ds.Rows, ds.Columns = rows, columns
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"

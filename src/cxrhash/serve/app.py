@@ -27,6 +27,7 @@ from cxrhash.serve.errors import ApiError, install_error_handlers
 from cxrhash.serve.middleware import MULTIPART_OVERHEAD, RequestGuard
 from cxrhash.serve.schemas import Case, ErrorBody, Health, Hit, SearchResult, Stats, Timings
 from cxrhash.serve.searcher import Searcher
+from cxrhash.serve.viewer import mount_viewer
 
 LOG = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -80,6 +81,7 @@ def create_app(
         upload_paths=("/api/search",),
     )
     _add_routes(app, searcher, max_upload_bytes)
+    mount_viewer(app)
     return app
 
 

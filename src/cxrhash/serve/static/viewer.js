@@ -1,6 +1,6 @@
 // The cxrhash viewer: upload a radiograph, show it (window/level, heat-map), list its
 // nearest cases, compare one side by side. Plain DOM, no framework; every text from the
-// server goes in through textContent (never innerHTML): case ids and findings are data.
+// server goes in as text (textContent), never parsed as HTML: case ids and findings are data.
 "use strict";
 
 (() => {
@@ -119,7 +119,11 @@
       showMessage("The server could not be reached. Is cxrhash serve still running?");
       setStatus("");
     } finally {
-      if (seq === state.seq) $("results").removeAttribute("aria-busy");
+      if (seq === state.seq) {
+        $("results").removeAttribute("aria-busy");
+        // how many searches have been answered: lets a test (or a person's script) wait
+        document.body.dataset.searches = String(seq);
+      }
     }
   }
 
@@ -337,6 +341,7 @@
     for (const name of findings) {
       const isShared = shared.includes(name);
       const chip = el("li", isShared ? "chip shared" : "chip", isShared ? `✓ ${name}` : name);
+      chip.dataset.finding = name;
       if (isShared) chip.title = "also predicted for the query";
       list.append(chip);
     }
@@ -349,6 +354,7 @@
     const ranked = Object.entries(result.predicted || {}).sort((a, b) => b[1] - a[1]);
     for (const [name, p] of ranked) {
       const chip = el("li", positive.includes(name) ? "chip shared" : "chip", `${name} ${(100 * p).toFixed(0)} %`);
+      chip.dataset.finding = name;
       list.append(chip);
     }
     $("predicted").hidden = ranked.length === 0;

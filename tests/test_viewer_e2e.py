@@ -1,0 +1,315 @@
+"""The viewer end to end: the real server (uvicorn on a loopback port) over a tiny phantom
+index, driven by Debian's headless chromium through Selenium and its matching chromedriver
+(installed by .ci/run). Screenshots go to a temporary folder, or to ``$CXRHASH_SCREENSHOTS``
+(``CXRHASH_SCREENSHOTS=docs/images`` refreshes those of docs/service.md).
+
+Without chromium the tests skip with a message locally and fail under CI (``$CI`` set)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import uvicorn
+from conftest import write_dicom
+
+from cxrhash.config import make_config
+from cxrhash.data.readers import open_dataset
+from cxrhash.retrieve import build_index
+from cxrhash.serve import create_app
+from cxrhash.training.trainer import train
+
+pytestmark = pytest.mark.slow
+WAIT_S = 30
+
+
+def _need_browser() -> None:
+    """Skip (or fail under CI) unless chromium, chromedriver and selenium are here."""
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package (pip install '.[test]')")
+    if missing:
+        why = f"the viewer's e2e test needs {', '.join(missing)}; .ci/run installs them"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def index_dir(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _need_browser()
+    run = tmp_path_factory.mktemp("viewer") / "run"
+    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), run, progress=False)
+    out = run.parent / "idx"
+    build_index(run / "best.pt", open_dataset(f"phantom:{phantom_dir}", 32), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base_url(index_dir: Path) -> Iterator[str]:
+    """The real app under uvicorn in a thread, on a loopback socket bound here (no race)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(index_dir), log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(WAIT_S)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    """Headless chromium at a laptop's 1366×768, its console log kept (CSP violations)."""
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1366,768")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(
+        options=options, service=Service(shutil.which("chromedriver") or "chromedriver")
+    )
+    browser.set_window_size(1366, 768)
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: ``$CXRHASH_SCREENSHOTS`` or a temporary folder."""
+    chosen = os.environ.get("CXRHASH_SCREENSHOTS")
+    out = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ---- helpers -------------------------------------------------------------------------
+
+
+def wait_for(driver: Any, condition: Any, what: str) -> Any:
+    """``condition(driver)`` once truthy, within ``WAIT_S``; the failure names ``what``."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S).until(condition, message=f"waiting for {what}")
+
+
+def open_viewer(driver: Any, base_url: str) -> None:
+    """Load ``/`` afresh and wait until the index's labels fill the finding filter."""
+    driver.get(base_url + "/")
+    wait_for(driver, lambda d: len(options_of(d, "finding-filter")) > 1, "the finding filter")
+
+
+def options_of(driver: Any, select_id: str) -> list[str]:
+    """The option values of a ``<select>``."""
+    return driver.execute_script(
+        "return [...document.getElementById(arguments[0]).options].map(o => o.value)", select_id
+    )
+
+
+def by_id(driver: Any, element_id: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id)
+
+
+def cards(driver: Any) -> list[dict[str, Any]]:
+    """Each gallery card's case id, distance line and findings (✓ marks shared ones)."""
+    return driver.execute_script(
+        """return [...document.querySelectorAll('#gallery .card')].map(c => ({
+             id: c.dataset.caseId,
+             distance: c.querySelector('.distance').textContent,
+             findings: [...c.querySelectorAll('.chip')].map(x => x.dataset.finding),
+             shared: [...c.querySelectorAll('.chip.shared')].map(x => x.dataset.finding)}))"""
+    )
+
+
+def chip_texts(driver: Any, case_id: str, *, shared: bool) -> list[str]:
+    """The visible text of one card's (shared) finding chips."""
+    return driver.execute_script(
+        "const c = [...document.querySelectorAll('#gallery .card')]"
+        ".find(c => c.dataset.caseId === arguments[0]);"
+        "return [...c.querySelectorAll(arguments[1])].map(x => x.textContent)",
+        case_id,
+        ".chip.shared" if shared else ".chip:not(.shared)",
+    )
+
+
+def answered(driver: Any) -> int:
+    """How many searches the page has had answered (``body[data-searches]``)."""
+    return int(driver.execute_script("return document.body.dataset.searches || 0"))
+
+
+def after_search(driver: Any, action: Any, what: str) -> None:
+    """Run ``action()`` and wait until the page has the answer of the search it started."""
+    before = answered(driver)
+    action()
+    wait_for(driver, lambda d: answered(d) > before, what)
+
+
+def upload(driver: Any, path: Path) -> None:
+    """Choose ``path`` in the file input, as the file picker does, and wait for the answer."""
+    after_search(driver, lambda: by_id(driver, "file-input").send_keys(str(path)), "a search")
+
+
+def csp_violations(driver: Any) -> list[str]:
+    """Console messages about the Content Security Policy (an inline script, a CDN, …)."""
+    return [
+        e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]
+    ]
+
+
+# ---- the tests -----------------------------------------------------------------------
+
+
+def test_upload_gallery_compare_and_filter(driver, base_url, phantom_dir, shots) -> None:
+    film = sorted((phantom_dir / "images").glob("*.png"))[7]
+    open_viewer(driver, base_url)
+    k_input = by_id(driver, "k-input")
+    k_input.clear()
+    k_input.send_keys("8")
+    upload(driver, film)
+    shown = cards(driver)
+    assert len(shown) == 8, shown
+    assert shown[0]["distance"].startswith("distance 0"), shown[0]  # the film finds itself
+    assert all(c["distance"].startswith("distance ") and c["findings"] for c in shown)
+    distances = [int(c["distance"].split()[1]) for c in shown]
+    assert distances == sorted(distances)
+    predicted = set(
+        driver.execute_script(
+            "return [...document.querySelectorAll('#predicted-list .chip.shared')]"
+            ".map(x => x.dataset.finding)"
+        )
+    )
+    for c in shown:
+        assert set(c["shared"]) == set(c["findings"]) & predicted, c
+        assert all(t.startswith("✓") for t in chip_texts(driver, c["id"], shared=True))
+    assert by_id(driver, "query-figure").is_displayed()
+    driver.save_screenshot(str(shots / "viewer-gallery.png"))
+
+    driver.find_elements("css selector", "#gallery .card")[1].click()
+    dialog = by_id(driver, "compare")
+    wait_for(driver, lambda d: dialog.get_attribute("open") is not None, "the side-by-side view")
+    assert shown[1]["id"] in by_id(driver, "compare-case-caption").text
+    assert by_id(driver, "compare-query").size["width"] > 300  # the query at full size
+    driver.save_screenshot(str(shots / "viewer-compare.png"))
+    by_id(driver, "compare-close").click()
+    wait_for(driver, lambda d: dialog.get_attribute("open") is None, "the view to close")
+
+    counts: dict[str, int] = {}
+    for c in shown:
+        for name in set(c["findings"]):
+            counts[name] = counts.get(name, 0) + 1
+    rare = min(counts, key=lambda n: (counts[n], n))  # a finding some cards lack
+    assert counts[rare] < len(shown)
+    from selenium.webdriver.support.ui import Select
+
+    select = Select(by_id(driver, "finding-filter"))
+    after_search(driver, lambda: select.select_by_value(rare), "the filtered search")
+    assert f"with {rare}" in by_id(driver, "gallery-summary").text
+    kept = cards(driver)
+    assert kept and all(rare in set(c["findings"]) for c in kept), kept
+    before = [c["id"] for c in shown if rare in set(c["findings"])]
+    assert [c["id"] for c in kept][: len(before)] == before
+    driver.save_screenshot(str(shots / "viewer-filter.png"))
+    assert csp_violations(driver) == []
+
+
+def test_a_bad_file_gets_a_clear_message(driver, base_url, phantom_dir, tmp_path, shots) -> None:
+    open_viewer(driver, base_url)
+    upload(driver, sorted((phantom_dir / "images").glob("*.png"))[0])
+    assert cards(driver)
+    fake = tmp_path / "scan.png"
+    fake.write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n")
+    upload(driver, fake)
+    message = by_id(driver, "message")
+    assert message.is_displayed()
+    assert "could not be read as a radiograph" in message.text
+    assert "PNG, JPEG or DICOM" in message.text
+    assert cards(driver) == []  # the previous film's cases are not left beside the message
+    assert not by_id(driver, "query-figure").is_displayed()
+    driver.save_screenshot(str(shots / "viewer-bad-file.png"))
+
+
+def focus_order(driver: Any, presses: int) -> list[str]:
+    """The id (or class) of each element Tab reaches from the top of the page."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("document.activeElement && document.activeElement.blur()")
+    reached = []
+    for _ in range(presses):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        reached.append(
+            driver.execute_script(
+                "const a = document.activeElement; return a.id || a.className || a.tagName"
+            )
+        )
+    return reached
+
+
+def test_keyboard_reaches_and_operates_the_controls(driver, base_url, phantom_dir) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    open_viewer(driver, base_url)
+    upload(driver, sorted((phantom_dir / "images").glob("*.png"))[3])
+    order = focus_order(driver, 40)
+    for control in ("file-input", "k-input", "finding-filter", "rerank-select", "card"):
+        assert control in order, (control, order)
+    assert order.index("file-input") < order.index("k-input") < order.index("card")
+
+    k_input = by_id(driver, "k-input")
+    k_input.send_keys(Keys.CONTROL, "a")
+    k_input.send_keys("5")
+    after_search(driver, lambda: k_input.send_keys(Keys.ENTER), "Enter in k")
+    assert len(cards(driver)) == 5
+
+    first = driver.find_elements("css selector", "#gallery .card")[0]
+    driver.execute_script("arguments[0].focus()", first)
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    dialog = by_id(driver, "compare")
+    wait_for(driver, lambda d: dialog.get_attribute("open") is not None, "Enter to open a case")
+    assert driver.execute_script("return document.activeElement.id") == "compare-close"
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    wait_for(driver, lambda d: dialog.get_attribute("open") is None, "Esc to close it")
+    assert (
+        driver.execute_script("return document.activeElement.dataset.caseId")
+        == cards(driver)[0]["id"]
+    )
+
+    arrow = lambda: by_id(driver, "finding-filter").send_keys(Keys.ARROW_DOWN)  # noqa: E731
+    after_search(driver, arrow, "a filter chosen by the arrow key")
+    chosen = driver.execute_script("return document.getElementById('finding-filter').value")
+    assert chosen and f"with {chosen}" in by_id(driver, "gallery-summary").text
+    assert all(chosen in c["findings"] for c in cards(driver))
+
+
+def test_dicom_query_has_window_level(driver, base_url, tmp_path) -> None:
+    ramp = np.tile(np.linspace(0, 4095, 64, dtype=np.float64), (64, 1))
+    path = write_dicom(tmp_path / "ramp.dcm", ramp, bits=12, PatientName="DOE^JANE")
+    open_viewer(driver, base_url)
+    upload(driver, path)
+    assert cards(driver), "a DICOM query should find cases"
+    assert "DOE" not in driver.page_source

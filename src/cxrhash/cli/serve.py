@@ -24,6 +24,15 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option(help="Largest uploaded film in MiB (413 past it).")
     ] = 50,
+    images: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset spec the index was made from (as `cxrhash index --data`), to show "
+            "each case's film in answers and the viewer; a pseudonymous index needs the "
+            "pseudonym key to map its ids back to files. Not needed for an index made with "
+            "--keep-source-names."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
 ) -> None:
     """Serve the retrieval API (docs/service.md): health, stats, search by upload, cases."""
@@ -34,7 +43,9 @@ def serve(
 
     if max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb must be positive, got {max_upload_mb}")
-    app = create_app(index, checkpoint, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    app = create_app(
+        index, checkpoint, max_upload_bytes=int(max_upload_mb * 1024 * 1024), images=images
+    )
     console.print(f"serving {index} on http://{host}:{port}/api (docs: /docs)")
     # uvicorn's access log would print each request's path (a case id): ours logs the route.
     uvicorn.run(

@@ -26,6 +26,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -35,9 +36,11 @@ import pydicom
 # _read_file_meta_info is private, but pydicom.pixels uses it the same way: to read a
 # file's meta group from a file-like and stop where the dataset begins.
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from cxrhash.data.deidentify import deidentify_header
 from cxrhash.data.dicom_io import ClampedReader, InflateLimitError, InflatingReader
 from cxrhash.data.errors import ImageReadError
 from cxrhash.data.files import check_regular_file
@@ -79,7 +82,44 @@ def read_dicom(path: str | Path) -> np.ndarray:
         ImageReadError: The file is missing, not DICOM, over the pixel limit,
             has no or undecodable pixel data, or a bit depth outside 8–16.
     """
-    path = Path(path)
+    return _decode(Path(path), upload=False).grey
+
+
+@dataclass
+class DicomFilm:
+    """A decoded DICOM film and what a viewer needs to show it like a PACS does.
+
+    Attributes:
+        grey: The network's input, as :func:`read_dicom` returns it.
+        modality: Modality values (after the modality LUT, before any window) of a
+            grey-scale film, for window/level; ``None`` for a colour film.
+        window: The file's first Window Centre and Width in modality units, if any.
+        inverted: Whether the film displays inverted (MONOCHROME1 / INVERSE).
+        patient_id: The header's Patient ID, read before de-identification so that
+            the caller can pseudonymise it; never logged here.
+    """
+
+    grey: np.ndarray
+    modality: np.ndarray | None
+    window: tuple[float, float] | None
+    inverted: bool
+    patient_id: str | None
+
+
+def read_dicom_film(path: str | Path) -> DicomFilm:
+    """:func:`read_dicom` for an upload: the header is de-identified
+    (:func:`cxrhash.data.deidentify.deidentify_header`) as soon as it is read, before
+    any pixel is decoded, keeping only the Patient ID's value for the caller; and the
+    modality values and window are kept for display.
+
+    Raises:
+        ImageReadError: as :func:`read_dicom`.
+    """
+    return _decode(Path(path), upload=True)
+
+
+def _decode(path: Path, *, upload: bool) -> DicomFilm:
+    """The one decode path; ``upload`` adds de-identification and the display values."""
     check_regular_file(path)
     follow_pixel_limit()  # Pillow decodes JPEG and JPEG 2000 frames
     with _quiet_pydicom():
@@ -88,6 +128,9 @@ def read_dicom(path: str | Path) -> np.ndarray:
                 ds = _read_checked(path, handle)
         except OSError as err:
             raise ImageReadError(path, f"cannot open ({err.strerror or err})") from err
+        patient_id = str(ds.get("PatientID", "") or "").strip() or None
+        if upload:
+            deidentify_header(ds)
         try:
             arr = pixel_array(ds, index=0)
         except Exception as err:
@@ -95,12 +138,35 @@ def read_dicom(path: str | Path) -> np.ndarray:
             detail = " ".join(str(err).split())
             raise ImageReadError(path, f"cannot decode DICOM pixel data ({detail})") from err
         try:
-            return _to_unit(path, arr, ds)
+            grey = _to_unit(path, arr, ds)
+            modality, window = _display_values(arr, ds) if upload else (None, None)
         except ImageReadError:
             raise
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
             # e.g. a VOI LUT Descriptor of two values instead of three
             raise ImageReadError(path, f"cannot apply the DICOM grey-scale LUTs ({err})") from err
+    inverted = _photometric(ds) == "MONOCHROME1" or _presentation_inverse(ds)
+    return DicomFilm(grey, modality, window, inverted and modality is not None, patient_id)
+
+
+def _photometric(ds: pydicom.Dataset) -> str:
+    return str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+
+
+def _display_values(
+    arr: np.ndarray, ds: pydicom.Dataset
+) -> tuple[np.ndarray | None, tuple[float, float] | None]:
+    """Modality values of a grey-scale frame and the file's first window, if any."""
+    if not _photometric(ds).startswith("MONOCHROME") or arr.ndim != 2:
+        return None, None
+    values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return values, None
+    centre, width = ds.WindowCenter, ds.WindowWidth
+    centre = centre[0] if isinstance(centre, MultiValue) else centre
+    width = width[0] if isinstance(width, MultiValue) else width
+    window = (float(centre), float(width))
+    return values, window if all(np.isfinite(window)) and window[1] > 0 else None
 
 
 def _read_checked(path: Path, handle: BinaryIO) -> pydicom.Dataset:
@@ -231,7 +297,7 @@ def _quiet_pydicom() -> Iterator[None]:
 def _to_unit(path: Path, arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     """Decoded stored values → grey float32 in [0, 1], inverted once where the file says so."""
     bits = int(ds.BitsStored)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    photometric = _photometric(ds)
     monochrome = photometric.startswith("MONOCHROME")
     if monochrome:
         grey = _grey_to_unit(arr, ds)

@@ -17,22 +17,22 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 
-from cxrhash.data.images import ImageReadError, load_resized
-from cxrhash.retrieve import DecodedSearch
+from cxrhash.data.images import ImageReadError
+from cxrhash.data.labels import NO_FINDING
+from cxrhash.data.uploads import Upload, load_upload
+from cxrhash.serve.answers import SearchRequest, search_depth, search_result
+from cxrhash.serve.case_images import CaseImages, map_dataset
 from cxrhash.serve.errors import ApiError, install_error_handlers
 from cxrhash.serve.middleware import MULTIPART_OVERHEAD, RequestGuard
-from cxrhash.serve.schemas import Case, ErrorBody, Health, Hit, SearchResult, Stats, Timings
+from cxrhash.serve.schemas import Case, ErrorBody, Health, SearchResult, Stats
 from cxrhash.serve.searcher import Searcher
 from cxrhash.serve.viewer import mount_viewer
 
 LOG = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-#: A predicted finding is one whose probability reaches this.
-PREDICTED_AT = 0.5
 #: What a case id may be: a pseudonym (``c-`` + hex) or a source name without a path.
 CASE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 CASE_ID_MAX = 128
@@ -49,9 +49,12 @@ def create_app(
     checkpoint: str | os.PathLike[str] | None = None,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    images: str | None = None,
 ) -> FastAPI:
     """The API over the index at ``index_dir``, searched with ``checkpoint`` (default: the
     one its ``model.json`` names). The model and the index are loaded now, once.
+    ``images``: the dataset spec the index was made from, to show its films
+    (:mod:`.case_images`; needs the pseudonym key of a pseudonymous index).
 
     Raises:
         FileNotFoundError, CheckpointError, HashIndexError: no such index or checkpoint,
@@ -60,6 +63,14 @@ def create_app(
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
     searcher = Searcher(Path(index_dir), Path(checkpoint) if checkpoint is not None else None)
+    try:
+        paths = None
+        if images is not None:
+            paths = map_dataset(images, searcher.image_size, searcher.stored_ids)
+        case_images = CaseImages(paths, from_index=searcher.index.keeps_source_names)
+    except BaseException:
+        searcher.close()
+        raise
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,12 +91,14 @@ def create_app(
         max_body_bytes=max_upload_bytes + MULTIPART_OVERHEAD,
         upload_paths=("/api/search",),
     )
-    _add_routes(app, searcher, max_upload_bytes)
+    _add_routes(app, searcher, case_images, max_upload_bytes)
     mount_viewer(app)
     return app
 
 
-def _add_routes(app: FastAPI, searcher: Searcher, max_upload_bytes: int) -> None:
+def _add_routes(
+    app: FastAPI, searcher: Searcher, images: CaseImages, max_upload_bytes: int
+) -> None:
     @app.get("/api/health")
     def health() -> Health:
         """Whether the server answers."""
@@ -94,7 +107,7 @@ def _add_routes(app: FastAPI, searcher: Searcher, max_upload_bytes: int) -> None
     @app.get("/api/stats")
     def stats() -> Stats:
         """The index (size, bits, backend, shards) and its model (id, image size, labels)."""
-        return Stats(**searcher.stats())
+        return Stats(**searcher.stats(), serves_images=images.available)
 
     @app.post("/api/search", responses={413: {"model": ErrorBody}, **_ERRORS})
     def search(
@@ -102,8 +115,17 @@ def _add_routes(app: FastAPI, searcher: Searcher, max_upload_bytes: int) -> None
         image: Annotated[UploadFile, File(description="one radiograph: PNG, JPEG, TIFF, DICOM")],
         k: Annotated[int, Query(ge=1, le=100, description="how many neighbours")] = 10,
         rerank: Annotated[Literal["none", "asymmetric", "floats"], Query()] = "none",
+        finding: Annotated[
+            list[str] | None,
+            Query(max_length=20, description="keep only cases with this finding (repeatable)"),
+        ] = None,
+        preview: Annotated[
+            bool, Query(description="include the film for display (`query`)")
+        ] = True,
     ) -> SearchResult:
-        """The ``k`` films of the index nearest the uploaded one, and its predicted findings."""
+        """The ``k`` films of the index nearest the uploaded one, and its predicted findings
+        and heat-map; with ``finding``, the nearest having every finding named."""
+        asked = SearchRequest(k, rerank, _check_findings(finding or [], searcher), preview)
         if rerank == "floats" and not searcher.index.stores_floats:
             raise ApiError(
                 422,
@@ -112,26 +134,82 @@ def _add_routes(app: FastAPI, searcher: Searcher, max_upload_bytes: int) -> None
                 "needs an index made with --store-floats (try rerank=asymmetric)",
             )
         t0 = time.perf_counter()
-        decoded = _decode_upload(image, searcher.image_size, max_upload_bytes, request)
+        upload = _decode_upload(image, searcher.image_size, max_upload_bytes, request)
         decode_s = time.perf_counter() - t0
-        found = searcher.search(decoded, k, rerank)
-        return _search_result(found, searcher, k, rerank, decode_s)
+        depth = search_depth(k, asked.findings, len(searcher.index))
+        found = searcher.search(upload.image, depth, rerank)
+        return search_result(
+            found,
+            asked,
+            model_id=searcher.model_id,
+            label_names=searcher.label_names,
+            preview=upload.preview,
+            searched=depth,
+            thumbnails=images.available,
+            decode_s=decode_s,
+        )
 
     @app.get("/api/cases/{case_id}", responses=_ERRORS)
-    def case(
-        case_id: Annotated[str, PathParam(max_length=CASE_ID_MAX, pattern=CASE_ID_PATTERN)],
-    ) -> Case:
+    def case(case_id: CaseId) -> Case:
         """The stored metadata of a case id returned by a search."""
-        meta = searcher.case(case_id)
-        if meta is None:
-            raise ApiError(404, "unknown_case", "no such case in the index")
-        stored, findings, source = meta
+        stored, findings, source = _known_case(searcher, case_id)
         return Case(case_id=stored, findings=findings.split("|"), source_path=source)
 
+    @app.get(
+        "/api/cases/{case_id}/image",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, **_ERRORS},
+    )
+    def case_image(case_id: CaseId) -> Response:
+        """The case's film as a PNG thumbnail (longest side 512), when the server has films
+        (an index keeping source names, or ``cxrhash serve --images``)."""
+        stored, _, source = _known_case(searcher, case_id)
+        film = images.path(stored, source)
+        if film is None:
+            raise ApiError(
+                404,
+                "no_image",
+                "this server has no film for the case: start it with --images SPEC (the "
+                "dataset the index was made from) or use an index made with "
+                "--keep-source-names",
+            )
+        try:
+            png = images.thumbnail(stored, film)
+        except ImageReadError as err:
+            LOG.warning("case film unreadable: %s", err.reason)
+            raise ApiError(404, "image_unreadable", "the case's film cannot be read") from err
+        return Response(
+            png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+        )
 
-def _decode_upload(upload: UploadFile, size: int, max_bytes: int, request: Request) -> np.ndarray:
-    """The uploaded film decoded and resized to ``size``², through a private temporary file
-    (mode 0600, removed after): the library reads files, and sniffs their content itself.
+
+CaseId = Annotated[str, PathParam(max_length=CASE_ID_MAX, pattern=CASE_ID_PATTERN)]
+
+
+def _known_case(searcher: Searcher, case_id: str) -> tuple[str, str, str | None]:
+    meta = searcher.case(case_id)
+    if meta is None:
+        raise ApiError(404, "unknown_case", "no such case in the index")
+    return meta
+
+
+def _check_findings(findings: list[str], searcher: Searcher) -> list[str]:
+    """The filter's findings, each one the model knows (422 otherwise)."""
+    known = list(dict.fromkeys([*searcher.label_names, NO_FINDING]))
+    for name in findings:
+        if name not in known:
+            raise ApiError(
+                422,
+                "unknown_finding",
+                f"finding filter: not a finding of this model; expected one of {', '.join(known)}",
+            )
+    return list(dict.fromkeys(findings))
+
+
+def _decode_upload(upload: UploadFile, size: int, max_bytes: int, request: Request) -> Upload:
+    """The uploaded film read once (:func:`cxrhash.data.uploads.load_upload`) through a
+    private temporary file (mode 0600, removed after): the library reads files, and sniffs
+    their content itself; a DICOM header is de-identified as it is read.
 
     Raises:
         ApiError: 413 past ``max_bytes``; 422 ``unreadable_image`` when the library cannot
@@ -146,45 +224,13 @@ def _decode_upload(upload: UploadFile, size: int, max_bytes: int, request: Reque
                 if written > max_bytes:
                     raise ApiError(413, "upload_too_large", f"the upload is over {max_bytes} bytes")
                 out.write(chunk)
+        if written == 0:
+            raise ApiError(422, "unreadable_image", "the uploaded file is empty")
         try:
-            return load_resized(name, size)
+            return load_upload(name, size)
         except ImageReadError as err:
             LOG.info("request %s: upload unreadable: %s", request.state.request_id, err.reason)
             raise ApiError(422, "unreadable_image", err.reason) from err
     finally:
         with suppress(FileNotFoundError):
             os.unlink(name)
-
-
-def _search_result(
-    found: DecodedSearch, searcher: Searcher, k: int, rerank: str, decode_s: float
-) -> SearchResult:
-    predicted = found.predicted(0, searcher.label_names)
-    positive = [n for n, p in predicted.items() if p >= PREDICTED_AT]
-    hits = []
-    for h in found.hits[0]:
-        findings = h.findings.split("|")
-        hits.append(
-            Hit(
-                rank=h.rank,
-                case_id=h.case_id,
-                distance=h.distance,
-                score=h.score,
-                findings=findings,
-                shared_findings=[f for f in findings if f in positive],
-            )
-        )
-    timings = Timings(
-        decode_ms=1000 * decode_s,
-        encode_ms=1000 * found.encode_seconds,
-        search_ms=1000 * found.search_seconds,
-    )
-    return SearchResult(
-        model_id=searcher.model_id,
-        k=k,
-        rerank=rerank,
-        predicted=predicted,
-        predicted_findings=positive,
-        hits=hits,
-        timings=timings,
-    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Health(BaseModel):
@@ -20,6 +20,7 @@ class Stats(BaseModel):
     shards: int
     stores_floats: bool
     keeps_source_names: bool
+    serves_images: bool = Field(description="whether cases have films (GET .../image)")
     model_id: str
     image_size: int
     label_names: list[str]
@@ -34,6 +35,34 @@ class Hit(BaseModel):
     score: float | None
     findings: list[str]
     shared_findings: list[str]
+    thumbnail_url: str | None = Field(
+        description="GET this for the case's film (PNG); null when the server has no films"
+    )
+
+
+class QueryImage(BaseModel):
+    """The uploaded film for display: ``pixels`` is base64 of little-endian uint16 grey
+    values, row-major, ``height`` × ``width`` (longest side at most 512), linear in the
+    file's values; the window (centre, width) in the same 0–65535 scale is the file's
+    default (a DICOM's window, else the full range)."""
+
+    width: int
+    height: int
+    pixels: str
+    window_center: float
+    window_width: float
+    inverted: bool = Field(description="high values display dark (MONOCHROME1)")
+    dicom: bool
+
+
+class HeatMap(BaseModel):
+    """Where the network looked, over the film as the network saw it (the centre square):
+    ``values`` are ``height`` rows of ``width`` numbers in [0, 1]."""
+
+    kind: str
+    width: int
+    height: int
+    values: list[list[float]]
 
 
 class Timings(BaseModel):
@@ -52,7 +81,11 @@ class SearchResult(BaseModel):
     rerank: str
     predicted: dict[str, float]
     predicted_findings: list[str]
+    finding_filter: list[str] = Field(description="hits must have every one of these")
+    searched: int = Field(description="how many nearest cases the filter was applied to")
     hits: list[Hit]
+    query: QueryImage | None = Field(description="null when preview=false")
+    heatmap: HeatMap | None
     timings: Timings
 
 

@@ -56,6 +56,10 @@ class Searcher:
         """The metadata stored under ``stored_id``, or ``None``."""
         return self._run(self.index.case, stored_id)
 
+    def stored_ids(self, case_ids: list[str]) -> list[str]:
+        """What the index stores for source case ids (keyed pseudonyms: needs the key)."""
+        return self._run(lambda: [self.index.stored_case_id(c) for c in case_ids])
+
     def stats(self) -> dict[str, Any]:
         """What the index and the model are."""
 

@@ -56,12 +56,14 @@ def index_dir(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="module")
-def base_url(index_dir: Path) -> Iterator[str]:
-    """The real app under uvicorn in a thread, on a loopback socket bound here (no race)."""
+def base_url(index_dir: Path, phantom_dir: Path) -> Iterator[str]:
+    """The real app under uvicorn in a thread, on a loopback socket bound here (no race),
+    showing the phantom films as the cases' images (``--images``)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(index_dir), log_level="warning", access_log=False)
+    app = create_app(index_dir, images=f"phantom:{phantom_dir}")
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -156,6 +158,26 @@ def chip_texts(driver: Any, case_id: str, *, shared: bool) -> list[str]:
     )
 
 
+def loaded_images(driver: Any, selector: str) -> list[int]:
+    """The natural width of each image matching ``selector`` (0: not loaded or broken)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map(i => i.complete ? i.naturalWidth : 0)",
+        selector,
+    )
+
+
+def pixel(driver: Any, x: int, y: int) -> list[int]:
+    """The RGB of the query canvas at (x, y), in the film's own pixels."""
+    return driver.execute_script(
+        "const c = document.getElementById('query-canvas');"
+        "return [...c.getContext('2d').getImageData(arguments[0], arguments[1], 1, 1).data]"
+        ".slice(0, 3)",
+        x,
+        y,
+    )
+
+
 def answered(driver: Any) -> int:
     """How many searches the page has had answered (``body[data-searches]``)."""
     return int(driver.execute_script("return document.body.dataset.searches || 0"))
@@ -206,6 +228,10 @@ def test_upload_gallery_compare_and_filter(driver, base_url, phantom_dir, shots)
         assert set(c["shared"]) == set(c["findings"]) & predicted, c
         assert all(t.startswith("✓") for t in chip_texts(driver, c["id"], shared=True))
     assert by_id(driver, "query-figure").is_displayed()
+    assert by_id(driver, "heatmap-controls").is_displayed()
+    thumbs = "#gallery .card img.thumb"
+    wait_for(driver, lambda d: all(loaded_images(d, thumbs)), "the thumbnails")
+    assert len(loaded_images(driver, thumbs)) == 8
     driver.save_screenshot(str(shots / "viewer-gallery.png"))
 
     driver.find_elements("css selector", "#gallery .card")[1].click()
@@ -213,6 +239,8 @@ def test_upload_gallery_compare_and_filter(driver, base_url, phantom_dir, shots)
     wait_for(driver, lambda d: dialog.get_attribute("open") is not None, "the side-by-side view")
     assert shown[1]["id"] in by_id(driver, "compare-case-caption").text
     assert by_id(driver, "compare-query").size["width"] > 300  # the query at full size
+    wait_for(driver, lambda d: loaded_images(d, "#compare-case") == [64], "the case's film")
+    assert by_id(driver, "compare-case").size["width"] > 300
     driver.save_screenshot(str(shots / "viewer-compare.png"))
     by_id(driver, "compare-close").click()
     wait_for(driver, lambda d: dialog.get_attribute("open") is None, "the view to close")
@@ -229,9 +257,14 @@ def test_upload_gallery_compare_and_filter(driver, base_url, phantom_dir, shots)
     after_search(driver, lambda: select.select_by_value(rare), "the filtered search")
     assert f"with {rare}" in by_id(driver, "gallery-summary").text
     kept = cards(driver)
-    assert kept and all(rare in set(c["findings"]) for c in kept), kept
+    assert all(rare in set(c["findings"]) for c in kept), kept
     before = [c["id"] for c in shown if rare in set(c["findings"])]
-    assert [c["id"] for c in kept][: len(before)] == before
+    # the server looked further than k: the cases shown before come first, then others
+    assert len(kept) >= len(before) and [c["id"] for c in kept][: len(before)] == before
+    ranks = driver.execute_script(
+        "return [...document.querySelectorAll('#gallery .rank')].map(r => r.textContent)"
+    )
+    assert ranks == [f"#{i + 1}" for i in range(len(kept))]
     driver.save_screenshot(str(shots / "viewer-filter.png"))
     assert csp_violations(driver) == []
 
@@ -306,10 +339,41 @@ def test_keyboard_reaches_and_operates_the_controls(driver, base_url, phantom_di
     assert all(chosen in c["findings"] for c in cards(driver))
 
 
-def test_dicom_query_has_window_level(driver, base_url, tmp_path) -> None:
-    ramp = np.tile(np.linspace(0, 4095, 64, dtype=np.float64), (64, 1))
-    path = write_dicom(tmp_path / "ramp.dcm", ramp, bits=12, PatientName="DOE^JANE")
+def test_dicom_window_level_and_heat_map(driver, base_url, tmp_path, shots) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    ramp = np.tile(np.linspace(0, 4095, 128), (128, 1))  # dark left, bright right
+    path = write_dicom(
+        tmp_path / "ramp.dcm",
+        ramp,
+        bits=12,
+        WindowCenter="2048",
+        WindowWidth="400",
+        PatientName="DOE^JANE",
+        PatientID="MRN0012345",
+    )
     open_viewer(driver, base_url)
     upload(driver, path)
-    assert cards(driver), "a DICOM query should find cases"
-    assert "DOE" not in driver.page_source
+    assert cards(driver), "a DICOM query finds cases"
+    assert "DOE" not in driver.page_source and "MRN0012345" not in driver.page_source
+    assert by_id(driver, "window-controls").is_displayed()
+    assert by_id(driver, "query-caption").text.startswith("DICOM 128×128")
+    with_heat = pixel(driver, 64, 64)
+    driver.save_screenshot(str(shots / "viewer-dicom.png"))
+
+    by_id(driver, "heat-opacity").send_keys(Keys.HOME)  # the heat-map off, by keyboard
+    assert by_id(driver, "heat-opacity-value").text == "0 %"
+    assert pixel(driver, 64, 64) != with_heat
+    # The file's narrow window (2048 ± 200 of 4095) saturates both ends of the ramp.
+    assert pixel(driver, 10, 64) == [0, 0, 0] and pixel(driver, 118, 64) == [255, 255, 255]
+    by_id(driver, "wl-width").send_keys(Keys.END)  # the widest window shows both ends
+    assert 0 < pixel(driver, 10, 64)[0] < 60 and 200 < pixel(driver, 118, 64)[0] < 255
+    by_id(driver, "wl-reset").send_keys(Keys.ENTER)
+    assert pixel(driver, 10, 64) == [0, 0, 0] and pixel(driver, 118, 64) == [255, 255, 255]
+
+    width_before = by_id(driver, "wl-width-value").text
+    canvas = by_id(driver, "query-canvas")
+    ActionChains(driver).click_and_hold(canvas).move_by_offset(60, 0).release().perform()
+    assert int(by_id(driver, "wl-width-value").text) > int(width_before)  # drag right: wider
+    assert csp_violations(driver) == []

@@ -194,7 +194,7 @@
     const window = Number.isFinite(query.window_width) ? query.window_width : max - min + 1;
     return { width: query.width, height: query.height, pixels, min, max,
       center, window: Math.max(1, window), defaults: [center, Math.max(1, window)],
-      dicom: Boolean(query.dicom) };
+      dicom: Boolean(query.dicom), inverted: Boolean(query.inverted) };
   }
 
   // A colour ramp for the heat-map: dark blue, cyan, yellow, red (low to high attention).
@@ -237,7 +237,8 @@
     const low = q.center - q.window / 2;
     const scale = 255 / q.window;
     for (let i = 0; i < q.pixels.length; i++) {
-      const g = clamp((q.pixels[i] - low) * scale, 0, 255);
+      const level = clamp((q.pixels[i] - low) * scale, 0, 255);
+      const g = q.inverted ? 255 - level : level; // MONOCHROME1: high values are dark
       img.data[4 * i] = img.data[4 * i + 1] = img.data[4 * i + 2] = g;
       img.data[4 * i + 3] = 255;
     }
@@ -256,9 +257,11 @@
     else ctx.drawImage(source, 0, 0);
     const opacity = Number($("heat-opacity").value) / 100;
     if (state.heat && opacity > 0) {
+      // The network saw the film's central square (shorter side, centred): the map covers that.
+      const side = Math.min(canvas.width, canvas.height);
       ctx.globalAlpha = opacity;
       ctx.imageSmoothingEnabled = true;
-      ctx.drawImage(state.heat, 0, 0, canvas.width, canvas.height);
+      ctx.drawImage(state.heat, (canvas.width - side) / 2, (canvas.height - side) / 2, side, side);
       ctx.globalAlpha = 1;
     }
     return true;
@@ -369,12 +372,6 @@
 
   // ---- the gallery and the side-by-side view ----------------------------------------
 
-  function visibleHits(result) {
-    const finding = $("finding-filter").value;
-    // The server filters too; this keeps the view right against a server that does not.
-    return (result.hits || []).filter((h) => !finding || (h.findings || []).includes(finding));
-  }
-
   function card(hit) {
     const button = el("button", "card");
     button.type = "button";
@@ -405,13 +402,14 @@
   }
 
   function showGallery(result) {
-    const hits = visibleHits(result);
+    const hits = result.hits || [];
     $("gallery").replaceChildren(...hits.map(card));
-    const finding = $("finding-filter").value;
-    const which = finding ? ` with ${finding}` : "";
+    const filter = result.finding_filter || [];
+    const which = filter.length ? ` with ${filter.join(" and ")}` : "";
+    const among = filter.length && result.searched ? ` among the ${result.searched} nearest` : "";
     $("gallery-summary").textContent = hits.length
-      ? `${hits.length} nearest case${hits.length === 1 ? "" : "s"}${which} (k = ${result.k}).`
-      : `No case${which} among the ${result.k} nearest.`;
+      ? `${hits.length} nearest case${hits.length === 1 ? "" : "s"}${which}${among} (k = ${result.k}).`
+      : `No case${which}${among}.`;
   }
 
   async function openCompare(hit) {

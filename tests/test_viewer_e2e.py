@@ -7,6 +7,7 @@ Without chromium the tests skip with a message locally and fail under CI (``$CI`
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -377,3 +378,47 @@ def test_dicom_window_level_and_heat_map(driver, base_url, tmp_path, shots) -> N
     ActionChains(driver).click_and_hold(canvas).move_by_offset(60, 0).release().perform()
     assert int(by_id(driver, "wl-width-value").text) > int(width_before)  # drag right: wider
     assert csp_violations(driver) == []
+
+
+def test_a_film_dropped_on_the_zone_is_searched(driver, base_url, phantom_dir) -> None:
+    film = sorted((phantom_dir / "images").glob("*.png"))[11]
+    open_viewer(driver, base_url)
+    drop = """
+        const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], 'film.png', {type: 'image/png'}));
+        const zone = document.getElementById('drop-zone');
+        for (const type of ['dragenter', 'dragover', 'drop']) {
+          zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true,
+                                                  cancelable: true}));
+        }"""
+    encoded = base64.b64encode(film.read_bytes()).decode()
+    after_search(driver, lambda: driver.execute_script(drop, encoded), "the dropped film")
+    shown = cards(driver)
+    assert len(shown) == 10 and shown[0]["distance"].startswith("distance 0")
+    assert "over" not in by_id(driver, "drop-zone").get_attribute("class")
+
+
+def test_no_close_match_is_said_above_the_gallery(driver, base_url, phantom_dir) -> None:
+    """The answer's ``closeness`` (false: the query is far from the whole archive) is shown
+    as a warning above the cases; the answer is the server's, with ``closeness`` set."""
+    open_viewer(driver, base_url)
+    driver.execute_script(
+        """const real = window.fetch;
+        window.fetch = async (url, init) => {
+          const res = await real(url, init);
+          if (!String(url).startsWith('/api/search') || !res.ok) return res;
+          const body = await res.json();
+          body.closeness = {close: false,
+                            message: 'No close match in this archive: nearest at 9 bits'};
+          return new Response(JSON.stringify(body), {status: 200,
+            headers: {'Content-Type': 'application/json'}});
+        };"""
+    )
+    upload(driver, sorted((phantom_dir / "images").glob("*.png"))[5])
+    banner = by_id(driver, "closeness")
+    assert (
+        banner.is_displayed() and banner.text == "No close match in this archive: nearest at 9 bits"
+    )
+    assert banner.location["y"] < by_id(driver, "gallery").location["y"]
+    assert cards(driver)  # the cases are still listed, below the warning

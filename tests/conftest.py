@@ -51,6 +51,28 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_phantom_dataset(out / "data", 120, 64, seed=3)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder of the ``test`` profile trained one epoch on :func:`phantom_dir`
+    (trained once per session; the server's tests share it). Do not write into it."""
+    from cxrhash.config import make_config
+    from cxrhash.training.trainer import train
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), run, progress=False)
+    return run
+
+
+def build_phantom_index(run: Path, phantom_dir: Path, out: Path, **options: object) -> Path:
+    """An index at ``out`` of every phantom film, encoded by ``run``'s best checkpoint."""
+    from cxrhash.data.readers import open_dataset
+    from cxrhash.retrieve import build_index
+
+    dataset = open_dataset(f"phantom:{phantom_dir}", 32)
+    build_index(run / "best.pt", dataset, out, progress=False, **options)  # type: ignore[arg-type]
+    return out
+
+
 @pytest.fixture
 def cxr_dev() -> Path:
     """The real NIH films of ``../shared/data/cxr-dev`` (skips when absent)."""

@@ -9,30 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_dicom
+from conftest import build_phantom_index, write_dicom
 from fastapi.testclient import TestClient
 from hostile_files import grey_dataset, write_blank_png
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
 
-from cxrhash.config import make_config
-from cxrhash.data.readers import open_dataset
 from cxrhash.index.store import HashIndex
-from cxrhash.retrieve import build_index
 from cxrhash.serve import create_app
-from cxrhash.training.trainer import train
 
 PHI = {"PatientName": "DOE^JANE", "PatientID": "MRN0012345"}
 
 
 @pytest.fixture(scope="module")
-def index_dir(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("serve") / "run"
-    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), run, progress=False)
-    ds = open_dataset(f"phantom:{phantom_dir}", 32)
-    out = run.parent / "idx"
-    build_index(run / "best.pt", ds, out, progress=False)
-    return out
+def index_dir(tiny_run: Path, phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_phantom_index(tiny_run, phantom_dir, tmp_path_factory.mktemp("serve") / "idx")
 
 
 @pytest.fixture(scope="module")

@@ -9,29 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import build_phantom_index
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from cxrhash.config import make_config
 from cxrhash.data.images import load_image
-from cxrhash.data.readers import open_dataset
-from cxrhash.retrieve import build_index
 from cxrhash.serve import create_app
-from cxrhash.training.trainer import train
 
 
 @pytest.fixture(scope="module")
-def run(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("answers") / "run"
-    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), run, progress=False)
-    return run
-
-
-@pytest.fixture(scope="module")
-def pseudonymous(run: Path, phantom_dir: Path) -> Path:
-    out = run.parent / "idx"
-    build_index(run / "best.pt", open_dataset(f"phantom:{phantom_dir}", 32), out, progress=False)
-    return out
+def pseudonymous(tiny_run: Path, phantom_dir: Path, tmp_path_factory) -> Path:
+    return build_phantom_index(tiny_run, phantom_dir, tmp_path_factory.mktemp("answers") / "idx")
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +100,8 @@ def test_images_of_a_pseudonymous_index_come_through_the_dataset(pseudonymous, p
     assert served.get("/api/stats").json()["serves_images"] is True
 
 
-def test_images_of_an_index_keeping_source_names(run, phantom_dir):
-    out = run.parent / "named"
-    ds = open_dataset(f"phantom:{phantom_dir}", 32)
-    build_index(run / "best.pt", ds, out, progress=False, keep_source_names=True)
+def test_images_of_an_index_keeping_source_names(tiny_run, phantom_dir, tmp_path):
+    out = build_phantom_index(tiny_run, phantom_dir, tmp_path / "named", keep_source_names=True)
     served = TestClient(create_app(out))
     film = films(phantom_dir)[9]
     first = search(served, film, k=1)["hits"][0]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from conftest import build_phantom_index
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -15,20 +16,13 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from cxrhash.config import make_config
-from cxrhash.data.readers import open_dataset
-from cxrhash.retrieve import build_index
 from cxrhash.serve import create_app
-from cxrhash.training.trainer import train
 
 
 @pytest.fixture(scope="module")
-def api_schema(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    run = tmp_path_factory.mktemp("fuzz") / "run"
-    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), run, progress=False)
-    out = run.parent / "idx"
-    ds = open_dataset(f"phantom:{phantom_dir}", 32)
-    build_index(run / "best.pt", ds, out, progress=False, keep_source_names=True)
+def api_schema(tiny_run: Path, phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("fuzz") / "idx"
+    build_phantom_index(tiny_run, phantom_dir, out, keep_source_names=True)
     app = create_app(out, max_upload_bytes=200_000)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 

@@ -20,13 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 import uvicorn
-from conftest import write_dicom
+from conftest import build_phantom_index, write_dicom
 
-from cxrhash.config import make_config
-from cxrhash.data.readers import open_dataset
-from cxrhash.retrieve import build_index
 from cxrhash.serve import create_app
-from cxrhash.training.trainer import train
 
 pytestmark = pytest.mark.slow
 WAIT_S = 30
@@ -47,13 +43,9 @@ def _need_browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def index_dir(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def index_dir(tiny_run: Path, phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     _need_browser()
-    run = tmp_path_factory.mktemp("viewer") / "run"
-    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), run, progress=False)
-    out = run.parent / "idx"
-    build_index(run / "best.pt", open_dataset(f"phantom:{phantom_dir}", 32), out, progress=False)
-    return out
+    return build_phantom_index(tiny_run, phantom_dir, tmp_path_factory.mktemp("viewer") / "idx")
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def serve(
     app = create_app(
         index, checkpoint, max_upload_bytes=int(max_upload_mb * 1024 * 1024), images=images
     )
-    console.print(f"serving {index} on http://{host}:{port}/api (docs: /docs)")
+    console.print(f"serving {index}: viewer http://{host}:{port}/, API /api, its docs /docs")
     # uvicorn's access log would print each request's path (a case id): ours logs the route.
     uvicorn.run(
         app, host=host, port=port, access_log=False, log_level="info" if verbose else "warning"

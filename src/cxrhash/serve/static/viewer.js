@@ -145,7 +145,7 @@
     $("window-controls").hidden = true;
     $("heatmap-controls").hidden = true;
     $("predicted").hidden = true;
-    $("gallery-summary").textContent = "No search yet.";
+    $("gallery-summary").textContent = "Drop or choose a radiograph to search the archive.";
   }
 
   async function showResult(result) {

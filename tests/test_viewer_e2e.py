@@ -365,6 +365,9 @@ def test_dicom_window_level_and_heat_map(driver, base_url, tmp_path, shots) -> N
     by_id(driver, "wl-reset").send_keys(Keys.ENTER)
     assert pixel(driver, 10, 64) == [0, 0, 0] and pixel(driver, 118, 64) == [255, 255, 255]
 
+    level_before = int(by_id(driver, "wl-center-value").text)
+    by_id(driver, "query-canvas").send_keys(Keys.ARROW_UP)  # the film itself takes arrows
+    assert int(by_id(driver, "wl-center-value").text) > level_before
     width_before = by_id(driver, "wl-width-value").text
     canvas = by_id(driver, "query-canvas")
     ActionChains(driver).click_and_hold(canvas).move_by_offset(60, 0).release().perform()

@@ -371,7 +371,14 @@ def test_dicom_window_level_and_heat_map(driver, base_url, tmp_path, shots) -> N
     width_before = by_id(driver, "wl-width-value").text
     canvas = by_id(driver, "query-canvas")
     ActionChains(driver).click_and_hold(canvas).move_by_offset(60, 0).release().perform()
-    assert int(by_id(driver, "wl-width-value").text) > int(width_before)  # drag right: wider
+    set_width = by_id(driver, "wl-width-value").text
+    assert int(set_width) > int(width_before)  # drag right: wider
+    k_input = by_id(driver, "k-input")
+    k_input.send_keys(Keys.CONTROL, "a")
+    k_input.send_keys("3")
+    after_search(driver, lambda: k_input.send_keys(Keys.ENTER), "the same film, k = 3")
+    assert len(cards(driver)) == 3
+    assert by_id(driver, "wl-width-value").text == set_width  # the reader's window is kept
     assert csp_violations(driver) == []
 
 

@@ -12,6 +12,7 @@ const state = {
   bitmap: null, // the upload drawn by the browser when the answer has no pixels
   heat: null, // an offscreen canvas with the coloured heat-map
   opener: null, // the card that opened the side-by-side view, focused again on close
+  queryFile: null, // the File that state.query was decoded from
 };
 
 // ---- small helpers -------------------------------------------------------------
@@ -144,8 +145,15 @@ function clearResults() {
 }
 
 async function showResult(result) {
+  const previous = state.query;
   state.result = result;
   state.query = decodeQuery(result.query);
+  if (previous && state.query && state.queryFile === state.file) {
+    // the same film searched again (other k, filter): keep the window the reader set
+    state.query.center = previous.center;
+    state.query.window = previous.window;
+  }
+  state.queryFile = state.file;
   state.heat = heatCanvas(result.heatmap);
   if (!state.query) state.bitmap = await browserBitmap(state.file);
   showQuery(result);

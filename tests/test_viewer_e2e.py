@@ -42,9 +42,14 @@ def _need_browser() -> None:
         pytest.skip(why)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _browser_first() -> None:
+    """Check for the browser before the (session-scoped) training of the tiny model."""
+    _need_browser()
+
+
 @pytest.fixture(scope="module")
 def index_dir(tiny_run: Path, phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _need_browser()
     return build_phantom_index(tiny_run, phantom_dir, tmp_path_factory.mktemp("viewer") / "idx")
 
 

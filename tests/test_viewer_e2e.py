@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import uvicorn
 from conftest import build_phantom_index, write_dicom
+from PIL import Image
 
 from cxrhash.serve import create_app
 
@@ -337,7 +338,7 @@ def test_keyboard_reaches_and_operates_the_controls(driver, base_url, phantom_di
     assert all(chosen in c["findings"] for c in cards(driver))
 
 
-def test_dicom_window_level_and_heat_map(driver, base_url, tmp_path, shots) -> None:
+def test_dicom_window_level_and_heat_map(driver, base_url, phantom_dir, tmp_path, shots) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
@@ -358,7 +359,6 @@ def test_dicom_window_level_and_heat_map(driver, base_url, tmp_path, shots) -> N
     assert by_id(driver, "window-controls").is_displayed()
     assert by_id(driver, "query-caption").text.startswith("DICOM 128×128")
     with_heat = pixel(driver, 64, 64)
-    driver.save_screenshot(str(shots / "viewer-dicom.png"))
 
     by_id(driver, "heat-opacity").send_keys(Keys.HOME)  # the heat-map off, by keyboard
     assert by_id(driver, "heat-opacity-value").text == "0 %"
@@ -385,6 +385,16 @@ def test_dicom_window_level_and_heat_map(driver, base_url, tmp_path, shots) -> N
     assert len(cards(driver)) == 3
     assert by_id(driver, "wl-width-value").text == set_width  # the reader's window is kept
     assert csp_violations(driver) == []
+
+    film = np.asarray(Image.open(sorted((phantom_dir / "images").glob("*.png"))[9]).convert("L"))
+    dicom = write_dicom(
+        tmp_path / "film.dcm", film.astype(np.float64) * 16, WindowCenter="2400", WindowWidth="2800"
+    )
+    open_viewer(driver, base_url)
+    upload(driver, dicom)  # a film as a 12-bit DICOM with its own window, for the docs
+    assert by_id(driver, "query-caption").text.startswith("DICOM 64×64")
+    driver.execute_script("document.getElementById('query-figure').scrollIntoView()")
+    driver.save_screenshot(str(shots / "viewer-dicom.png"))
 
 
 def test_a_film_dropped_on_the_zone_is_searched(driver, base_url, phantom_dir) -> None:

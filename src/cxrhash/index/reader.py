@@ -18,6 +18,7 @@ from cxrhash.index.codes import check_packed
 from cxrhash.index.errors import HashIndexError
 from cxrhash.index.hits import SearchHit, hits_per_query
 from cxrhash.index.integrity import IntegrityReport
+from cxrhash.index.manifest import MANIFEST_NAME, read_manifest
 from cxrhash.index.meta import RowMeta
 from cxrhash.index.opening import IndexParts
 from cxrhash.index.rerank import (
@@ -156,6 +157,18 @@ class IndexReader:
         if stored_id not in found:
             return None
         return self._checked_meta.lookup(np.array([found[stored_id]], np.int64))[0]
+
+    def is_current(self) -> bool:
+        """Whether the index on disk is still the one this handle serves: ``False`` once
+        another process committed an add or a removal since it was opened (open the index
+        again to see it; this handle keeps serving its own committed state)."""
+        on_disk = read_manifest(self._path / MANIFEST_NAME)
+        mine = self._shards.manifest
+        return (on_disk.shards, on_disk.removed, on_disk.meta) == (
+            mine.shards,
+            mine.removed,
+            mine.meta,
+        )
 
     def verify(self) -> IntegrityReport:
         """Check everything: every shard's CRC-32s, every metadata block's SHA-256 (read

@@ -49,6 +49,7 @@ MAX_IMAGES = 256
 #: Longest patient id accepted (DICOM's PatientID is at most 64 characters).
 MAX_PATIENT_ID = 64
 _CHUNK = 1 << 20
+_BEARER = HTTPBearer(auto_error=False, description="the server's API token (--token-file)")
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (401, 403, 404, 409, 411, 413, 422, 429)
 }
@@ -312,11 +313,10 @@ def add_case_writes(
 def _token_dependency(api_token: bytes | None) -> Callable[..., None]:
     """The token check as a route dependency: documents the bearer scheme in the OpenAPI
     schema, and checks again what :class:`WriteGuard` checked before the body was read."""
-    bearer = HTTPBearer(auto_error=False, description="the server's API token (--token-file)")
 
     def require_token(
         request: Request,
-        _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+        _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     ) -> None:
         refusal = token_refusal(request.scope, api_token)
         if refusal is not None:

@@ -175,6 +175,18 @@ def test_refused_files_are_reported_and_the_others_added(index_dir: Path, new_fi
     assert client.get("/api/stats").json()["size"] == 121
 
 
+def test_the_upload_limit_covers_adds(index_dir: Path, new_films) -> None:
+    client = client_of(index_dir, max_upload_bytes=20_000)
+    film = new_films[8][0].read_bytes()
+    assert len(film) < 10_000
+    over = film + bytes(25_000 - len(film))  # past the file limit, within the body's framing
+    body = add(client, [("a.png", film, "No Finding"), ("b.png", over, "No Finding")]).json()
+    assert len(body["added"]) == 1 and body["refused"][0]["code"] == "upload_too_large"
+    many = [(f"{i}.png", film, "No Finding") for i in range(40)]  # over in total, framing too
+    assert_error(add(client, many), 413, "upload_too_large")
+    assert client.get("/api/stats").json()["size"] == 121
+
+
 def test_a_removed_case_is_gone(index_dir: Path, new_films, phantom_dir: Path) -> None:
     client = client_of(index_dir)
     data = new_films[6][0].read_bytes()
@@ -283,6 +295,7 @@ def test_commits_of_another_process_are_served_without_restart(
         index.remove([other.case_ids[0]])
     assert_error(client.get(f"/api/cases/{theirs}"), 404, "unknown_case")
     assert client.get("/api/stats").json()["size"] == 130
+    assert client.app.state.refresher.reopened == 2  # its add and removal; not our own add
 
 
 def test_the_token_file_must_be_private_and_long(

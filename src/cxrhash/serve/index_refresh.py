@@ -7,7 +7,9 @@ compares the manifest's ``stat`` (inode, size, mtime) with the one last seen, a 
 microseconds; only when it changed does the worker thread compare the manifest itself with
 the open handle's (:meth:`~cxrhash.index.reader.IndexReader.is_current`) and, when another
 process committed, open the index again and swap it in between two jobs. Opening reads
-only the committed state, so a reader never sees another process's half-written add.
+only the committed state, so a reader never sees another process's half-written add. The
+handle replaced is closed at the next swap, not at once: a job already bound to it (a route
+passes ``searcher.index.case`` to the worker) still finds it open, serving its last commit.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class IndexRefresher:
         self.index_dir = Path(index_dir)
         self.manifest = self.index_dir / MANIFEST_NAME
         self._seen = _stat_key(self.manifest)
+        self._retired: HashIndex | None = None
         self.reopened = 0
 
     def maybe_changed(self) -> bool:
@@ -67,7 +70,9 @@ class IndexRefresher:
             LOG.error("the index changed on disk but cannot be opened again: %s", err)
             return False
         self.searcher.index = new
-        old.close()
+        if self._retired is not None:
+            self._retired.close()
+        self._retired = old  # a job may hold it still (``_run(index.case, …)``): close it later
         self.reopened += 1
         LOG.info("index changed by another process: now %d films", len(new))
         return True

@@ -51,7 +51,7 @@ MAX_PATIENT_ID = 64
 _CHUNK = 1 << 20
 _BEARER = HTTPBearer(auto_error=False, description="the server's API token (--token-file)")
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (401, 403, 404, 409, 411, 413, 422, 429)
+    s: {"model": ErrorBody} for s in (401, 403, 404, 411, 413, 422, 429)
 }
 
 
@@ -99,7 +99,7 @@ class Pending:
     pixels: np.ndarray
 
 
-def findings_text(text: str, pathologies: list[str]) -> str:
+def parse_findings(text: str, pathologies: list[str]) -> str:
     """The stored findings of a ``|``-separated list of names (``Effusion|Mass``), in the
     model's order, or ``No Finding`` (alone); names match as ``data.labels`` normalises them.
 
@@ -197,7 +197,7 @@ class Adder:
         pathologies = [n for n in self.searcher.label_names if n != NO_FINDING]
         for i, upload in enumerate(images):
             try:
-                text = findings_text(findings[i], pathologies)
+                text = parse_findings(findings[i], pathologies)
                 digest, pixels, dicom_pid = _receive(
                     upload, self.searcher.image_size, self.max_bytes
                 )

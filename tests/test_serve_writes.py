@@ -4,18 +4,19 @@ during a bulk add, and commits of another process seen without a restart."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_dicom
+from conftest import build_phantom_index, write_dicom
 from fastapi.testclient import TestClient
 
-from cxrhash.config import make_config
 from cxrhash.data.dataset import CXRDataset
 from cxrhash.data.phantom import write_phantom_dataset
 from cxrhash.data.readers import open_dataset
@@ -23,7 +24,6 @@ from cxrhash.index.store import HashIndex
 from cxrhash.retrieve import build_index, findings_text
 from cxrhash.serve import create_app
 from cxrhash.serve.write_guard import TOKEN_ENV, TokenError, load_api_token
-from cxrhash.training.trainer import train
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -31,13 +31,12 @@ PHI = {"PatientName": "DOE^JANE", "PatientID": "MRN0012345"}
 
 
 @pytest.fixture(scope="module")
-def built(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(checkpoint, index of the 120 phantom films) of a tiny trained model."""
-    run = tmp_path_factory.mktemp("writes") / "run"
-    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), run, progress=False)
-    out = run.parent / "idx"
-    build_index(run / "best.pt", open_dataset(f"phantom:{phantom_dir}", 32), out, progress=False)
-    return run / "best.pt", out
+def built(
+    tiny_run: Path, phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """(checkpoint, index of the 120 phantom films) of the session's tiny trained model."""
+    out = build_phantom_index(tiny_run, phantom_dir, tmp_path_factory.mktemp("writes") / "idx")
+    return tiny_run / "best.pt", out
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +135,12 @@ def test_added_films_are_found_with_their_findings(
     assert {(r["image"], r["case_id"]) for r in again["already_present"]} == {
         (2 - i, c) for i, c in enumerate(ids)
     }
+    with HashIndex.open(index_dir) as index:  # the DICOM's own PatientID, as its pseudonym
+        patient = index.patient_hash(PHI["PatientID"])
+        own = index.patient_hash(f"unknown-sha256-{hashlib.sha256(films[2][1]).hexdigest()}")
+    with sqlite3.connect(index_dir / "meta.sqlite") as db:
+        stored = dict(db.execute("SELECT case_id, patient_hash FROM items").fetchall())
+    assert [stored[i] for i in ids] == [patient, patient, own]
     secrets = [*PHI.values(), "DOE", "JANE", "0012345"]
     seen = res.text + str(again) + caplog.text
     assert not [s for s in secrets if s in seen]

@@ -30,9 +30,9 @@ from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from cxrhash.data.files import is_dicom
-from cxrhash.data.images import ImageReadError, load_resized
+from cxrhash.data.images import ImageReadError
 from cxrhash.data.labels import NO_FINDING, normalize_label
+from cxrhash.data.uploads import load_upload
 from cxrhash.index.errors import ConcurrentWriteError, UnknownCaseIdError
 from cxrhash.retrieve import encode_images
 from cxrhash.serve.errors import ApiError
@@ -122,24 +122,10 @@ def parse_findings(text: str, pathologies: list[str]) -> str:
     return "|".join(p for p in pathologies if p in names)
 
 
-def _dicom_patient_id(path: Path) -> str | None:
-    """The PatientID of a DICOM upload (never logged), through the library's de-identifying
-    reader; ``None`` for another kind of file or until that reader is in this checkout."""
-    # The one call site of cxrhash.data.deidentify.dicom_patient_id (issue #13, being
-    # written): until it lands, a DICOM without an explicit patient id is its own patient.
-    try:
-        from cxrhash.data.deidentify import dicom_patient_id  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    if not is_dicom(path):
-        return None
-    found: str | None = dicom_patient_id(path)
-    return found
-
-
 def _receive(upload: UploadFile, size: int, max_bytes: int) -> tuple[str, np.ndarray, str | None]:
-    """``(sha256 hex, pixels, DICOM PatientID or None)`` of one uploaded file, read through a
-    private temporary file (mode 0600, removed after).
+    """``(sha256 hex, pixels, DICOM PatientID or None)`` of one uploaded file, read as a
+    search's upload is (:func:`cxrhash.data.uploads.load_upload`: content sniffed, a DICOM
+    header de-identified as read) through a private temporary file (mode 0600, removed after).
 
     Raises:
         Refused: over ``max_bytes`` or unreadable (the library's reason).
@@ -155,11 +141,13 @@ def _receive(upload: UploadFile, size: int, max_bytes: int) -> tuple[str, np.nda
                     raise Refused("upload_too_large", f"the file is over {max_bytes} bytes")
                 digest.update(chunk)
                 out.write(chunk)
+        if written == 0:
+            raise Refused("unreadable_image", "the uploaded file is empty")
         try:
-            pixels = load_resized(name, size)
+            film = load_upload(name, size)
         except ImageReadError as err:
             raise Refused("unreadable_image", err.reason) from err
-        return digest.hexdigest(), pixels, _dicom_patient_id(Path(name))
+        return digest.hexdigest(), film.image, film.patient_id
     finally:
         with suppress(FileNotFoundError):
             os.unlink(name)

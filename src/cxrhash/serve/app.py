@@ -134,7 +134,10 @@ def _add_routes(
         """The index (size, bits, backend, shards) and its model (id, image size, labels)."""
         return Stats(**searcher.stats(), serves_images=images.available)
 
-    @app.post("/api/search", responses={413: {"model": ErrorBody}, **_ERRORS})
+    @app.post(
+        "/api/search",
+        responses={413: {"model": ErrorBody}, 429: {"model": ErrorBody}, **_ERRORS},
+    )
     def search(
         request: Request,
         image: Annotated[UploadFile, File(description="one radiograph: PNG, JPEG, TIFF, DICOM")],

@@ -113,7 +113,7 @@ def backend_table() -> str:
         name = f"`{cls.name}`" + (" (default)" if cls.name == DEFAULT_BACKEND else "")
         exact = "yes, ties in database order" if cls.exact else "no (recall reported)"
         if cls.serves_shard:
-            shard = "yes"
+            shard = "yes: a copy of the shard in a server" if cls.needs_server else "yes"
         else:
             shard = "no: keeps its codes in a server" if cls.needs_server else "no"
         rows.append(f"| {name} | {exact} | {shard} | {cls.summary} |")

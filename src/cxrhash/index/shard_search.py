@@ -98,7 +98,7 @@ class ShardSearch:
                 backend.close()
             problems += diff.problems(backend.location)
             notes += diff.notes(backend.location) or [
-                f"{backend.location} holds the same {entry.rows - len(diff.removed)} codes"
+                f"{backend.location} holds the same {len(backend)} codes"
             ]
         return problems, notes
 

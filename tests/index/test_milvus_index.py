@@ -207,3 +207,41 @@ def test_the_server_answers_from_milvus_like_from_flat(
             assert answers[0] == answers[1] and len(answers[0]) == 25
     # the client was made on the server's search thread, the one that uses it
     assert threads and all(name.startswith("cxrhash-search") for name in threads)
+
+
+def test_each_shard_has_a_collection_and_results_equal_flat(lite: Path, tmp_path: Path):
+    rng = np.random.default_rng(4)
+    codes = np.packbits(rng.integers(0, 2, size=(130, 16)).astype(np.uint8), axis=1)
+    codes[60:90] = codes[0]  # a tie group across shards
+    made = []
+    for backend, params in (("milvus", {"uri": str(lite / "shards.db")}), ("flat", {})):
+        index = HashIndex.create(
+            tmp_path / backend,
+            16,
+            "m",
+            backend=backend,
+            backend_params=params,
+            shard_size=50,
+            source_names=True,
+        )
+        index.add(codes[:100], [f"c{i}" for i in range(100)], ["x"] * 100)
+        index.search_packed(codes[:1], 1)  # the backends are built, then brought up to date
+        index.add(codes[100:], [f"c{i}" for i in range(100, 130)], ["x"] * 30)
+        made.append(index)
+    try:
+        assert made[0].n_shards == 3
+        for k in (1, 40, 130):
+            got, want = (index.search_packed(codes[::7], k) for index in made)
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        for index in made:
+            index.close()
+    for shard, name in enumerate(("cxrhash", "cxrhash_s0001", "cxrhash_s0002")):
+        store = MilvusBackend(16, uri=str(lite / "shards.db"), collection=name, create=False)
+        try:
+            rows = np.arange(50 * shard, min(50 * shard + 50, 130))
+            np.testing.assert_array_equal(store.ids, rows)
+            np.testing.assert_array_equal(store.stored_codes(rows), codes[rows])
+        finally:
+            store.close()

@@ -122,8 +122,9 @@ def _unavailable(uri: str, timeout: float, err: Any) -> str:
             "start it or give the address of a running one (http://host:19530)"
         )
     return (
-        f"cannot open the Milvus Lite file at uri {uri!r} ({reason}); "
-        "give a .db path in an existing, writable folder"
+        f"cannot open the Milvus Lite file at uri {uri!r} ({reason}); it must be a .db path "
+        "in an existing, writable folder that no other process has open (a Lite file serves "
+        "one process at a time: stop a `cxrhash serve` on it first, or use a Milvus server)"
     )
 
 

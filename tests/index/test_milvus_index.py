@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,15 +21,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cxrhash.cli import app
-from cxrhash.config import make_config
 from cxrhash.index.backends import milvus as milvus_module
 from cxrhash.index.backends.milvus import MilvusBackend
 from cxrhash.index.errors import HashIndexError
 from cxrhash.index.store import HashIndex
 from cxrhash.serve import create_app
-from cxrhash.training.trainer import train
 
-pytestmark = pytest.mark.slow  # Milvus Lite's start and a tiny training: about a minute
+pytestmark = pytest.mark.slow  # Milvus Lite's start, four index runs: about 40 s
 
 runner = CliRunner()
 
@@ -48,13 +47,10 @@ def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def built(
-    lite: Path, phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
-    """A tiny model, then a milvus index (Lite file inside its folder) and a flat one, each
-    made from the database part first and the rest appended, through the CLI."""
-    run = tmp_path_factory.mktemp("run") / "run"
-    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), run, progress=False)
+def built(lite: Path, phantom_dir: Path, tiny_run: Path) -> dict[str, Any]:
+    """A milvus index (its Lite file inside its folder) and a flat one of the session's tiny
+    model, each made from the database part first and the rest appended, through the CLI."""
+    run = tiny_run
     idx, flat = lite / "idx", lite / "flat"
     milvus = ["--backend", "milvus", "--backend-param", f"uri={idx}/codes.db"]
     milvus += ["--backend-param", "collection=films"]
@@ -63,7 +59,7 @@ def built(
     for out, extra in ((idx, milvus), (flat, [])):
         outputs.append(ok([*base, "--part", "database", "--out", str(out), *extra]))
         outputs.append(ok([*base, "--out", str(out)]))  # appends what is new
-    return {"run": run, "idx": idx, "flat": flat, "log": Path(json.dumps(outputs))}
+    return {"run": run, "idx": idx, "flat": flat, "outputs": outputs}
 
 
 def ok(args: list[str]) -> str:
@@ -83,10 +79,12 @@ def fails(args: list[str]) -> str:
 
 
 def films(phantom_dir: Path, n: int) -> list[Path]:
+    """The first ``n`` phantom films."""
     return sorted((phantom_dir / "images").glob("*.png"))[:n]
 
 
-def search_json(index: Path, queries: list[Path], k: int) -> list[dict]:
+def search_json(index: Path, queries: list[Path], k: int) -> list[list[tuple[str, int, str]]]:
+    """``cxrhash search --json``: per query, its hits as (case id, distance, findings)."""
     out = ok(["search", *map(str, queries), "--index", str(index), "-k", str(k), "--json"])
     return [
         [(h["case_id"], h["distance"], h["findings"]) for h in entry["hits"]]
@@ -94,8 +92,8 @@ def search_json(index: Path, queries: list[Path], k: int) -> list[dict]:
     ]
 
 
-def test_cli_creates_appends_verifies_and_searches(built: dict[str, Path], phantom_dir: Path):
-    first, second, *_ = json.loads(str(built["log"]))
+def test_cli_creates_appends_verifies_and_searches(built: dict[str, Any], phantom_dir: Path):
+    first, second, *_ = built["outputs"]
     assert "added 25 images" in first and "holds 25" in first
     assert "added 95 images" in second and "25 already indexed" in second
     manifest = json.loads((built["idx"] / "index.json").read_text())
@@ -119,7 +117,7 @@ def test_cli_creates_appends_verifies_and_searches(built: dict[str, Path], phant
 
 
 def test_removed_rows_leave_the_collection_and_a_foreign_copy_is_refused(
-    built: dict[str, Path], lite: Path, phantom_dir: Path
+    built: dict[str, Any], lite: Path, phantom_dir: Path
 ):
     idx = lite / "copy"
     ok(
@@ -152,7 +150,7 @@ def test_removed_rows_leave_the_collection_and_a_foreign_copy_is_refused(
 
 
 def test_bad_settings_are_one_line_errors(
-    built: dict[str, Path], lite: Path, phantom_dir: Path, monkeypatch: pytest.MonkeyPatch
+    built: dict[str, Any], lite: Path, phantom_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     base = ["index", "--checkpoint", str(built["run"]), "--data", f"phantom:{phantom_dir}"]
     base += ["--backend", "milvus"]
@@ -180,7 +178,7 @@ def test_bad_settings_are_one_line_errors(
 
 
 def test_the_server_answers_from_milvus_like_from_flat(
-    built: dict[str, Path], phantom_dir: Path, monkeypatch: pytest.MonkeyPatch
+    built: dict[str, Any], phantom_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     threads: list[str] = []
     connect = milvus_module.connect

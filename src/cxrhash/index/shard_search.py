@@ -4,7 +4,9 @@ Each shard's backend (``DEFAULT_BACKEND`` unless another that ``serves_shard`` i
 chosen) is built from its shard's memory map at the first search after ``open`` or
 ``add`` (so bulk indexing never pays for it), or loaded from a file
 :meth:`ShardSearch.save` wrote beside the shard while that shard is unchanged. Removed
-rows are left out when a backend is built and dropped from the built ones. The per-shard
+rows are left out when a backend is built and dropped from the built ones. A backend that
+keeps its codes in a server (``milvus``) is instead the server's copy of the shard, checked
+and brought up to date when opened (:mod:`cxrhash.index.server_mirror`). The per-shard
 top-k are merged exactly by (distance, id) (:func:`merge_top_k`).
 """
 

@@ -64,7 +64,8 @@ class HammingBackend(ABC):
     #: Results equal the numpy reference, ties in id order (else approximate: recall reported).
     exact: ClassVar[bool]
     #: Can back one shard of a :class:`~cxrhash.index.store.HashIndex` (``cxrhash index
-    #: --backend``): built from the shard's codes in this process, saved beside it.
+    #: --backend``): built from the shard's codes in this process, saved beside it, or
+    #: (a :class:`ServerBackend`) a copy of them in a server, checked against the shard.
     serves_shard: ClassVar[bool] = True
     #: Keeps its codes in a server (or a server's file), not in this process.
     needs_server: ClassVar[bool] = False

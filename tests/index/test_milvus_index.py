@@ -175,6 +175,11 @@ def test_bad_settings_are_one_line_errors(
     assert "Milvus collection 'films'" in taken and "already holds 120 codes" in taken
     monkeypatch.setitem(sys.modules, "pymilvus", None)  # as if the extra were not installed
     assert 'pip install "cxrhash[milvus]"' in error("f", f"uri={lite}/f.db")
+    film = str(films(phantom_dir, 1)[0])
+    missing = fails(["search", film, "--index", str(built["idx"])])
+    assert missing == (  # the index is fine: not "index.json: bad search backend"
+        'error: the milvus backend needs pymilvus and milvus-lite: pip install "cxrhash[milvus]"'
+    )
 
 
 def test_the_server_answers_from_milvus_like_from_flat(

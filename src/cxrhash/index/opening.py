@@ -169,7 +169,7 @@ def open_parts(
         params = check_shard_backend(name, manifest.bits, {**base, **(backend_params or {})})
     except ValueError as err:
         meta.close()
-        if isinstance(err, IndexCorruptError):
+        if isinstance(err, IndexCorruptError | ImportError):  # ImportError: an extra is missing
             raise
         if backend is None and backend_params is None:
             raise IndexCorruptError(f"{manifest_path}: bad search backend: {err}") from err

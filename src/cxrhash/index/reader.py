@@ -175,9 +175,20 @@ class IndexReader:
         again, whatever was checked before) and the ``deleted`` flags against the manifest.
 
         Corruption is listed in the report's ``problems``, not raised, so that one run
-        names every damaged file and block.
+        names every damaged file and block. A backend that keeps its codes in a server
+        (``milvus``) has its copy compared with the shards too: ids or codes that are not
+        the index's are problems, rows not sent yet are notes.
         """
-        return verify_index(self._path, self._shards, self._meta)
+        report = verify_index(self._path, self._shards, self._meta)
+        problems, notes = self._shard_search.mirror_report()
+        report.problems += problems
+        report.notes += notes
+        return report
+
+    def sync_backends(self) -> None:
+        """Bring the search backends up to date with every committed row now instead of at
+        the next search; a server backend (``milvus``) is sent the new codes and flushed."""
+        self._shard_search.sync()
 
     def save_backends(self) -> list[Path]:
         """Save each shard's search backend beside it, for later opens to load, not rebuild.

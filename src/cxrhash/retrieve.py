@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.images import ImageReadError, load_resized
 from cxrhash.encode import iter_encoded_batches
+from cxrhash.index.backends import BACKENDS
 from cxrhash.index.codes import pack_codes
 from cxrhash.index.durable import write_json_atomic
 from cxrhash.index.reader import IndexReader
@@ -96,6 +97,8 @@ def build_index(
     match. An index with a float store gets the float rows of every film added.
     ``keep_source_names`` (also fixed at creation; default no) stores case ids and
     source paths as given instead of keyed pseudonyms (:mod:`cxrhash.index.pseudonyms`).
+    A backend that keeps its codes in a server (``milvus``) is reached before encoding and
+    sent the new codes at the end.
     """
     model, payload = load_model(checkpoint)
     config = payload["config"]
@@ -114,6 +117,9 @@ def build_index(
             index_dir / MODEL_REF,
             {"checkpoint": str(Path(payload["path"]).resolve()), "model_id": payload["model_id"]},
         )
+        mirrored = BACKENDS.get(index.backend).needs_server
+        if mirrored:  # reach the server (and check its copy) before encoding, not after
+            index.sync_backends()
         present = index.contains(dataset.case_ids)
         todo = [i for i, p in enumerate(present) if not p]
         report = IndexReport(added=0, already_indexed=len(dataset) - len(todo))
@@ -132,6 +138,8 @@ def build_index(
                 commit_every=commit_every,
             )
             report.seconds = time.perf_counter() - t0
+        if mirrored:
+            index.sync_backends()
         report.total = len(index)
     for s in report.skipped:
         LOG.warning("not indexed, unreadable: %s: %s", s.path or s.case_id, s.reason)

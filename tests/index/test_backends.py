@@ -31,7 +31,8 @@ from cxrhash.index.backends import (
     load_backend,
     tie_aware_recall,
 )
-from cxrhash.index.backends.milvus import CollectionMismatchError, _normalise_uri
+from cxrhash.index.backends.milvus import CollectionMismatchError
+from cxrhash.index.backends.milvus_client import normalise_uri
 from cxrhash.index.backends.synthetic import clustered_codes, uniform_codes
 from cxrhash.index.codes import hamming_distances, hamming_rank
 
@@ -490,8 +491,8 @@ def test_milvus_load_checks_the_collection(config, tmp_path: Path) -> None:
 
 def test_milvus_uri_forms(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert _normalise_uri("codes.db") == str(tmp_path.resolve() / "codes.db")
-    assert _normalise_uri("http://milvus:19530") == "http://milvus:19530"
+    assert normalise_uri("codes.db") == str(tmp_path.resolve() / "codes.db")
+    assert normalise_uri("http://milvus:19530") == "http://milvus:19530"
     with pytest.raises(ValueError, match="ending in .db or a server address"):
         MilvusBackend(BITS, uri="codes.sqlite")
 

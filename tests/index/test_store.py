@@ -135,7 +135,7 @@ def test_open_with_another_backend_for_this_session(tmp_path: Path) -> None:
     )
     other.close()
     assert json.loads((tmp_path / "idx" / "index.json").read_text())["backend"]["name"] == "flat"
-    with pytest.raises(ValueError, match="milvus.*cannot serve"):
+    with pytest.raises(ValueError, match="milvus backend needs a uri"):
         HashIndex.open(tmp_path / "idx", backend="milvus")
 
 
@@ -420,6 +420,36 @@ def test_removed_items_never_come_back(tmp_path: Path, backend: str) -> None:
     check(index)
     index.close()
     check(HashIndex.open(tmp_path / "idx"))
+
+
+def test_remove_stored_takes_the_pseudonyms_a_search_answers(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    codes, ids, findings, _ = _batch(rng, 0, 10)
+    index = HashIndex.create(tmp_path / "idx", BITS, "m")  # pseudonymous case ids
+    index.add(codes, ids, findings)
+    (hit,) = index.search(codes[3], 1)[0]
+    assert hit.case_id == index.stored_case_id(ids[3]) != ids[3]
+    with pytest.raises(UnknownCaseIdError):
+        index.remove_stored([ids[3]])  # the source id is not what the index stores
+    assert index.remove_stored([hit.case_id]) == 1
+    assert index.contains([ids[3]]) == [False] and len(index) == 9
+    assert hit.case_id not in {h.case_id for h in index.search(codes[3], 10)[0]}
+    with pytest.raises(UnknownCaseIdError, match="removed already"):
+        index.remove_stored([hit.case_id])
+
+
+def test_is_current_until_another_handle_commits(tmp_path: Path) -> None:
+    index, codes, ids = _filled(tmp_path, n=10)
+    other = HashIndex.open(tmp_path / "idx")
+    assert index.is_current() and other.is_current()
+    index.add(codes[:1], ["new-1"], ["f"])  # its own commit keeps a handle current
+    assert index.is_current() and not other.is_current()
+    reopened = HashIndex.open(tmp_path / "idx")
+    assert reopened.is_current() and len(reopened) == 11
+    reopened.remove(["c00002"])
+    assert not index.is_current() and len(index) == 11  # still serves its own commit
+    for ix in (index, other, reopened):
+        ix.close()
 
 
 def test_remove_errors_and_re_adding_a_removed_case(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_upload_mb: Annotated[
-        float, typer.Option(help="Largest uploaded film in MiB (413 past it).")
+        float, typer.Option(help="Largest upload in MiB: one film, or all films of one add (413).")
     ] = 50,
     images: Annotated[
         str | None,
@@ -33,6 +33,17 @@ def serve(
             "--keep-source-names."
         ),
     ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the API token that adding and removing cases need (mode 600; "
+            "else $CXRHASH_API_TOKEN; neither: writes are disabled)."
+        ),
+    ] = None,
+    uploads_per_minute: Annotated[
+        int,
+        typer.Option(help="Uploads (searches and adds) per client and minute; 0: no limit."),
+    ] = 120,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
 ) -> None:
     """Serve the retrieval API (docs/service.md): health, stats, search by upload, cases."""
@@ -40,13 +51,25 @@ def serve(
     import uvicorn
 
     from cxrhash.serve import create_app
+    from cxrhash.serve.write_guard import load_api_token
 
     if max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    if uploads_per_minute < 0:
+        raise ValueError(f"--uploads-per-minute must be 0 or more, got {uploads_per_minute}")
+    token = load_api_token(token_file)
     app = create_app(
-        index, checkpoint, max_upload_bytes=int(max_upload_mb * 1024 * 1024), images=images
+        index,
+        checkpoint,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        images=images,
+        api_token=token,
+        upload_rate=f"{uploads_per_minute}/minute" if uploads_per_minute else None,
     )
-    console.print(f"serving {index}: viewer http://{host}:{port}/, API /api, its docs /docs")
+    writes = "enabled (API token)" if token else "disabled (no --token-file)"
+    console.print(
+        f"serving {index}: viewer http://{host}:{port}/, API /api (docs: /docs); writes {writes}"
+    )
     # uvicorn's access log would print each request's path (a case id): ours logs the route.
     uvicorn.run(
         app, host=host, port=port, access_log=False, log_level="info" if verbose else "warning"

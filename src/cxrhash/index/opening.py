@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cxrhash.index.backends import check_shard_backend
+from cxrhash.index.backends import BACKENDS, check_shard_backend
+from cxrhash.index.backends.base import ServerBackend
 from cxrhash.index.checked_meta import check_removal_flags
 from cxrhash.index.codes import code_bytes
 from cxrhash.index.errors import (
@@ -85,6 +86,7 @@ def create_parts(path: Path, settings: Settings, pseudonymizer: Pseudonymizer | 
     check_empty(path, had_lock, clean=False)  # before leaving a lock file in a user's folder
     with write_lock(path, "creating or writing"):
         check_empty(path, had_lock, clean=True)
+        _reach_server(settings, params)
         meta = MetaStore.create(path / META_NAME)
         manifest = _empty_manifest(settings, params, pseudonymizer.key_id)
         shards = ShardStore.create(path, manifest)  # the manifest is written last
@@ -97,6 +99,26 @@ def create_parts(path: Path, settings: Settings, pseudonymizer: Pseudonymizer | 
         path,
     )
     return IndexParts(path, shards, meta, settings.backend, params, pseudonymizer)
+
+
+def _reach_server(settings: Settings, params: dict[str, Any]) -> None:
+    """For a backend that keeps its codes in a server: connect once (making the first
+    shard's store), so a bad address, or a store already holding codes (another index's),
+    fails before the index exists. Inside the folder's lock and after its emptiness check,
+    because a Milvus Lite file may live in the folder."""
+    cls = BACKENDS.get(settings.backend)
+    if not issubclass(cls, ServerBackend):
+        return
+    backend = cls(settings.bits, **cls.shard_params(params, 0))
+    try:
+        if len(backend):
+            raise IndexExistsError(
+                f"{backend.location} already holds {len(backend)} codes (another index's?); "
+                "a new index needs a store of its own: choose another collection, or drop "
+                "that one"
+            )
+    finally:
+        backend.close()
 
 
 def _empty_manifest(settings: Settings, params: dict[str, Any], key_id: str) -> Manifest:
@@ -147,7 +169,7 @@ def open_parts(
         params = check_shard_backend(name, manifest.bits, {**base, **(backend_params or {})})
     except ValueError as err:
         meta.close()
-        if isinstance(err, IndexCorruptError):
+        if isinstance(err, IndexCorruptError | ImportError):  # ImportError: an extra is missing
             raise
         if backend is None and backend_params is None:
             raise IndexCorruptError(f"{manifest_path}: bad search backend: {err}") from err

@@ -18,6 +18,7 @@ from cxrhash.index.codes import check_packed
 from cxrhash.index.errors import HashIndexError
 from cxrhash.index.hits import SearchHit, hits_per_query
 from cxrhash.index.integrity import IntegrityReport
+from cxrhash.index.manifest import MANIFEST_NAME, read_manifest
 from cxrhash.index.meta import RowMeta
 from cxrhash.index.opening import IndexParts
 from cxrhash.index.rerank import (
@@ -157,14 +158,37 @@ class IndexReader:
             return None
         return self._checked_meta.lookup(np.array([found[stored_id]], np.int64))[0]
 
+    def is_current(self) -> bool:
+        """Whether the index on disk is still the one this handle serves: ``False`` once
+        another process committed an add or a removal since it was opened (open the index
+        again to see it; this handle keeps serving its own committed state)."""
+        on_disk = read_manifest(self._path / MANIFEST_NAME)
+        mine = self._shards.manifest
+        return (on_disk.shards, on_disk.removed, on_disk.meta) == (
+            mine.shards,
+            mine.removed,
+            mine.meta,
+        )
+
     def verify(self) -> IntegrityReport:
         """Check everything: every shard's CRC-32s, every metadata block's SHA-256 (read
         again, whatever was checked before) and the ``deleted`` flags against the manifest.
 
         Corruption is listed in the report's ``problems``, not raised, so that one run
-        names every damaged file and block.
+        names every damaged file and block. A backend that keeps its codes in a server
+        (``milvus``) has its copy compared with the shards too: ids or codes that are not
+        the index's are problems, rows not sent yet are notes.
         """
-        return verify_index(self._path, self._shards, self._meta)
+        report = verify_index(self._path, self._shards, self._meta)
+        problems, notes = self._shard_search.mirror_report()
+        report.problems += problems
+        report.notes += notes
+        return report
+
+    def sync_backends(self) -> None:
+        """Bring the search backends up to date with every committed row now instead of at
+        the next search; a server backend (``milvus``) is sent the new codes and flushed."""
+        self._shard_search.sync()
 
     def save_backends(self) -> list[Path]:
         """Save each shard's search backend beside it, for later opens to load, not rebuild.

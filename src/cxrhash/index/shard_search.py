@@ -4,7 +4,9 @@ Each shard's backend (``DEFAULT_BACKEND`` unless another that ``serves_shard`` i
 chosen) is built from its shard's memory map at the first search after ``open`` or
 ``add`` (so bulk indexing never pays for it), or loaded from a file
 :meth:`ShardSearch.save` wrote beside the shard while that shard is unchanged. Removed
-rows are left out when a backend is built and dropped from the built ones. The per-shard
+rows are left out when a backend is built and dropped from the built ones. A backend that
+keeps its codes in a server (``milvus``) is instead the server's copy of the shard, checked
+and brought up to date when opened (:mod:`cxrhash.index.server_mirror`). The per-shard
 top-k are merged exactly by (distance, id) (:func:`merge_top_k`).
 """
 
@@ -18,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from cxrhash.index.backends import HammingBackend, create_backend, load_backend
+from cxrhash.index.backends import BACKENDS, HammingBackend, create_backend, load_backend
+from cxrhash.index.backends.base import ServerBackend
 from cxrhash.index.durable import write_json_atomic
 from cxrhash.index.errors import HashIndexError
 from cxrhash.index.manifest import ShardEntry
+from cxrhash.index.server_mirror import bring_up_to_date, compare
 from cxrhash.index.shards import ShardStore
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +48,8 @@ class ShardSearch:
         self._shards = shards
         self._backends: list[HammingBackend] = []  # one per shard, built by _synced
         self._done: list[int] = []  # rows of each shard already in its backend
+        cls = BACKENDS.get(name)
+        self._server = cls if issubclass(cls, ServerBackend) else None
 
     def search(self, queries: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
         """Q×``keep`` ``(rows, distances)`` of checked packed ``queries`` over every shard,
@@ -61,9 +67,50 @@ class ShardSearch:
             if len(mine):
                 backend.remove(mine)
 
+    def sync(self) -> None:
+        """Bring every shard's backend up to date now, and for a backend that keeps its
+        codes in a server, make them durable there (``cxrhash index`` ends with this)."""
+        for backend in self._synced():
+            if isinstance(backend, ServerBackend):
+                backend.persist()
+
+    def mirror_report(self) -> tuple[list[str], list[str]]:
+        """For a backend that keeps its codes in a server: ``(problems, notes)`` of its copy
+        of each shard against the shard, read without writing; nothing for the others.
+
+        Raises:
+            MilvusUnavailableError (a ``ValueError``): the server does not answer.
+        """
+        problems: list[str] = []
+        notes: list[str] = []
+        if self._server is None:
+            return problems, notes
+        size = self._shards.manifest.shard_size
+        for s, entry in enumerate(self._shards.manifest.shards):
+            backend = self._open_server(s)
+            try:
+                lo = s * size
+                diff = compare(
+                    backend,
+                    lo,
+                    self._shards.shard_codes(s),
+                    self._removed_in(lo, lo + entry.rows),
+                )
+            finally:
+                backend.close()
+            problems += diff.problems(backend.location)
+            notes += diff.notes(backend.location) or [
+                f"{backend.location} holds the same {len(backend)} codes"
+            ]
+        return problems, notes
+
     def save(self) -> list[Path]:
         """Save each shard's backend beside it (``shards/NNNN.<backend>.npz`` and a ``.json``
-        sidecar with the shard's committed rows and CRC-32) and return the ``.npz`` paths."""
+        sidecar with the shard's committed rows and CRC-32) and return the ``.npz`` paths.
+        A backend that keeps its codes in a server is made durable there instead (no file)."""
+        if self._server is not None:
+            self.sync()
+            return []
         written = []
         for s, backend in enumerate(self._synced()):
             target = self._saved_path(s)
@@ -73,8 +120,12 @@ class ShardSearch:
         return written
 
     def close(self) -> None:
-        """Drop the backends built so far (the next search builds them again)."""
-        self._backends, self._done = [], []
+        """Drop the backends built so far (the next search builds them again), closing
+        their connections to a server."""
+        backends, self._backends, self._done = self._backends, [], []
+        for backend in backends:
+            if isinstance(backend, ServerBackend):
+                backend.close()
 
     def _synced(self) -> list[HammingBackend]:
         """Every shard's backend, after adding the rows committed since it was last brought up
@@ -102,7 +153,25 @@ class ShardSearch:
         return self._backends
 
     def _add_backend(self, s: int, entry: ShardEntry) -> None:
-        """Shard ``s``'s backend: the saved one if it fits, else an empty one to fill."""
+        """Shard ``s``'s backend: the saved one if it fits, else an empty one to fill; for a
+        backend that keeps its codes in a server, its store, checked and brought up to date."""
+        if self._server is not None:
+            backend = self._open_server(s)
+            lo = s * self._shards.manifest.shard_size
+            try:
+                bring_up_to_date(
+                    backend,
+                    lo,
+                    self._shards.shard_codes(s),
+                    self._removed_in(lo, lo + entry.rows),
+                    f"{backend.location} (the search backend of {self.path / entry.file})",
+                )
+            except BaseException:
+                backend.close()
+                raise
+            self._backends.append(backend)
+            self._done.append(entry.rows)
+            return
         saved = self._load_saved(s, entry)
         if saved is None:
             self._backends.append(
@@ -112,6 +181,12 @@ class ShardSearch:
         else:
             self._backends.append(saved)
             self._done.append(entry.rows)
+
+    def _open_server(self, s: int) -> ServerBackend:
+        """Shard ``s``'s store in the server (created if missing), holding what it holds."""
+        assert self._server is not None
+        params = self._server.shard_params(self.params, s)
+        return self._server(self._shards.manifest.bits, **params)
 
     def _removed_in(self, lo: int, hi: int) -> np.ndarray:
         """The removed rows in ``[lo, hi)``, ascending."""

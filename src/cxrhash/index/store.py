@@ -305,7 +305,20 @@ class HashIndex(IndexReader):
         reject_repeats(ids, "in the removal")
         if not ids:
             return 0
-        rows = self._writer.remove(ids, self._stored_ids(ids))
+        return self._remove(ids, self._stored_ids(ids))
+
+    def remove_stored(self, stored_ids: Sequence[str]) -> int:
+        """:meth:`remove` by the ids the index stores and :meth:`search` returns (pseudonyms,
+        or source ids in an index keeping source names): what a client of a search holds.
+        Needs no pseudonym key. Raises as :meth:`remove`."""
+        ids = [str(c) for c in stored_ids]
+        reject_repeats(ids, "in the removal")
+        if not ids:
+            return 0
+        return self._remove(ids, ids)
+
+    def _remove(self, case_ids: list[str], stored_ids: list[str]) -> int:
+        rows = self._writer.remove(case_ids, stored_ids)
         self._shard_search.drop(rows)
         LOG.info("removed %d cases from %s", len(rows), self._path)
         return len(rows)

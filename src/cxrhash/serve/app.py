@@ -1,7 +1,8 @@
 """``create_app``: the retrieval API over one index and the model it was made with.
 
 Routes: ``GET /api/health``, ``GET /api/stats``, ``POST /api/search`` (one film, multipart
-field ``image``), ``GET /api/cases/{case_id}``. Errors are JSON (:mod:`.errors`); each
+field ``image``), ``GET /api/cases/{case_id}``; with a token, ``POST /api/cases`` and
+``DELETE /api/cases/{case_id}`` (:mod:`.case_writes`). Errors are JSON (:mod:`.errors`); each
 answer carries ``X-Request-ID`` (:mod:`.middleware`). No CORS: the API answers its own
 origin only (docs/service.md).
 """
@@ -25,17 +26,24 @@ from cxrhash.data.labels import NO_FINDING
 from cxrhash.data.uploads import Upload, load_upload
 from cxrhash.serve.answers import SearchRequest, search_depth, search_result
 from cxrhash.serve.case_images import CaseImages, map_dataset
+from cxrhash.serve.case_writes import DEFAULT_COMMIT_EVERY, add_case_writes
 from cxrhash.serve.errors import ApiError, install_error_handlers
 from cxrhash.serve.middleware import MULTIPART_OVERHEAD, RequestGuard
-from cxrhash.serve.schemas import Case, ErrorBody, Health, SearchResult, Stats
+from cxrhash.serve.schemas import (
+    CASE_ID_MAX,
+    CASE_ID_PATTERN,
+    Case,
+    ErrorBody,
+    Health,
+    SearchResult,
+    Stats,
+)
 from cxrhash.serve.searcher import Searcher
 from cxrhash.serve.viewer import mount_viewer
+from cxrhash.serve.write_guard import DEFAULT_UPLOAD_RATE
 
 LOG = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-#: What a case id may be: a pseudonym (``c-`` + hex) or a source name without a path.
-CASE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-CASE_ID_MAX = 128
 _CHUNK = 1 << 20
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
@@ -50,11 +58,17 @@ def create_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     images: str | None = None,
+    api_token: bytes | None = None,
+    upload_rate: str | None = DEFAULT_UPLOAD_RATE,
+    commit_every: int = DEFAULT_COMMIT_EVERY,
 ) -> FastAPI:
     """The API over the index at ``index_dir``, searched with ``checkpoint`` (default: the
     one its ``model.json`` names). The model and the index are loaded now, once.
     ``images``: the dataset spec the index was made from, to show its films
     (:mod:`.case_images`; needs the pseudonym key of a pseudonymous index).
+    ``api_token`` enables adding and removing cases (:mod:`.case_writes`; ``None``: they
+    answer 403); ``upload_rate`` limits the uploads of each client (limits notation,
+    ``"120/minute"``; ``None``: no limit); an add commits ``commit_every`` films at a time.
 
     Raises:
         FileNotFoundError, CheckpointError, HashIndexError: no such index or checkpoint,
@@ -86,10 +100,23 @@ def create_app(
     app.state.searcher = searcher
     app.state.max_upload_bytes = max_upload_bytes
     install_error_handlers(app)
-    app.add_middleware(
+    try:
+        add_case_writes(
+            app,
+            searcher,
+            Path(index_dir),
+            api_token=api_token,
+            upload_rate=upload_rate,
+            max_upload_bytes=max_upload_bytes,
+            commit_every=commit_every,
+        )
+    except BaseException:
+        searcher.close()
+        raise
+    app.add_middleware(  # the outermost layer: added last
         RequestGuard,
         max_body_bytes=max_upload_bytes + MULTIPART_OVERHEAD,
-        upload_paths=("/api/search",),
+        upload_paths=("/api/search", "/api/cases"),
     )
     _add_routes(app, searcher, case_images, max_upload_bytes)
     mount_viewer(app)
@@ -109,7 +136,10 @@ def _add_routes(
         """The index (size, bits, backend, shards) and its model (id, image size, labels)."""
         return Stats(**searcher.stats(), serves_images=images.available)
 
-    @app.post("/api/search", responses={413: {"model": ErrorBody}, **_ERRORS})
+    @app.post(
+        "/api/search",
+        responses={413: {"model": ErrorBody}, 429: {"model": ErrorBody}, **_ERRORS},
+    )
     def search(
         request: Request,
         image: Annotated[UploadFile, File(description="one radiograph: PNG, JPEG, TIFF, DICOM")],

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+#: What a case id may be: a pseudonym (``c-`` + hex) or a source name without a path.
+CASE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+CASE_ID_MAX = 128
+
 
 class Health(BaseModel):
     """``GET /api/health``."""

@@ -64,7 +64,8 @@ class HammingBackend(ABC):
     #: Results equal the numpy reference, ties in id order (else approximate: recall reported).
     exact: ClassVar[bool]
     #: Can back one shard of a :class:`~cxrhash.index.store.HashIndex` (``cxrhash index
-    #: --backend``): built from the shard's codes in this process, saved beside it.
+    #: --backend``): built from the shard's codes in this process, saved beside it, or
+    #: (a :class:`ServerBackend`) a copy of them in a server, checked against the shard.
     serves_shard: ClassVar[bool] = True
     #: Keeps its codes in a server (or a server's file), not in this process.
     needs_server: ClassVar[bool] = False
@@ -72,11 +73,26 @@ class HammingBackend(ABC):
     summary: ClassVar[str]
     #: Parameters that only affect search, so ``load`` may change them.
     search_params: ClassVar[frozenset[str]] = frozenset()
+    #: Constructor keywords that are not a user's choice (left out of help and indexes).
+    internal_params: ClassVar[frozenset[str]] = frozenset()
+    #: Parameters an index on this backend must be given (a server's address).
+    required_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, bits: int) -> None:
         self.bits = int(bits)
         self.code_bytes = code_bytes(self.bits)
         self._ids = np.empty(0, dtype=np.int64)  # every stored id, ascending
+
+    @classmethod
+    def check_params(cls, bits: int, params: dict[str, Any]) -> dict[str, Any]:
+        """The full parameters (defaults filled in) of a backend of ``bits``-bit codes made
+        with ``params``, checked; this default builds an empty one to ask it.
+
+        Raises:
+            TypeError: an unknown parameter.
+            ValueError: a bad value.
+        """
+        return dict(cls(bits, **params).params)
 
     # ------------------------------------------------------------------ public API
 
@@ -301,6 +317,40 @@ class HammingBackend(ABC):
             raise ValueError("stored ids are negative or repeat")
         self._ids = ordered
         return ordered
+
+
+class ServerBackend(HammingBackend):
+    """A backend that keeps its codes in a server, where they outlive this process.
+
+    Creating one adopts the codes its store already holds, so an index that mirrors its
+    shards there (:mod:`cxrhash.index.shard_search`) checks that copy against the shards
+    with :meth:`stored_codes` and sends only what is missing.
+    """
+
+    needs_server = True
+
+    @classmethod
+    @abstractmethod
+    def shard_params(cls, params: dict[str, Any], shard: int) -> dict[str, Any]:
+        """The parameters of the store of shard number ``shard`` of an index whose
+        backend has ``params`` (each shard needs a store of its own)."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the codes are, for messages (e.g. a collection and its server)."""
+
+    @abstractmethod
+    def stored_codes(self, ids: np.ndarray) -> np.ndarray:
+        """The packed codes the server holds under ``ids`` (stored ids), in that order."""
+
+    @abstractmethod
+    def persist(self) -> None:
+        """Make every write so far durable in the server."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection (the codes stay in the server)."""
 
 
 BACKENDS: Registry[type[HammingBackend]] = Registry("Hamming backend")

@@ -58,10 +58,9 @@ def check_shard_backend(name: str, bits: int, params: dict[str, Any] | None) -> 
             f"{', '.join(shard_backends)}"
         )
     try:
-        probe = BACKENDS.get(name)(bits, **(params or {}))
+        return BACKENDS.get(name).check_params(bits, dict(params or {}))
     except TypeError as err:
         raise ValueError(f"bad parameters for the {name} backend: {err}") from err
-    return dict(probe.params)
 
 
 def backend_help() -> str:
@@ -78,10 +77,11 @@ def backend_params_help() -> str:
     their defaults, read from its constructor."""
     described = []
     for cls in backend_classes(serves_shard=True):
+        required = [f"{key}=… (required)" for key in cls.required_params]
         params = default_params(cls)
-        if params:
-            shown = ", ".join(f"{key}={json.dumps(value)}" for key, value in params.items())
-            described.append(f"{cls.name}: {shown}")
+        if params or required:
+            shown = [f"{key}={json.dumps(value)}" for key, value in params.items()]
+            described.append(f"{cls.name}: {', '.join(required + shown)}")
     return (
         "KEY=VALUE parameter of the backend of a new index (repeatable; JSON values). "
         "Parameters and their defaults: " + "; ".join(described) + "."
@@ -89,12 +89,17 @@ def backend_params_help() -> str:
 
 
 def default_params(cls: type[HammingBackend]) -> dict[str, Any]:
-    """The keyword parameters of ``cls``'s constructor and their defaults."""
+    """The keyword parameters of ``cls``'s constructor a user may set, and their defaults
+    (a parameter the backend needs in an index, such as milvus's ``uri``, is left out:
+    ``required_params``)."""
     signature = inspect.signature(cls.__init__)
     return {
         p.name: p.default
         for p in signature.parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
+        if p.kind is p.KEYWORD_ONLY
+        and p.default is not p.empty
+        and p.name not in cls.internal_params
+        and p.name not in cls.required_params
     }
 
 
@@ -108,7 +113,7 @@ def backend_table() -> str:
         name = f"`{cls.name}`" + (" (default)" if cls.name == DEFAULT_BACKEND else "")
         exact = "yes, ties in database order" if cls.exact else "no (recall reported)"
         if cls.serves_shard:
-            shard = "yes"
+            shard = "yes: a copy of the shard in a server" if cls.needs_server else "yes"
         else:
             shard = "no: keeps its codes in a server" if cls.needs_server else "no"
         rows.append(f"| {name} | {exact} | {shard} | {cls.summary} |")

@@ -37,12 +37,10 @@ count.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
-import uuid
-import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -51,16 +49,23 @@ from cxrhash.index.backends.base import (
     BACKENDS,
     BackendError,
     DuplicateIdError,
-    HammingBackend,
     IndexFileError,
+    ServerBackend,
+    as_ids,
     few,
 )
+from cxrhash.index.backends.milvus_client import (
+    DEFAULT_TIMEOUT,
+    MAX_TOPK,
+    check_installed,
+    check_values,
+    connect,
+    normalise_uri,
+)
 
-MAX_TOPK = 16_384  # Milvus's limit on topk, nq and a query's result window
 INSERT_BATCH = 10_000
 ID_BATCH = 4_096  # ids per ``id in [...]`` query or delete
 RESULT_BUDGET = 1 << 20  # hits per search request, well under the 64 MB message cap
-_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 _BITS_TAG = re.compile(r"\bbits=(\d+)\b")
 
 
@@ -69,7 +74,7 @@ class CollectionMismatchError(BackendError):
 
 
 @BACKENDS.register("milvus")
-class MilvusBackend(HammingBackend):
+class MilvusBackend(ServerBackend):
     """Exact search in Milvus (BIN_FLAT, HAMMING) with ties in id order.
 
     Opening a collection that exists adopts its items (their ids are read
@@ -82,19 +87,20 @@ class MilvusBackend(HammingBackend):
         slack: extra hits asked for beyond k, so most boundaries are seen whole.
         max_limit: largest ``limit`` per search (Milvus's topk cap); also the
             id-chunk size of the boundary walk.
+        timeout: seconds to wait for the server to answer when connecting.
         create: create the collection when missing (``load`` passes False).
     """
 
     name = "milvus"
     exact = True
-    serves_shard = False  # the collection is its own store: it cannot back a shard's file
-    needs_server = True
     summary = (
-        "a Milvus collection (`BIN_FLAT`, `HAMMING`) on a server or in a Milvus Lite file; "
-        "needs the `milvus` extra (`docs/milvus.md`)"
+        "a Milvus collection (`BIN_FLAT`, `HAMMING`) on a server or in a Milvus Lite file, "
+        "mirroring the index's codes; needs the `milvus` extra and a `uri` (`docs/milvus.md`)"
     )
     # Also ``uri``: the same server may be reached under another address, or a Lite file moved.
-    search_params = frozenset({"slack", "max_limit", "uri"})
+    search_params = frozenset({"slack", "max_limit", "uri", "timeout"})
+    internal_params = frozenset({"create"})
+    required_params = ("uri",)
 
     def __init__(
         self,
@@ -104,15 +110,15 @@ class MilvusBackend(HammingBackend):
         collection: str = "cxrhash",
         slack: int = 16,
         max_limit: int = MAX_TOPK,
+        timeout: float = DEFAULT_TIMEOUT,
         create: bool = True,
     ) -> None:
         super().__init__(bits)
-        if int(slack) < 0 or not 1 <= int(max_limit) <= MAX_TOPK:
-            raise ValueError(f"need slack >= 0 and 1 <= max_limit <= {MAX_TOPK}")
-        self.uri = _normalise_uri(uri)
+        check_values(collection, slack, max_limit, timeout)
+        self.uri = normalise_uri(uri)
         self.collection = collection
-        self.slack, self.max_limit = int(slack), int(max_limit)
-        self._client = _connect(self.uri)
+        self.slack, self.max_limit, self.timeout = int(slack), int(max_limit), float(timeout)
+        self._client = connect(self.uri, self.timeout)
         try:
             if self._client.has_collection(collection):
                 self._attach()
@@ -131,7 +137,81 @@ class MilvusBackend(HammingBackend):
             "collection": self.collection,
             "slack": self.slack,
             "max_limit": self.max_limit,
+            "timeout": self.timeout,
         }
+
+    @classmethod
+    def check_params(cls, bits: int, params: dict[str, Any]) -> dict[str, Any]:
+        """The full parameters for ``params``, checked without connecting to Milvus.
+
+        Raises:
+            TypeError: an unknown parameter (or ``create``, which is not a choice).
+            ValueError: no ``uri``, or a bad value.
+            MilvusNotInstalledError: the ``milvus`` extra is missing.
+        """
+        internal = sorted(cls.internal_params & set(params))
+        if internal:
+            raise TypeError(f"{', '.join(internal)} is not a parameter of a milvus index")
+        bound = inspect.signature(cls.__init__).bind(None, bits, **params)  # TypeError if unknown
+        bound.apply_defaults()
+        if "uri" not in params:
+            raise ValueError(
+                "the milvus backend needs a uri: a Milvus Lite file (uri=PATH.db) or a "
+                "server address (uri=http://host:19530)"
+            )
+        full = bound.arguments
+        check_values(full["collection"], full["slack"], full["max_limit"], full["timeout"])
+        check_installed()
+        return {
+            "uri": normalise_uri(full["uri"]),
+            "collection": full["collection"],
+            "slack": int(full["slack"]),
+            "max_limit": int(full["max_limit"]),
+            "timeout": float(full["timeout"]),
+        }
+
+    @classmethod
+    def shard_params(cls, params: dict[str, Any], shard: int) -> dict[str, Any]:
+        """Shard 0 uses the collection named by ``params``; shard n > 0 ``<name>_s000n``."""
+        if shard == 0:
+            return dict(params)
+        return {**params, "collection": f"{params['collection']}_s{shard:04d}"}
+
+    @property
+    def location(self) -> str:
+        """The collection and its uri."""
+        return f"Milvus collection {self.collection!r} at {self.uri}"
+
+    def stored_codes(self, ids: np.ndarray) -> np.ndarray:
+        """The codes the collection holds under ``ids`` (which must be stored), in order.
+
+        Raises:
+            BackendError: an id is missing from the collection or held twice.
+        """
+        ids = as_ids(ids, "ids")
+        found: dict[int, bytes] = {}
+        for start in range(0, len(ids), ID_BATCH):
+            chunk = ids[start : start + ID_BATCH].tolist()
+            for row in self._client.query(
+                self.collection,
+                filter=f"id in {chunk}",
+                output_fields=["id", "code"],
+                consistency_level="Strong",
+            ):
+                code = row["code"]
+                found[row["id"]] = code[0] if isinstance(code, list) else code
+        missing = [i for i in ids.tolist() if i not in found]
+        if missing:
+            raise BackendError(
+                f"{len(missing)} id(s) are not in the Milvus collection {self.collection!r}: "
+                f"{few(np.asarray(missing))}"
+            )
+        out = np.frombuffer(b"".join(found[i] for i in ids.tolist()), dtype=np.uint8)
+        return out.reshape(len(ids), self.code_bytes)
+
+    def persist(self) -> None:
+        """Flush the collection (Milvus servers allow this about once per 10 s)."""
+        self._client.flush(self.collection)
 
     def close(self) -> None:
         """Close the connection (the data stays in Milvus)."""
@@ -144,7 +224,7 @@ class MilvusBackend(HammingBackend):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Flush the collection, then write the pointer file (see the module docstring)."""
-        self._client.flush(self.collection)
+        self.persist()
         super().save(path)
 
     @classmethod
@@ -367,34 +447,3 @@ def _top_k(
         )
     order = np.lexsort((ids, d))[:k]
     return ids[order], d[order]
-
-
-def _normalise_uri(uri: str) -> str:
-    """Server URIs unchanged; a Milvus Lite path made absolute (it goes into saved files)."""
-    if uri.startswith(_SCHEMES):
-        return uri
-    if not uri.endswith(".db"):
-        raise ValueError(
-            f"uri must be a Milvus Lite file ending in .db or a server address "
-            f"(http://host:19530), got {uri!r}"
-        )
-    return str(Path(uri).expanduser().resolve())
-
-
-def _connect(uri: str) -> Any:
-    """A ``MilvusClient`` for ``uri`` (ImportError with the install hint if pymilvus is absent)."""
-    try:
-        from pymilvus import MilvusClient
-    except ImportError as err:
-        raise ImportError(
-            'the milvus backend needs pymilvus and milvus-lite: pip install "cxrhash[milvus]"'
-        ) from err
-    with warnings.catch_warnings():
-        # milvus-lite 2.5 imports the deprecated pkg_resources when it starts.
-        warnings.filterwarnings(
-            "ignore", message="pkg_resources is deprecated", category=UserWarning
-        )
-        # An alias of its own: pymilvus shares one connection per uri, which ``close`` would end.
-        return MilvusClient(
-            uri=uri, token=os.environ.get("MILVUS_TOKEN", ""), alias=f"cxrhash-{uuid.uuid4().hex}"
-        )

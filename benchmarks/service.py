@@ -14,6 +14,7 @@ the same tables.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shlex
@@ -37,7 +38,7 @@ from cxrhash.data.phantom import write_phantom_dataset
 from cxrhash.data.readers import open_dataset
 from cxrhash.index.store import HashIndex
 from cxrhash.retrieve import build_index, search_decoded
-from cxrhash.training.checkpoint import load_model
+from cxrhash.training.checkpoint import load_checkpoint, load_model
 from cxrhash.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +71,7 @@ class Run:
     elapsed: float
     errors: int = 0
     server_ms: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: float = float("nan")  # CPU time the measured process spent on them
 
     @property
     def throughput(self) -> float:
@@ -80,26 +82,43 @@ class Run:
         """The ``q``-th percentile of the latencies, in ms."""
         return 1000 * float(np.percentile(self.latencies, q))
 
+    @property
+    def cpu_ms(self) -> float:
+        """CPU milliseconds per request (user + system, every thread of the process)."""
+        return 1000 * self.cpu_seconds / max(len(self.latencies), 1)
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def prepare(work: Path, profile: str, epochs: int, n_films: int, source_px: int) -> Setup:
-    """Phantom films, a model trained on them for ``epochs`` and an index of them."""
-    data = write_phantom_dataset(work / "data", n_films, source_px, seed=0)
-    run = work / "run"
-    config = make_config(profile, data=f"phantom:{data}", epochs=epochs)
-    train(config, run, progress=False)
-    index_dir = work / "index"
-    dataset = open_dataset(f"phantom:{data}", config.image_size)
-    build_index(run / "best.pt", dataset, index_dir, progress=False)
+    """Phantom films, a model trained on them for ``epochs`` and an index of them, in
+    ``work``; what an earlier run left there (its ``index/model.json`` written last) is
+    used as it is."""
+    data, run, index_dir = work / "data", work / "run", work / "index"
+    if not (index_dir / "model.json").is_file():
+        write_phantom_dataset(data, n_films, source_px, seed=0)
+        train(make_config(profile, data=f"phantom:{data}", epochs=epochs), run, progress=False)
+        config = load_checkpoint(run / "best.pt")["config"]
+        dataset = open_dataset(f"phantom:{data}", config["image_size"])
+        build_index(run / "best.pt", dataset, index_dir, progress=False)
+    config = load_checkpoint(run / "best.pt")["config"]
     films = sorted((data / "images").glob("*.png"))
     return Setup(
-        profile,
-        epochs,
+        config.get("profile", profile),
+        int(config["epochs"]),
         films,
         index_dir,
         run / "best.pt",
-        config.backbone,
-        config.image_size,
-        config.bits,
+        config["backbone"],
+        config["image_size"],
+        config["bits"],
     )
 
 
@@ -110,7 +129,7 @@ def bare(setup: Setup, k: int, seconds: float) -> dict[str, Run]:
     decode, search = Run(1, [], 0.0), Run(1, [], 0.0)
     with HashIndex.open(setup.index_dir) as index:
         search_decoded(model, index, [load_resized(setup.films[0], setup.image_size)], k=k)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         i = 0
         while time.perf_counter() - start < seconds:
             t0 = time.perf_counter()
@@ -122,12 +141,8 @@ def bare(setup: Setup, k: int, seconds: float) -> dict[str, Run]:
             search.latencies.append(t2 - t1)
             i += 1
     both = [d + s for d, s in zip(decode.latencies, search.latencies, strict=True)]
-    elapsed = time.perf_counter() - start
-    return {
-        "decode": decode,
-        "encode+search": search,
-        "decode+encode+search": Run(1, both, elapsed),
-    }
+    full = Run(1, both, time.perf_counter() - start, cpu_seconds=time.process_time() - cpu)
+    return {"decode": decode, "encode+search": search, "decode+encode+search": full}
 
 
 def free_port() -> int:
@@ -137,9 +152,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(
-    index_dir: Path, port: int, log: Path, threads: int
-) -> subprocess.Popen[bytes]:
+def start_server(index_dir: Path, port: int, log: Path, threads: int) -> subprocess.Popen[bytes]:
     """``cxrhash serve`` on ``127.0.0.1:port`` in a subprocess (torch limited to ``threads``
     threads), once it answers its health."""
     env = {
@@ -164,9 +177,13 @@ def start_server(
     raise RuntimeError("the server did not answer within 120 s")
 
 
-def drive(url: str, uploads: list[bytes], clients: int, k: int, seconds: float) -> Run:
-    """``clients`` threads posting films one after another for ``seconds`` (after a short
-    warm-up each); every answer's latency, and the server's own median timings."""
+Request = Callable[[httpx.Client, int], httpx.Response]
+
+
+def drive(url: str, server_pid: int, clients: int, seconds: float, request: Request) -> Run:
+    """``clients`` threads sending ``request(http, i)`` one after another for ``seconds``
+    (after a short warm-up each): every answer's latency, the server's CPU time over the
+    run, and the median of the ``timings`` the server reported."""
     run = Run(clients, [], seconds)
     timings: list[dict[str, float]] = []
     lock = threading.Lock()
@@ -175,88 +192,139 @@ def drive(url: str, uploads: list[bytes], clients: int, k: int, seconds: float) 
 
     def client(c: int) -> None:
         with httpx.Client(base_url=url, timeout=60) as http:
-            post = _poster(http, k)
             for i in range(3):
-                post(uploads[(c + i) % len(uploads)])  # warm-up: connection and code paths
+                request(http, c + i)  # warm-up: the connection and the code paths
             go.wait()
             i = c * 7
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                res = post(uploads[i % len(uploads)])
+                res = request(http, i)
                 latency = time.perf_counter() - t0
                 with lock:
-                    if res.status_code == 200:
-                        run.latencies.append(latency)
-                        timings.append(res.json()["timings"])
-                    else:
+                    if res.status_code != 200:
                         run.errors += 1
+                        continue
+                    run.latencies.append(latency)
+                    if "timings" in (body := res.json()):
+                        timings.append(body["timings"])
                 i += 1
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     for t in threads:
         t.start()
     go.wait()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), process_cpu(server_pid)
     stop = start + seconds
     for t in threads:
         t.join()
     run.elapsed = time.perf_counter() - start
-    run.server_ms = {key: float(np.median([t[key] for t in timings])) for key in timings[0]}
+    run.cpu_seconds = process_cpu(server_pid) - cpu
+    if timings:
+        run.server_ms = {key: float(np.median([t[key] for t in timings])) for key in timings[0]}
     return run
 
 
-def _poster(http: httpx.Client, k: int) -> Callable[[bytes], httpx.Response]:
-    def post(data: bytes) -> httpx.Response:
-        files = {"image": ("film.png", data, "image/png")}
+def searches(uploads: list[bytes], k: int) -> Request:
+    """``POST /api/search`` of the ``i``-th film (cycling) with ``k``."""
+
+    def post(http: httpx.Client, i: int) -> httpx.Response:
+        files = {"image": ("film.png", uploads[i % len(uploads)], "image/png")}
         return http.post("/api/search", files=files, params={"k": k})
 
     return post
 
 
-def tables(library: dict[str, Run], runs: list[Run]) -> str:
-    """The two Markdown tables: the library alone, and the server per number of clients."""
+def health(http: httpx.Client, _: int) -> httpx.Response:
+    """``GET /api/health``: the HTTP round trip through the server with no work in it."""
+    return http.get("/api/health")
+
+
+@dataclass
+class Measured:
+    """Everything one bench run measured: the library before and after the server rows
+    (the cores are shared, so the load may drift), the health round trip, the searches."""
+
+    before: dict[str, Run]
+    after: dict[str, Run]
+    health: Run
+    runs: list[Run]
+
+    @property
+    def library(self) -> dict[str, Run]:
+        """The library's runs before and after, pooled."""
+        return {
+            name: Run(
+                1,
+                r.latencies + self.after[name].latencies,
+                r.elapsed + self.after[name].elapsed,
+                cpu_seconds=r.cpu_seconds + self.after[name].cpu_seconds,
+            )
+            for name, r in self.before.items()
+        }
+
+
+def tables(m: Measured) -> str:
+    """The Markdown tables: the library alone, and the server per number of clients."""
     lines = [
-        "| in-process, one film at a time | p50 ms | p95 ms | p99 ms | films/s |",
-        "|---|---|---|---|---|",
+        "| in-process, one film at a time | films | p50 ms | p95 ms | p99 ms | CPU ms/film |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, r in library.items():
-        rate = len(r.latencies) / sum(r.latencies)
-        lines.append(f"| {name} | {r.ms(50):.2f} | {r.ms(95):.2f} | {r.ms(99):.2f} | {rate:.1f} |")
+    for name, r in m.library.items():
+        cpu = "–" if math.isnan(r.cpu_seconds) else f"{r.cpu_ms:.2f}"
+        lines.append(
+            f"| {name} | {len(r.latencies)} | {r.ms(50):.2f} | {r.ms(95):.2f} | {r.ms(99):.2f} "
+            f"| {cpu} |"
+        )
+    h = m.health
     lines += [
         "",
         "| clients | requests | errors | req/s | × 1 client | p50 ms | p95 ms | p99 ms "
-        "| server decode / encode / search ms (p50) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server CPU ms/req | server decode / encode / search ms (p50) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| 1, `GET /api/health` | {len(h.latencies)} | {h.errors} | {h.throughput:.1f} | – "
+        f"| {h.ms(50):.2f} | {h.ms(95):.2f} | {h.ms(99):.2f} | {h.cpu_ms:.2f} | – |",
     ]
-    one = runs[0].throughput
-    for r in runs:
+    one = m.runs[0].throughput
+    for r in m.runs:
         s = r.server_ms
         inside = f"{s['decode_ms']:.2f} / {s['encode_ms']:.2f} / {s['search_ms']:.2f}"
         lines.append(
             f"| {r.clients} | {len(r.latencies)} | {r.errors} | {r.throughput:.1f} | "
             f"{r.throughput / one:.2f} | {r.ms(50):.2f} | {r.ms(95):.2f} | {r.ms(99):.2f} "
-            f"| {inside} |"
+            f"| {r.cpu_ms:.2f} | {inside} |"
         )
     return "\n".join(lines)
 
 
-def verdict(library: dict[str, Run], runs: list[Run]) -> str:
+def verdict(m: Measured) -> str:
     """The goals of issue #13, checked on these figures."""
-    one = next(r for r in runs if r.clients == 1)
+    one = next(r for r in m.runs if r.clients == 1)
+    library = m.library
     lines = []
     for name in ("encode+search", "decode+encode+search"):
         over = one.ms(50) / library[name].ms(50) - 1
         ok = "meets" if over <= MAX_OVERHEAD else "misses"
         lines.append(
-            f"* Overhead at 1 client, p50 over the bare {name}: **{100 * over:+.0f} %** "
+            f"* Latency at 1 client, p50, over the bare {name}: **{100 * over:+.0f} %** "
             f"({ok} the goal of ≤ {100 * MAX_OVERHEAD:.0f} %)."
         )
-    top = max(runs, key=lambda r: r.clients)
+    bare_cpu = library["decode+encode+search"].cpu_ms
+    lines.append(
+        f"* CPU per request at 1 client over the bare decode+encode+search: "
+        f"**{100 * (one.cpu_ms / bare_cpu - 1):+.0f} %** ({one.cpu_ms:.2f} against "
+        f"{bare_cpu:.2f} ms; `GET /api/health` alone costs the server {m.health.cpu_ms:.2f} ms)."
+    )
+    top = max(m.runs, key=lambda r: r.clients)
     ratio = top.throughput / one.throughput
     ok = "meets" if ratio >= MIN_SPEED_UP else "misses"
     lines.append(
         f"* Throughput at {top.clients} clients / 1 client: **{ratio:.2f}×** ({ok} the goal of "
         f"≥ {MIN_SPEED_UP}×)."
+    )
+    drift = [r["decode+encode+search"].ms(50) for r in (m.before, m.after)]
+    lines.append(
+        "* The bare decode+encode+search, p50, before / after the server rows: "
+        f"{drift[0]:.2f} / {drift[1]:.2f} ms (how much the machine's load drifted)."
     )
     return "\n".join(lines)
 
@@ -266,42 +334,64 @@ def machine() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} with {torch.get_num_threads()} threads, Python "
-        f"{platform.python_version()}, CPU only; load average {load}"
+        f"{torch.__version__} with {torch.get_num_threads()} thread(s), Python "
+        f"{platform.python_version()}, CPU only; load average (1, 5, 15 min) {load}"
     )
 
 
-def page(setup: Setup, library: dict[str, Run], runs: list[Run], args: argparse.Namespace) -> str:
+def page(setup: Setup, m: Measured, args: argparse.Namespace) -> str:
     """The Markdown page of one bench run."""
     command = shlex.join(["python", "benchmarks/service.py", *args.argv])
     return f"""# Retrieval server benchmark
 
 Generated by `benchmarks/service.py` (issue #13): `POST /api/search` of `cxrhash serve`
-driven on loopback by 1, 2, 4 and 8 client threads (one `httpx.Client` each, one request
-after another, {args.seconds:g} s per row), beside the same model's search of one film in
-the same process, measured in the same run. The clients run on the same cores as the server.
+driven on loopback by 1 to {max(args.clients)} client threads (one `httpx.Client` each, one
+request after another, {args.seconds:g} s per row), beside the same model's search of one
+film in the bench's own process, measured in the same run ({args.seconds / 2:g} s before the
+server rows and {args.seconds / 2:g} s after). The clients run on the same cores as the
+server, and torch has {args.threads} thread(s) in both processes (`OMP_NUM_THREADS`).
 
 * Command: `{command}`
 * Machine: {machine()} (at the end of the run).
-* Model: the `{setup.profile}` profile ({setup.backbone}, {setup.image_size} px,
-  {setup.bits} bits) trained {setup.epochs} epoch(s) on {len(setup.films)} phantom films of
-  {args.source_px} px, which are also the index (flat backend) and the uploads; k = {args.k},
-  no re-rank, attention heat-map computed as the server does.
+* Model: the `{setup.profile}` profile ({setup.backbone}, {setup.image_size} px, {setup.bits} bits),
+  trained {setup.epochs} epoch(s) on {len(setup.films)} phantom films of {args.source_px} px,
+  which are also the index (flat backend) and the uploads; k = {args.k}, no re-rank, the
+  attention heat-map computed as the server does.
 
 ## Figures
 
-{tables(library, runs)}
+{tables(m)}
 
 `decode` reads the PNG file and resizes it (`load_resized`); `encode+search` is
-`search_decoded` of one film (the model, the heat-map, the index search). A server row's
-latency is the client's, from sending the request to reading the whole answer; the last
-column is what the server's answers report (its time decoding, and the time of the batch each
-request was encoded and searched in).
+`search_decoded` of one film (the model, its heat-map, the index search). A server row's
+latency is the client's, from sending the request to reading the whole answer. `server CPU`
+is the server process's user + system time over the row divided by its requests (all its
+threads). The last column is what the answers report: the server's time decoding, and the
+time of the batch each request was encoded and searched in (so it grows with the batches).
 
 ## Goals
 
-{verdict(library, runs)}
+{verdict(m)}
 """
+
+
+def measure(setup: Setup, args: argparse.Namespace, work: Path) -> Measured:
+    """The library, then the server (health, then each number of clients), then the library."""
+    before = bare(setup, args.k, args.seconds / 2)
+    port = free_port()
+    server = start_server(setup.index_dir, port, work / "server.log", args.threads)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        post = searches([p.read_bytes() for p in setup.films], args.k)
+        health_run = drive(url, server.pid, 1, args.seconds / 2, health)
+        runs = []
+        for n in args.clients:
+            runs.append(drive(url, server.pid, n, args.seconds, post))
+            print(f"{n} client(s): {runs[-1].throughput:.1f} req/s", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return Measured(before, bare(setup, args.k, args.seconds / 2), health_run, runs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -324,29 +414,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=None, help="folder for data, model, index")
     ap.add_argument("--out", type=Path, default=DOCS)
     args = ap.parse_args(argv)
+    if args.clients[0] != 1:
+        ap.error("--clients must start with 1 (the reference of the throughput ratios)")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="cxrhash-service-bench-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         setup = prepare(work, args.profile, args.epochs, args.films, args.source_px)
-        library = bare(setup, args.k, args.seconds)
-        uploads = [p.read_bytes() for p in setup.films]
-        port = free_port()
-        server = start_server(setup.index_dir, port, work / "server.log", args.threads)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            runs = []
-            for n in args.clients:
-                runs.append(drive(url, uploads, n, args.k, args.seconds))
-                print(f"{n} client(s): {runs[-1].throughput:.1f} req/s", flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    text = page(setup, library, runs, args)
-    print(tables(library, runs))
-    print(verdict(library, runs))
-    args.out.write_text(text, encoding="utf-8")
+        measured = measure(setup, args, work)
+    print(tables(measured))
+    print(verdict(measured))
+    args.out.write_text(page(setup, measured, args), encoding="utf-8")
     print(f"written {args.out}")
 
 

@@ -176,6 +176,24 @@ def test_one_failing_search_does_not_fail_its_batch(
     assert log == [5, 1, 1, 1, 1, 1]  # the batch failed, then each film on its own
 
 
+def test_max_batch_and_the_batch_window(index_dir: Path, films: list[np.ndarray]) -> None:
+    searcher = Searcher(index_dir, max_batch=2, batch_window=5.0)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(searcher.search, films[0], 2, "none")
+            time.sleep(0.2)  # the worker holds the first search, waiting for a second
+            second = pool.submit(searcher.search, films[1], 2, "none")
+            assert len(first.result(timeout=4).hits[0]) == len(second.result().hits[0]) == 2
+        assert searcher.batch_sizes == {2: 1}  # a full batch does not wait out the window
+        searcher.batch_window = 0.0
+        held(searcher, lambda pool: [pool.submit(searcher.search, f, 2, "none") for f in films[:5]])
+        assert searcher.batch_sizes == {2: 3, 1: 1}
+    finally:
+        searcher.close()
+    with pytest.raises(ValueError, match="max_batch"):
+        Searcher(index_dir, max_batch=0)
+
+
 def test_close_answers_the_waiting_jobs_and_refuses_new_ones(
     index_dir: Path, films: list[np.ndarray]
 ) -> None:

@@ -295,8 +295,8 @@ def test_search_runs_tiny(load: Load, tmp_path: Path) -> None:
 
 
 def test_service_runs_tiny(load: Load, tmp_path: Path) -> None:
-    """The test profile on 24 films, 1 and 2 clients for 0.6 s each, against a real server
-    subprocess on a free loopback port."""
+    """The test profile on 24 films, 1 and 2 clients for 0.6 s each (in 2 rounds), against a
+    real server subprocess on a free loopback port."""
     out = tmp_path / "service.md"
     args = ["--profile", "test", "--films", "24", "--source-px", "64", "--clients", "1", "2"]
     load("service").main(

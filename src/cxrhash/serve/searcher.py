@@ -228,7 +228,7 @@ class Searcher:
                     _settle(job.future, self._search_one, job)
                 continue
             for i, job in enumerate(jobs):
-                job.future.set_result(found.take(i, job.k))
+                _settle(job.future, found.take, i, job.k)
 
     def _search(self, images: list[np.ndarray], k: int, rerank: str) -> DecodedSearch:
         """One search of ``images`` through the model and the index, counted by batch size."""

@@ -338,13 +338,14 @@ def verdict(m: Measured) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
+def machine(load_before: tuple[float, ...]) -> str:
     """CPU, cores, torch threads and the load average (other processes share the cores)."""
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    loads = [", ".join(f"{x:.2f}" for x in load) for load in (load_before, os.getloadavg())]
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__} with {torch.get_num_threads()} thread(s), Python "
-        f"{platform.python_version()}, CPU only; load average (1, 5, 15 min) {load}"
+        f"{platform.python_version()}, CPU only; load average (1, 5, 15 min) {loads[0]} at "
+        f"the start of the run, {loads[1]} at its end"
     )
 
 
@@ -363,7 +364,7 @@ The clients run on the same cores as the server, and torch has {args.threads} th
 both processes (`OMP_NUM_THREADS`).
 
 * Command: `{command}`
-* Machine: {machine()} (at the end of the run).
+* Machine: {machine(args.load_before)}.
 * Model: the `{setup.profile}` profile ({setup.backbone}, {setup.image_size} px, {setup.bits} bits),
   trained {setup.epochs} epoch(s) on {len(setup.films)} phantom films of {args.source_px} px, which
   are also the index (flat backend) and the uploads; k = {args.k}, no re-rank, the attention
@@ -379,6 +380,12 @@ latency is the client's, from sending the request to reading the whole answer. `
 is the server process's user + system time over the row divided by its requests (all its
 threads). The last column is what the answers report: the server's time decoding, and the
 time of the batch each request was encoded and searched in (so it grows with the batches).
+
+Reading them: a latency is CPU time plus time spent waiting for a core, which on shared cores
+is most of it (compare a row's latency with its CPU). The health row is the cost of an HTTP
+round trip through uvicorn, the middleware and FastAPI with no work in it. Concurrent
+searches are encoded together (`serve/searcher.py`: the worker takes every search waiting
+when it is free, up to 16), which is why the CPU per request falls as clients are added.
 
 ## Goals
 
@@ -434,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.clients[0] != 1:
         ap.error("--clients must start with 1 (the reference of the throughput ratios)")
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="cxrhash-service-bench-") as tmp:
         work = args.work or Path(tmp)

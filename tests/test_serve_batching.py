@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from cxrhash.config import make_config
 from cxrhash.data.images import load_resized
 from cxrhash.data.readers import open_dataset
-from cxrhash.retrieve import DecodedSearch, build_index
+from cxrhash.retrieve import DecodedSearch, build_index, search_decoded
 from cxrhash.serve import create_app
 from cxrhash.serve.searcher import Searcher, SearcherClosed
 from cxrhash.training.trainer import train
@@ -117,6 +118,26 @@ def assert_same(got: DecodedSearch, alone: DecodedSearch) -> None:
     if got.maps is not None and alone.maps is not None:
         assert got.maps.shape[0] == 1
         torch.testing.assert_close(got.maps, alone.maps, atol=1e-6, rtol=1e-5)
+
+
+def test_take_slices_every_per_query_field(searcher: Searcher, films: list[np.ndarray]) -> None:
+    """``DecodedSearch.take`` cuts each list, array or tensor field to one query, a field a
+    subclass adds too, and keeps the batch's timings."""
+
+    @dataclass
+    class WithCloseness(DecodedSearch):
+        closeness: np.ndarray | None = None
+
+    found = searcher._run(search_decoded, searcher.model, searcher.index, films[:3], k=6)
+    extra = WithCloseness(**vars(found), closeness=np.array([0.1, 0.2, 0.3]))
+    one = extra.take(1, 4)
+    assert isinstance(one, WithCloseness)
+    assert one.hits == [found.hits[1][:4]] and len(one.hits[0]) == 4
+    np.testing.assert_array_equal(one.probabilities, found.probabilities[1:2])
+    assert one.maps is None or torch.equal(one.maps, found.maps[1:2])  # type: ignore[index]
+    np.testing.assert_array_equal(one.closeness, [0.2])  # type: ignore[arg-type]
+    assert (one.encode_seconds, one.search_seconds) == (found.encode_seconds, found.search_seconds)
+    assert found.take(2).hits == [found.hits[2]]  # no k: every hit
 
 
 def test_concurrent_searches_are_batched_and_equal_single_ones(

@@ -381,9 +381,10 @@ is the server process's user + system time over the row divided by its requests 
 threads). The last column is what the answers report: the server's time decoding, and the
 time of the batch each request was encoded and searched in (so it grows with the batches).
 
-Reading them: a latency is CPU time plus time spent waiting for a core, which on shared cores
-is most of it (compare a row's latency with its CPU). The health row is the cost of an HTTP
-round trip through uvicorn, the middleware and FastAPI with no work in it. Concurrent
+Reading them: a latency is CPU time plus time spent waiting (for a core, which other work
+shares, or for Python's GIL): compare a row's latency with its CPU. The health row is the
+cost of an HTTP round trip through uvicorn, the middleware and FastAPI with no work in it.
+Concurrent
 searches are encoded together (`serve/searcher.py`: the worker takes every search waiting
 when it is free, up to 16), which is why the CPU per request falls as clients are added.
 

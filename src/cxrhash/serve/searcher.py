@@ -151,7 +151,7 @@ class Searcher:
     def close(self) -> None:
         """Answer the jobs already queued, close the index and stop the worker thread; jobs
         sent after this raise :class:`SearcherClosed`."""
-        job = _Call(self.index.close, (), {})
+        job = _Call(lambda: self.index.close(), (), {})  # the index open then (it may be swapped)
         with self._ready:
             if self._closed:
                 return

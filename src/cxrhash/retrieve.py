@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +316,22 @@ class DecodedSearch:
     def predicted(self, i: int, label_names: list[str]) -> dict[str, float]:
         """Query ``i``'s probability of each finding, by name."""
         return {n: float(v) for n, v in zip(label_names, self.probabilities[i], strict=True)}
+
+    def take(self, i: int, k: int | None = None) -> DecodedSearch:
+        """Query ``i`` alone, its hits cut to the first ``k``: what a search of that one film
+        would have found (a batch searched with a larger k holds each smaller k's hits first).
+
+        Every field that is a list, an array or a tensor is per query (first axis) and is
+        sliced to row ``i``; the others (the timings) are the batch's and are kept.
+        """
+        parts: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list | np.ndarray | Tensor):
+                value = value[i : i + 1]
+            parts[f.name] = value
+        parts["hits"] = [self.hits[i][:k]]
+        return replace(self, **parts)
 
 
 def search_decoded(

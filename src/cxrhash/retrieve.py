@@ -13,13 +13,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cxrhash.closeness import SampleCollector, assess_queries, calibrate_after_build
+from cxrhash.closeness import (
+    SampleCollector,
+    assess_queries,
+    calibrate_after_build,
+    calibrate_index,
+)
 from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.images import ImageReadError, load_resized
 from cxrhash.encode import iter_encoded_batches
 from cxrhash.index.calibration import Closeness
 from cxrhash.index.codes import pack_codes
 from cxrhash.index.durable import write_json_atomic
+from cxrhash.index.folder import write_lock
 from cxrhash.index.reader import IndexReader
 from cxrhash.index.rerank import check_mode
 from cxrhash.index.store import HashIndex, SearchHit
@@ -147,6 +153,37 @@ def build_index(
     for s in report.skipped:
         LOG.warning("not indexed, unreadable: %s: %s", s.path or s.case_id, s.reason)
     return report
+
+
+def recalibrate(
+    checkpoint: Path,
+    dataset: CXRDataset,
+    index_dir: Path,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> int:
+    """Replace the closeness calibration of the index at ``index_dir`` by one made from a
+    seeded sample of ≤ 4096 films of ``dataset`` (the films it holds) encoded with
+    ``checkpoint`` (its model); ``cxrhash index --calibrate``. Returns the films in the
+    sample (0: too few to calibrate, nothing written)."""
+    model, payload = load_model(checkpoint)
+    index_dir = Path(index_dir)
+    with HashIndex.open(index_dir, model_id=payload["model_id"]) as index:
+        total = len(index)
+    with write_lock(index_dir, "writing to"):
+        sample = calibrate_index(
+            model,
+            payload,
+            dataset,
+            index_dir,
+            index_size=total,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+        )
+    return 0 if sample is None else len(sample)
 
 
 def _append_encoded(

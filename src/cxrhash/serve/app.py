@@ -25,7 +25,16 @@ from cxrhash.data.images import ImageReadError, load_resized
 from cxrhash.retrieve import DecodedSearch
 from cxrhash.serve.errors import ApiError, install_error_handlers
 from cxrhash.serve.middleware import MULTIPART_OVERHEAD, RequestGuard
-from cxrhash.serve.schemas import Case, ErrorBody, Health, Hit, SearchResult, Stats, Timings
+from cxrhash.serve.schemas import (
+    Case,
+    Closeness,
+    ErrorBody,
+    Health,
+    Hit,
+    SearchResult,
+    Stats,
+    Timings,
+)
 from cxrhash.serve.searcher import Searcher
 
 LOG = logging.getLogger(__name__)
@@ -185,4 +194,11 @@ def _search_result(
         predicted_findings=positive,
         hits=hits,
         timings=timings,
+        closeness=_closeness(found),
     )
+
+
+def _closeness(found: DecodedSearch) -> Closeness | None:
+    """The query's closeness to the archive, ``None`` when unknown (no calibration)."""
+    assessed = found.closeness[0] if found.closeness else None
+    return None if assessed is None else Closeness.model_validate(assessed.as_dict())

@@ -148,7 +148,8 @@ def built(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     """A tiny model trained on the phantom films, and an index of all but the last
     ``HELD_OUT`` films (those are the in-distribution queries)."""
     base = tmp_path_factory.mktemp("closeness")
-    train(make_config("test", data=f"phantom:{phantom_dir}", epochs=1), base / "run", progress=False)
+    config = make_config("test", data=f"phantom:{phantom_dir}", epochs=1)
+    train(config, base / "run", progress=False)
     ds = open_dataset(f"phantom:{phantom_dir}", 32)
     build_index(
         base / "run" / "best.pt", ds.subset(np.arange(len(ds) - HELD_OUT)), base / "idx",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -28,6 +29,8 @@ from cxrhash.index.calibration import (
     save_sample,
 )
 from cxrhash.index.store import HashIndex
+from cxrhash.methods import METHODS
+from cxrhash.models.feature_stats import captured_map_statistics
 from cxrhash.retrieve import build_index, search_decoded
 from cxrhash.serve import create_app
 from cxrhash.training.checkpoint import load_model
@@ -237,3 +240,17 @@ def test_api_and_cli_answer_the_closeness(built: dict[str, Path]) -> None:
     assert entry["closeness"]["mahalanobis"] == pytest.approx(c["mahalanobis"], rel=1e-4)
     res = CliRunner().invoke(cli_app, ["search", str(film), "--index", str(built["index"])])
     assert "close match in this archive" in res.output
+
+
+@pytest.mark.parametrize("method", sorted(METHODS.names()))
+def test_every_method_gives_one_row_of_map_statistics_per_film(method: str) -> None:
+    model = METHODS.get(method).build_model(make_config("test", method=method), 3).eval()
+    x = torch.rand(5, 1, 32, 32)
+    with torch.no_grad(), captured_map_statistics(model) as captured:
+        model(x)
+        model(x[:2])
+    assert [len(c) for c in captured] == [5, 2]  # one forward, one entry of B rows
+    assert captured[0].shape[1] % 2 == 0 and torch.isfinite(captured[0]).all()
+    # rows are per film: the statistics of film 1 do not depend on the rest of the batch
+    torch.testing.assert_close(captured[0][:2], captured[1], rtol=1e-4, atol=1e-5)
+    assert captured[0][0].tolist() != captured[0][1].tolist()

@@ -81,7 +81,7 @@ def encode_sample(
             model, dataset, batch_size=batch_size, num_workers=num_workers, progress=progress,
             desc="calibrate",
         ):  # fmt: skip
-            stats = captured[-1] if captured else None
+            stats = captured[0] if captured else None
             captured.clear()
             if out is None:
                 continue

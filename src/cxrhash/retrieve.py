@@ -232,7 +232,7 @@ def _append_encoded(
             model, sub, batch_size=batch_size, num_workers=num_workers, progress=progress,
             desc="index",
         ):  # fmt: skip
-            stats = captured.pop() if captured else None
+            stats = captured[0] if captured else None
             captured.clear()
             report.skipped.extend(batch["skipped"])
             if out is None:

@@ -7,8 +7,10 @@ backbone's feature map (``models.feature_stats``) and the float hash outputs. Fr
 own films:
 
 * the Mahalanobis distance of the feature statistics to the archive's mean, under a
-  Ledoit–Wolf covariance (Lee et al. 2018), each film scored by a fit on the other half of
-  the sample (two folds), so the reference is out of sample like a query;
+  Ledoit–Wolf covariance (Lee et al. 2018), fitted on :data:`FOLDS` folds of the sample:
+  each sampled film is scored by the fit without its fold, a query by the mean over the
+  fits, so both are out of sample under fits of the same size (a fit on the whole sample
+  would score a query lower than the reference was scored: too few alarms);
 * the cosine distance of the float hash outputs to the nearest other film of the sample;
 * the Hamming distance of the codes to the nearest other film of the sample.
 
@@ -40,6 +42,7 @@ MAX_SAMPLE = 4096
 #: Fewer films than this give no usable 99th percentile: the index stays uncalibrated.
 MIN_SAMPLE = 20
 QUANTILE = 99.0
+FOLDS = 5
 _MAX_DIM = 1 << 14
 _MAX_BYTES = 256 << 20
 _KEYS = {"format", "model_id", "represented", "stats", "hashes"}
@@ -215,11 +218,14 @@ class Calibration:
         self.sample = sample
         self.quantile = quantile
         stats = sample.stats.astype(np.float64)
-        self._fit = LedoitWolf().fit(stats)
-        halves = np.array_split(np.random.default_rng(seed).permutation(len(stats)), 2)
+        folds = np.array_split(np.random.default_rng(seed).permutation(len(stats)), FOLDS)
+        self._fits: list[LedoitWolf] = []
         ref = np.empty(len(stats))
-        for mine, other in (halves, halves[::-1]):
-            ref[mine] = _mahalanobis(LedoitWolf().fit(stats[other]), stats[mine])
+        for fold in folds:
+            rest = np.ones(len(stats), bool)
+            rest[fold] = False
+            self._fits.append(LedoitWolf().fit(stats[rest]))
+            ref[fold] = _mahalanobis(self._fits[-1], stats[fold])
         cos, ham = nearest(sample.hashes, sample.hashes, skip_self=True)
         self.mahalanobis_limit = float(np.percentile(ref, quantile))
         self.cosine_limit = float(np.percentile(cos, quantile))
@@ -232,7 +238,8 @@ class Calibration:
 
     def assess(self, stats: np.ndarray, hashes: np.ndarray) -> list[Closeness]:
         """One :class:`Closeness` per query row (Q×D statistics, Q×k float hash outputs)."""
-        maha = _mahalanobis(self._fit, np.asarray(stats, np.float64))
+        q = np.asarray(stats, np.float64)
+        maha = np.mean([_mahalanobis(fit, q) for fit in self._fits], axis=0)
         cos, ham = nearest(np.asarray(hashes, np.float32), self.sample.hashes)
         return [
             Closeness(

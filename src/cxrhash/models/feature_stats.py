@@ -30,7 +30,7 @@ def backbone_of(model: nn.Module) -> nn.Module | None:
 def map_statistics(fmap: Tensor) -> Tensor:
     """B×2C float32: each channel's mean, then each channel's standard deviation over h×w."""
     flat = fmap.detach().float().flatten(2)
-    return torch.cat([flat.mean(2), flat.std(2, correction=0)], dim=1)
+    return torch.cat([flat.mean(2), flat.std(2, correction=0)], dim=1).cpu()
 
 
 @contextmanager

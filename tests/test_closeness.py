@@ -25,6 +25,7 @@ from cxrhash.index.calibration import (
     CalibrationSample,
     load_calibration,
     merge_samples,
+    read_calibration,
     read_sample,
     save_sample,
 )
@@ -75,16 +76,17 @@ def _write_npz(path: Path, **arrays: object) -> None:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
+GOOD = Calibration.fit(sample()).arrays()
+
+
 def _good(**over: object) -> dict[str, object]:
-    s = sample()
-    arrays: dict[str, object] = {
-        "format": np.int64(1),
-        "model_id": np.str_("m1"),
-        "represented": np.int64(50),
-        "stats": s.stats,
-        "hashes": s.hashes,
-    }
-    return {**arrays, **over}
+    return {**GOOD, **over}
+
+
+def test_the_good_arrays_load(tmp_path: Path) -> None:
+    _write_npz(tmp_path, **_good())
+    back = read_calibration(tmp_path, "m1", 16)
+    assert back is not None and back.mahalanobis_limit == GOOD["limits"][0]
 
 
 @pytest.mark.parametrize(
@@ -92,15 +94,39 @@ def _good(**over: object) -> dict[str, object]:
     [
         _good(model_id=np.str_("other-model")),
         _good(format=np.int64(99)),
-        _good(stats=_good()["stats"].astype(np.float64)),  # type: ignore[union-attr]
+        _good(stats=GOOD["stats"].astype(np.float64)),
         _good(hashes=np.zeros((50, 32), np.float32)),  # another code length
         _good(stats=np.full((50, 8), np.nan, np.float32)),
         _good(stats=np.zeros((5, 8), np.float32), hashes=np.zeros((5, 16), np.float32)),
         _good(represented=np.int64(3)),
         _good(extra=np.zeros(3)),
         _good(stats=np.array([{"a": 1}], dtype=object)),  # a pickle: never loaded
+        _good(precisions=np.full((5, 8, 8), np.inf, np.float32)),
+        _good(means=np.zeros((4, 8))),  # not one per fold
+        _good(precisions=np.zeros((5, 8, 9), np.float32)),
+        _good(limits=np.array([1.0, 2.0])),
+        _good(limits=np.array(["a", "b", "c"])),
+        _good(quantile=np.float64(250)),
+        _good(means=np.zeros((5, 8), np.int64)),
     ],
-    ids=["model", "format", "dtype", "bits", "nan", "too-few", "represented", "keys", "pickle"],
+    ids=[
+        "model",
+        "format",
+        "dtype",
+        "bits",
+        "nan",
+        "too-few",
+        "represented",
+        "keys",
+        "pickle",
+        "inf-precision",
+        "folds",
+        "precision-shape",
+        "limits",
+        "limits-text",
+        "quantile",
+        "int-means",
+    ],  # fmt: skip
 )
 def test_a_bad_file_means_not_calibrated(tmp_path: Path, arrays: dict[str, object]) -> None:
     _write_npz(tmp_path, **arrays)
@@ -140,7 +166,7 @@ def test_calibration_needs_enough_films() -> None:
         from cxrhash.index.calibration import check_sample
 
         check_sample(sample(n=MIN_SAMPLE - 1), "m1", 16)
-    assert Calibration(sample(n=MIN_SAMPLE)).mahalanobis_limit > 0
+    assert Calibration.fit(sample(n=MIN_SAMPLE)).mahalanobis_limit > 0
 
 
 # ------------------------------------------------------------------ a tiny model

@@ -29,6 +29,7 @@ import os
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
@@ -45,7 +46,10 @@ QUANTILE = 99.0
 FOLDS = 5
 _MAX_DIM = 1 << 14
 _MAX_BYTES = 256 << 20
-_KEYS = {"format", "model_id", "represented", "stats", "hashes"}
+_KEYS = {
+    "format", "model_id", "represented", "stats", "hashes", "means", "precisions", "limits",
+    "quantile",
+}  # fmt: skip
 _BLOCK = 1024
 
 
@@ -103,18 +107,13 @@ def merge_samples(
 
 
 def save_sample(index_dir: Path, sample: CalibrationSample) -> Path:
-    """Write ``index_dir/calibration.npz`` atomically (temp file, fsync, rename)."""
+    """Fit ``sample`` (:meth:`Calibration.fit`) and write it, with its fits and limits, to
+    ``index_dir/calibration.npz`` atomically (temp file, fsync, rename): a search then
+    loads it without fitting anything."""
     target = Path(index_dir) / CALIBRATION_NAME
     tmp = target.with_name(target.name + ".tmp")
     with open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            format=np.int64(FORMAT),
-            model_id=np.str_(sample.model_id),
-            represented=np.int64(sample.represented),
-            stats=np.ascontiguousarray(sample.stats, np.float32),
-            hashes=np.ascontiguousarray(sample.hashes, np.float32),
-        )
+        np.savez(fh, **Calibration.fit(sample).arrays())  # type: ignore[arg-type]
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, target)
@@ -123,8 +122,14 @@ def save_sample(index_dir: Path, sample: CalibrationSample) -> Path:
 
 
 def read_sample(index_dir: Path, model_id: str, bits: int) -> CalibrationSample | None:
-    """The index's calibration sample, or ``None`` (logged) when it is missing or is not a
-    well-formed sample of this model: such an index searches with closeness unknown."""
+    """The index's calibration sample (:func:`read_calibration`), or ``None``."""
+    calibration = read_calibration(index_dir, model_id, bits)
+    return None if calibration is None else calibration.sample
+
+
+def read_calibration(index_dir: Path, model_id: str, bits: int) -> Calibration | None:
+    """The index's calibration, or ``None`` (logged) when the file is missing or is not a
+    well-formed calibration of this model: such an index searches with closeness unknown."""
     path = Path(index_dir) / CALIBRATION_NAME
     if not path.is_file():
         return None
@@ -138,11 +143,13 @@ def read_sample(index_dir: Path, model_id: str, bits: int) -> CalibrationSample 
             sample = CalibrationSample(
                 str(z["model_id"][()]), z["stats"], z["hashes"], int(z["represented"])
             )
-        check_sample(sample, model_id, bits)
+            check_sample(sample, model_id, bits)
+            return Calibration(
+                sample, z["means"], z["precisions"], z["limits"], float(z["quantile"])
+            )
     except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as err:
         LOG.warning("%s is not used (closeness unknown): %s", path, err)
         return None
-    return sample
 
 
 @dataclass(frozen=True)
@@ -207,29 +214,75 @@ def nearest(
     return cos, ham
 
 
-def _mahalanobis(fit: LedoitWolf, x: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.maximum(fit.mahalanobis(x.astype(np.float64)), 0.0))
+def _mahalanobis(mean: np.ndarray, precision: np.ndarray, x: np.ndarray) -> np.ndarray:
+    centred = x - mean
+    return np.sqrt(np.maximum(((centred @ precision) * centred).sum(1), 0.0))
 
 
 class Calibration:
-    """The limits of one calibration sample, and the assessment of queries against them."""
+    """A calibration sample, its fits (a mean and a precision matrix per fold) and its
+    limits (Mahalanobis, cosine, Hamming), and the assessment of queries against them."""
 
-    def __init__(self, sample: CalibrationSample, quantile: float = QUANTILE, seed: int = 0):
+    def __init__(
+        self,
+        sample: CalibrationSample,
+        means: np.ndarray,
+        precisions: np.ndarray,
+        limits: np.ndarray,
+        quantile: float,
+    ) -> None:
+        dim = sample.stats.shape[1]
+        if means.shape != (FOLDS, dim) or precisions.shape != (FOLDS, dim, dim):
+            raise ValueError(f"fits of the wrong shape for {dim} statistics")
+        if limits.shape != (3,) or not 0 < quantile <= 100:
+            raise ValueError("limits or quantile out of range")
+        for a in (means, precisions, limits):
+            if a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise ValueError("fits and limits must be finite floats")
         self.sample = sample
-        self.quantile = quantile
+        self.quantile = float(quantile)
+        self._means, self._precisions = means.astype(np.float64), precisions.astype(np.float64)
+        self.mahalanobis_limit, self.cosine_limit, self.hamming_limit = map(float, limits)
+
+    @classmethod
+    def fit(cls, sample: CalibrationSample, quantile: float = QUANTILE, seed: int = 0) -> Self:
+        """Fit ``sample``: Ledoit–Wolf on :data:`FOLDS` seeded folds, each film scored by the
+        fit without its fold; the ``quantile``-th percentiles of the three figures."""
         stats = sample.stats.astype(np.float64)
         folds = np.array_split(np.random.default_rng(seed).permutation(len(stats)), FOLDS)
-        self._fits: list[LedoitWolf] = []
-        ref = np.empty(len(stats))
+        means, precisions, ref = [], [], np.empty(len(stats))
         for fold in folds:
             rest = np.ones(len(stats), bool)
             rest[fold] = False
-            self._fits.append(LedoitWolf().fit(stats[rest]))
-            ref[fold] = _mahalanobis(self._fits[-1], stats[fold])
+            fit = LedoitWolf().fit(stats[rest])
+            means.append(fit.location_)
+            precisions.append(fit.precision_)
+            ref[fold] = _mahalanobis(means[-1], precisions[-1], stats[fold])
         cos, ham = nearest(sample.hashes, sample.hashes, skip_self=True)
-        self.mahalanobis_limit = float(np.percentile(ref, quantile))
-        self.cosine_limit = float(np.percentile(cos, quantile))
-        self.hamming_limit = float(np.percentile(ham, quantile, method="higher"))
+        limits = np.array(
+            [
+                np.percentile(ref, quantile),
+                np.percentile(cos, quantile),
+                np.percentile(ham, quantile, method="higher"),
+            ]
+        )
+        return cls(sample, np.stack(means), np.stack(precisions), limits, quantile)
+
+    def arrays(self) -> dict[str, np.ndarray | np.generic]:
+        """What ``calibration.npz`` holds (plain arrays: it is read without pickle)."""
+        return {
+            "format": np.int64(FORMAT),
+            "model_id": np.str_(self.sample.model_id),
+            "represented": np.int64(self.sample.represented),
+            "stats": np.ascontiguousarray(self.sample.stats, np.float32),
+            "hashes": np.ascontiguousarray(self.sample.hashes, np.float32),
+            "means": self._means,
+            "precisions": self._precisions.astype(np.float32),
+            "limits": np.array(
+                [self.mahalanobis_limit, self.cosine_limit, self.hamming_limit], np.float64
+            ),
+            "quantile": np.float64(self.quantile),
+        }
 
     @property
     def stats_dim(self) -> int:
@@ -239,7 +292,10 @@ class Calibration:
     def assess(self, stats: np.ndarray, hashes: np.ndarray) -> list[Closeness]:
         """One :class:`Closeness` per query row (Q×D statistics, Q×k float hash outputs)."""
         q = np.asarray(stats, np.float64)
-        maha = np.mean([_mahalanobis(fit, q) for fit in self._fits], axis=0)
+        maha = np.mean(
+            [_mahalanobis(m, p, q) for m, p in zip(self._means, self._precisions, strict=True)],
+            axis=0,
+        )
         cos, ham = nearest(np.asarray(hashes, np.float32), self.sample.hashes)
         return [
             Closeness(
@@ -272,11 +328,4 @@ def load_calibration(index_dir: Path, model_id: str, bits: int) -> Calibration |
 def _cached(
     path: str, _mtime: int, _size: int, _inode: int, model_id: str, bits: int
 ) -> Calibration | None:
-    sample = read_sample(Path(path).parent, model_id, bits)
-    if sample is None:
-        return None
-    try:
-        return Calibration(sample)
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
-        LOG.warning("%s is not used (closeness unknown): %s", path, err)
-        return None
+    return read_calibration(Path(path).parent, model_id, bits)

@@ -157,7 +157,8 @@ def page(results: list[dict], args: argparse.Namespace, command: str) -> str:
         "films in `calibration.npz`. A query fires when the Mahalanobis distance of its "
         "backbone feature-map statistics (channel means and standard deviations, Ledoit–Wolf "
         "covariance) exceeds the 99th percentile of the archive's own films (scored out of "
-        "sample, two folds). The two other columns say how often the code-side figures alone "
+        "sample: five folds, a query by the mean of their fits). The two other columns say "
+        "how often the code-side figures alone "
         "would fire at their own 99th percentiles: the cosine distance of the float hash "
         "outputs and the Hamming distance of the codes to the nearest sampled film; the last "
         "column is the share of queries whose nearest sampled code is at Hamming distance 0.",

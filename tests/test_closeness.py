@@ -208,10 +208,9 @@ def test_fires_on_noise_not_on_held_out_films(built: dict[str, Path]) -> None:
     assert all(len(h) == 3 for h in noise.hits)  # the hits are still there, marked as far
 
 
-def test_fires_on_real_films_against_a_phantom_index(built: dict[str, Path]) -> None:
-    real = Path(__file__).resolve().parents[2] / "shared" / "data" / "cxr-dev" / "images"
-    if not real.is_dir():
-        pytest.skip(f"real films {real} not found (they live outside the repo in ../shared/data)")
+@pytest.mark.realdata
+def test_fires_on_real_films_against_a_phantom_index(built: dict[str, Path], cxr_dev: Path) -> None:
+    real = cxr_dev / "images"
     films = [load_resized(p, 32) for p in sorted(real.glob("*.png"))[:20]]
     found = _closeness(built, films)
     fired = sum(c is not None and not c.close for c in found.closeness)

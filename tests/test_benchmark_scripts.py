@@ -321,3 +321,22 @@ def test_service_runs_tiny(load: Load, tmp_path: Path) -> None:
     assert "Throughput at 2 clients / 1 client" in page
     log = (tmp_path / "w" / "server.log").read_text()
     assert "Traceback" not in log and "ERROR" not in log
+
+
+@pytest.mark.slow
+def test_closeness_runs_tiny(load: Load, tmp_path: Path) -> None:
+    """A 1-epoch test-profile run on 100 phantom films, no real films: held-out films and
+    noise against its calibrated index."""
+    out = tmp_path / "closeness.md"
+    args = ["--profile", "test", "--epochs", "1", "--phantom-n", "100", "--noise-n", "12"]
+    args += ["--work", str(tmp_path / "work"), "--shared-data", str(tmp_path / "no-real")]
+    load("closeness").main([*args, "--out", str(out)])
+    page = out.read_text()
+    assert page.startswith('# Honest similarity: how often "no close match in this archive"')
+    assert "## Index of phantom films, model `run-phantom`" in page and "real NIH" not in page
+    (held,) = _rows(page, "held-out films of the same kind")
+    (noise,) = _rows(page, "uniform noise")
+    assert f"the index holds {100 - int(held[1])} films" in page  # the rest of the 100
+    assert 10 <= int(held[1]) <= 30 and noise[1] == "12"
+    assert _unit(held[2]) <= 0.2 and _unit(noise[2]) >= 0.9  # verdict: rarely vs. always
+    assert (tmp_path / "work" / "index-phantom-run-phantom" / "calibration.npz").is_file()

@@ -125,17 +125,18 @@ def test_take_slices_every_per_query_field(searcher: Searcher, films: list[np.nd
     subclass adds too, and keeps the batch's timings."""
 
     @dataclass
-    class WithCloseness(DecodedSearch):
-        closeness: np.ndarray | None = None
+    class WithExtra(DecodedSearch):
+        extra: np.ndarray | None = None
 
     found = searcher._run(search_decoded, searcher.model, searcher.index, films[:3], k=6)
-    extra = WithCloseness(**vars(found), closeness=np.array([0.1, 0.2, 0.3]))
+    extra = WithExtra(**vars(found), extra=np.array([0.1, 0.2, 0.3]))
     one = extra.take(1, 4)
-    assert isinstance(one, WithCloseness)
+    assert isinstance(one, WithExtra)
     assert one.hits == [found.hits[1][:4]] and len(one.hits[0]) == 4
     np.testing.assert_array_equal(one.probabilities, found.probabilities[1:2])
     assert one.maps is None or torch.equal(one.maps, found.maps[1:2])  # type: ignore[index]
-    np.testing.assert_array_equal(one.closeness, [0.2])  # type: ignore[arg-type]
+    np.testing.assert_array_equal(one.extra, [0.2])  # type: ignore[arg-type]
+    assert one.closeness == found.closeness[1:2]  # the real per-query field too
     assert (one.encode_seconds, one.search_seconds) == (found.encode_seconds, found.search_seconds)
     assert found.take(2).hits == [found.hits[2]]  # no k: every hit
 

@@ -98,6 +98,8 @@ class Searcher:
             self.image_size: int = int(payload["config"]["image_size"])
             self.label_names: list[str] = list(payload["label_names"])
             self.index = self._run(HashIndex.open, index_dir, model_id=self.model_id)
+            # Build the search backends (or reach a Milvus server) now, not at the first search.
+            self._run(self.index.sync_backends)
         except BaseException:
             self._stop()
             raise

@@ -32,7 +32,8 @@ ALLOWED: dict[str, set[str]] = {
         "evaluation",
     },
     "pretrain": {"registry", "config", "data", "models", "losses", "training"},
-    "retrieve": {"data", "index", "models", "encode", "training"},
+    "closeness": {"data", "index", "models", "encode"},
+    "retrieve": {"data", "index", "models", "encode", "training", "closeness"},
     "visualize": {"data", "models", "retrieve"},
     "bench": {
         "registry",
@@ -58,6 +59,7 @@ ALLOWED: dict[str, set[str]] = {
         "evaluation",
         "training",
         "pretrain",
+        "closeness",
         "retrieve",
         "visualize",
         "bench",

@@ -292,3 +292,51 @@ def test_search_runs_tiny(load: Load, tmp_path: Path) -> None:
     assert names[0] == "FAISS IndexBinaryFlat" and "hnsw" in names
     exact = [r for r in rows if r[2].startswith(("FAISS", "HashIndex", "distinct"))]
     assert exact and all(float(r[8]) == 1.0 for r in exact)  # recall of the exact searches
+
+
+def test_service_runs_tiny(load: Load, tmp_path: Path) -> None:
+    """The test profile on 24 films, 1 and 2 clients for 0.6 s each (in 2 rounds), against a
+    real server subprocess on a free loopback port."""
+    out = tmp_path / "service.md"
+    args = ["--profile", "test", "--films", "24", "--source-px", "64", "--clients", "1", "2"]
+    load("service").main(
+        [*args, "--seconds", "0.6", "--work", str(tmp_path / "w"), "--out", str(out)]
+    )
+    page = out.read_text()
+    assert page.startswith("# Retrieval server benchmark")
+    assert "Command: `python benchmarks/service.py --profile test --films 24" in page
+    assert "test-cnn, 32 px, 16 bits" in page
+    (bare,) = _rows(page, "decode+encode+search")
+    assert int(bare[1]) > 0 and 0 < float(bare[2]) <= float(bare[3]) <= float(bare[4])
+    (health,) = _rows(page, "1, `GET /api/health`")
+    assert int(health[1]) > 0 and health[2] == "0"
+    one, two = _rows(page, "1")[-1], _rows(page, "2")[-1]
+    for row in (one, two):
+        assert int(row[1]) > 0 and row[2] == "0"  # requests answered, none failed
+        assert float(row[3]) == pytest.approx(int(row[1]) / 0.6, rel=0.5)  # req/s ≈ n / time
+        decode, encode, search = (float(x) for x in row[9].split(" / "))
+        assert decode > 0 and encode > 0 and search > 0
+    assert one[4] == "1.00"
+    assert float(two[4]) == pytest.approx(float(two[3]) / float(one[3]), abs=0.01)
+    assert "Throughput at 2 clients / 1 client" in page
+    log = (tmp_path / "w" / "server.log").read_text()
+    assert "Traceback" not in log and "ERROR" not in log
+
+
+@pytest.mark.slow
+def test_closeness_runs_tiny(load: Load, tmp_path: Path) -> None:
+    """A 1-epoch test-profile run on 100 phantom films, no real films: held-out films and
+    noise against its calibrated index."""
+    out = tmp_path / "closeness.md"
+    args = ["--profile", "test", "--epochs", "1", "--phantom-n", "100", "--noise-n", "12"]
+    args += ["--work", str(tmp_path / "work"), "--shared-data", str(tmp_path / "no-real")]
+    load("closeness").main([*args, "--out", str(out)])
+    page = out.read_text()
+    assert page.startswith('# Honest similarity: how often "no close match in this archive"')
+    assert "## Index of phantom films, model `run-phantom`" in page and "real NIH" not in page
+    (held,) = _rows(page, "held-out films of the same kind")
+    (noise,) = _rows(page, "uniform noise")
+    assert f"the index holds {100 - int(held[1])} films" in page  # the rest of the 100
+    assert 10 <= int(held[1]) <= 30 and noise[1] == "12"
+    assert _unit(held[2]) <= 0.2 and _unit(noise[2]) >= 0.9  # verdict: rarely vs. always
+    assert (tmp_path / "work" / "index-phantom-run-phantom" / "calibration.npz").is_file()

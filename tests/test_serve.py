@@ -162,3 +162,19 @@ def test_patient_data_stays_out_of_answers_logs_and_index(
         if path.is_file():
             content = path.read_bytes()
             assert not [s for s in secrets if s.encode() in content], path
+
+
+def test_an_unreachable_search_backend_is_503_and_the_server_lives_on(
+    client: TestClient, phantom_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cxrhash.index.backends.base import BackendError
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise BackendError("no Milvus server answered at uri 'http://db:19530'")
+
+    monkeypatch.setattr(client.app.state.searcher.index, "search", down)  # type: ignore[attr-defined]
+    film = sorted((phantom_dir / "images").glob("*.png"))[0].read_bytes()
+    message = assert_error(upload(client, film), 503, "backend_unavailable")
+    assert "db:19530" not in message  # the operator's log has it, not the client
+    monkeypatch.undo()
+    assert upload(client, film).status_code == 200

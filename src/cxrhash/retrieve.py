@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +13,24 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cxrhash.closeness import (
+    SampleCollector,
+    assess_queries,
+    calibrate_after_build,
+    calibrate_index,
+)
 from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.images import ImageReadError, load_resized
 from cxrhash.encode import iter_encoded_batches
 from cxrhash.index.backends import BACKENDS
+from cxrhash.index.calibration import Closeness
 from cxrhash.index.codes import pack_codes
 from cxrhash.index.durable import write_json_atomic
+from cxrhash.index.folder import write_lock
 from cxrhash.index.reader import IndexReader
 from cxrhash.index.rerank import check_mode
 from cxrhash.index.store import HashIndex, SearchHit
+from cxrhash.models.feature_stats import captured_map_statistics
 from cxrhash.models.heatmaps import check_heatmap, query_heatmaps
 from cxrhash.models.output import HashOutput
 from cxrhash.training.checkpoint import CheckpointError, load_model
@@ -99,6 +108,8 @@ def build_index(
     source paths as given instead of keyed pseudonyms (:mod:`cxrhash.index.pseudonyms`).
     A backend that keeps its codes in a server (``milvus``) is reached before encoding and
     sent the new codes at the end.
+    The index's closeness calibration (``calibration.npz``, :mod:`cxrhash.closeness`) is
+    brought up to date from a seeded sample of the films encoded.
     """
     model, payload = load_model(checkpoint)
     config = payload["config"]
@@ -123,6 +134,8 @@ def build_index(
         present = index.contains(dataset.case_ids)
         todo = [i for i, p in enumerate(present) if not p]
         report = IndexReport(added=0, already_indexed=len(dataset) - len(todo))
+        before = len(index)
+        collector = SampleCollector(len(todo)) if todo else None
         if todo:
             t0 = time.perf_counter()
             _append_encoded(
@@ -132,6 +145,7 @@ def build_index(
                 np.asarray(todo),
                 config["image_size"],
                 report,
+                collector,
                 batch_size=batch_size,
                 num_workers=num_workers,
                 progress=progress,
@@ -141,9 +155,43 @@ def build_index(
         if mirrored:
             index.sync_backends()
         report.total = len(index)
+        calibrate_after_build(
+            index_dir, model, payload, dataset, collector, before, report.total, progress=progress
+        )
     for s in report.skipped:
         LOG.warning("not indexed, unreadable: %s: %s", s.path or s.case_id, s.reason)
     return report
+
+
+def recalibrate(
+    checkpoint: Path,
+    dataset: CXRDataset,
+    index_dir: Path,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> int:
+    """Replace the closeness calibration of the index at ``index_dir`` by one made from a
+    seeded sample of ≤ 4096 films of ``dataset`` (the films it holds) encoded with
+    ``checkpoint`` (its model); ``cxrhash index --calibrate``. Returns the films in the
+    sample (0: too few to calibrate, nothing written)."""
+    model, payload = load_model(checkpoint)
+    index_dir = Path(index_dir)
+    with HashIndex.open(index_dir, model_id=payload["model_id"]) as index:
+        total = len(index)
+    with write_lock(index_dir, "writing to"):
+        sample = calibrate_index(
+            model,
+            payload,
+            dataset,
+            index_dir,
+            index_size=total,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+        )
+    return 0 if sample is None else len(sample)
 
 
 def _append_encoded(
@@ -153,13 +201,15 @@ def _append_encoded(
     todo: np.ndarray,
     image_size: int,
     report: IndexReport,
+    collector: SampleCollector | None,
     *,
     batch_size: int,
     num_workers: int,
     progress: bool,
     commit_every: int,
 ) -> None:
-    """Encode ``dataset[todo]`` and add it to ``index``, one atomic commit per ``commit_every``."""
+    """Encode ``dataset[todo]`` and add it to ``index``, one atomic commit per ``commit_every``;
+    ``collector`` keeps its calibration sample."""
     sub = dataset.with_image_size(image_size, augment=False).subset(todo)
     pending: dict[str, list] = {
         "codes": [],
@@ -185,24 +235,30 @@ def _append_encoded(
         for v in pending.values():
             v.clear()
 
-    for out, batch in iter_encoded_batches(
-        model, sub, batch_size=batch_size, num_workers=num_workers, progress=progress, desc="index"
-    ):
-        report.skipped.extend(batch["skipped"])
-        if out is None:
-            continue
-        rows = [int(todo[i]) for i in batch["idx"].tolist()]
-        floats = out.hash.float().numpy()
-        pending["codes"].append(pack_codes(floats >= 0))
-        pending["floats"].append(floats)
-        pending["case_ids"].extend(batch["case_id"])
-        pending["findings"].extend(
-            findings_text(dataset.labels[r], dataset.pathologies) for r in rows
-        )
-        pending["pids"].extend(batch["patient_id"])
-        pending["paths"].extend(dataset.paths[r] if dataset.paths else None for r in rows)
-        if len(pending["case_ids"]) >= commit_every:
-            flush()  # each commit is atomic: an interrupted run resumes after it
+    with captured_map_statistics(model) as captured:
+        for out, batch in iter_encoded_batches(
+            model, sub, batch_size=batch_size, num_workers=num_workers, progress=progress,
+            desc="index",
+        ):  # fmt: skip
+            stats = captured[0] if captured else None
+            captured.clear()
+            report.skipped.extend(batch["skipped"])
+            if out is None:
+                continue
+            floats = out.hash.float().numpy()
+            if collector is not None:
+                collector.add(batch["idx"].numpy(), stats, floats)
+            rows = [int(todo[i]) for i in batch["idx"].tolist()]
+            pending["codes"].append(pack_codes(floats >= 0))
+            pending["floats"].append(floats)
+            pending["case_ids"].extend(batch["case_id"])
+            pending["findings"].extend(
+                findings_text(dataset.labels[r], dataset.pathologies) for r in rows
+            )
+            pending["pids"].extend(batch["patient_id"])
+            pending["paths"].extend(dataset.paths[r] if dataset.paths else None for r in rows)
+            if len(pending["case_ids"]) >= commit_every:
+                flush()  # each commit is atomic: an interrupted run resumes after it
     flush()
 
 
@@ -210,7 +266,8 @@ def _append_encoded(
 class QueryResult:
     """The hits for one query image, with its heat-map (``heatmap`` says which kind:
     one of ``models.heatmaps.HEATMAPS``); for a query that could not be read, ``error``
-    says why, and it has no image, hits or predictions."""
+    says why, and it has no image, hits or predictions. ``closeness``: whether the archive
+    holds a close match (``None``: unknown, an index without calibration)."""
 
     path: str
     hits: list[SearchHit]
@@ -219,6 +276,7 @@ class QueryResult:
     predicted: dict[str, float]
     heatmap: str = "attention"
     error: str | None = None
+    closeness: Closeness | None = None
 
 
 def resolve_checkpoint(index_dir: Path, checkpoint: Path | None) -> Path:
@@ -299,23 +357,42 @@ def search_images(
         r.hits = found.hits[i]
         r.attention = found.maps[i, 0].numpy() if found.maps is not None else None
         r.predicted = found.predicted(i, payload["label_names"])
+        r.closeness = found.closeness[i]
     return results
 
 
 @dataclass
 class DecodedSearch:
     """What :func:`search_decoded` found for a batch of decoded query films: the hits per
-    query, the finding probabilities (Q×L), the heat-maps, and the time each stage took."""
+    query, the finding probabilities (Q×L), the heat-maps, the time each stage took, and
+    per query whether the archive holds a close match (``None``: unknown)."""
 
     hits: list[list[SearchHit]]
     probabilities: np.ndarray
     maps: Tensor | None
     encode_seconds: float
     search_seconds: float
+    closeness: list[Closeness | None] = field(default_factory=list)
 
     def predicted(self, i: int, label_names: list[str]) -> dict[str, float]:
         """Query ``i``'s probability of each finding, by name."""
         return {n: float(v) for n, v in zip(label_names, self.probabilities[i], strict=True)}
+
+    def take(self, i: int, k: int | None = None) -> DecodedSearch:
+        """Query ``i`` alone, its hits cut to the first ``k``: what a search of that one film
+        would have found (a batch searched with a larger k holds each smaller k's hits first).
+
+        Every field that is a list, an array or a tensor is per query (first axis) and is
+        sliced to row ``i``; the others (the timings) are the batch's and are kept.
+        """
+        parts: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list | np.ndarray | Tensor):
+                value = value[i : i + 1]
+            parts[f.name] = value
+        parts["hits"] = [self.hits[i][:k]]
+        return replace(self, **parts)
 
 
 def search_decoded(
@@ -329,16 +406,18 @@ def search_decoded(
     heatmap: str = "attention",
 ) -> DecodedSearch:
     """Encode decoded S×S query films with a loaded ``model`` and search an open ``index``:
-    the one search path of ``cxrhash search`` (:func:`search_images`) and the server."""
+    the one search path of ``cxrhash search`` (:func:`search_images`) and the server.
+    Each query is assessed against the index's closeness calibration (:mod:`.closeness`)."""
     t0 = time.perf_counter()
-    codes, out, maps = encode_images(model, images, heatmap)
+    with captured_map_statistics(model) as stats:
+        codes, out, maps = encode_images(model, images, heatmap)
     t1 = time.perf_counter()
-    hits = index.search(
-        codes, k, rerank=rerank, shortlist=shortlist, query_floats=out.hash.float().numpy()
-    )
+    floats = out.hash.float().numpy()
+    hits = index.search(codes, k, rerank=rerank, shortlist=shortlist, query_floats=floats)
+    closeness = assess_queries(index, stats, floats)
     t2 = time.perf_counter()
     probs = torch.sigmoid(out.logits).numpy()
-    return DecodedSearch(hits, probs, maps, t1 - t0, t2 - t1)
+    return DecodedSearch(hits, probs, maps, t1 - t0, t2 - t1, closeness)
 
 
 def checkpoint_dataset(

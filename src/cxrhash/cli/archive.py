@@ -33,6 +33,15 @@ _Verify = Annotated[
         "and the damaged files and rows, and exits 1.",
     ),
 ]
+_Calibrate = Annotated[
+    bool,
+    typer.Option(
+        "--calibrate",
+        help="Re-make the closeness calibration of an existing index (--index/--out) from a "
+        "seeded sample (≤ 4096) of the --data films encoded with --checkpoint (the index's "
+        "model); `cxrhash index` keeps it up to date by itself (docs/closeness.md).",
+    ),
+]
 _Part = Annotated[
     str | None, typer.Option(help="Only this part of the run's split (train|val|query|database).")
 ]
@@ -102,6 +111,7 @@ def index(
     data: _Data = None,
     out: _IndexOut = None,
     verify: _Verify = False,
+    calibrate: _Calibrate = False,
     part: _Part = None,
     batch_size: Annotated[int, typer.Option()] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
@@ -122,6 +132,7 @@ def index(
 
     Every image that cannot be read or decoded is skipped and listed with its reason.
     With --verify, check an existing index instead (exit 0: OK, 1: corrupt, 2: no index).
+    With --calibrate, re-make its closeness calibration from the --data films instead.
     """
     setup_logging(verbose)
     if verify:
@@ -131,9 +142,13 @@ def index(
         return
     if checkpoint is None or data is None or out is None:
         fail("cxrhash index needs --checkpoint, --data and --out (or --verify --index DIR)")
-    from cxrhash.retrieve import build_index, checkpoint_dataset
+    from cxrhash.retrieve import build_index, checkpoint_dataset, recalibrate
 
     ckpt, dataset = checkpoint_dataset(checkpoint, data, part)
+    if calibrate:
+        n = recalibrate(ckpt, dataset, out, batch_size=batch_size, num_workers=workers)
+        console.print(f"calibrated {out} on {n} films" if n else "too few films to calibrate")
+        return
     report = build_index(
         ckpt,
         dataset,
@@ -218,6 +233,7 @@ def search(
         for r in results:
             if r.error is None:
                 console.print(hits_table(r))
+                console.print(closeness_line(r), markup=False, highlight=False)
     for r in failed:
         err.print(f"error: query {r.path}: {r.error}", markup=False, highlight=False)
     if plot is not None and len(failed) < len(results):
@@ -237,6 +253,7 @@ def result_json(r: QueryResult) -> dict[str, Any]:
         "query": r.path,
         "error": r.error,
         "predicted": r.predicted,
+        "closeness": None if r.closeness is None else r.closeness.as_dict(),
         "hits": [
             {
                 "rank": h.rank + 1,
@@ -248,6 +265,13 @@ def result_json(r: QueryResult) -> dict[str, Any]:
             for h in r.hits
         ],
     }
+
+
+def closeness_line(r: QueryResult) -> str:
+    """Whether the archive holds a close match to the query, in one sentence."""
+    if r.closeness is None:
+        return "closeness unknown: this index has no calibration (cxrhash index --calibrate)"
+    return r.closeness.message
 
 
 def hits_table(r: QueryResult) -> Table:

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from cxrhash.data.uploads import Preview
 from cxrhash.retrieve import DecodedSearch
-from cxrhash.serve.schemas import HeatMap, Hit, QueryImage, SearchResult, Timings
+from cxrhash.serve.schemas import Closeness, HeatMap, Hit, QueryImage, SearchResult, Timings
 
 #: A predicted finding is one whose probability reaches this.
 PREDICTED_AT = 0.5
@@ -121,4 +121,11 @@ def search_result(
         query=query_image(preview) if request.preview else None,
         heatmap=heat_map(found, "attention"),
         timings=timings,
+        closeness=_closeness(found),
     )
+
+
+def _closeness(found: DecodedSearch) -> Closeness | None:
+    """Query 0's closeness to the archive, ``None`` when unknown (no calibration)."""
+    assessed = found.closeness[0] if found.closeness else None
+    return None if assessed is None else Closeness.model_validate(assessed.as_dict())

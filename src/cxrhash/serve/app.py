@@ -138,7 +138,12 @@ def _add_routes(
 
     @app.post(
         "/api/search",
-        responses={413: {"model": ErrorBody}, 429: {"model": ErrorBody}, **_ERRORS},
+        responses={
+            413: {"model": ErrorBody},
+            429: {"model": ErrorBody},
+            503: {"model": ErrorBody},
+            **_ERRORS,
+        },
     )
     def search(
         request: Request,
@@ -179,6 +184,10 @@ def _add_routes(
             decode_s=decode_s,
         )
 
+    _add_case_routes(app, searcher, images)
+
+
+def _add_case_routes(app: FastAPI, searcher: Searcher, images: CaseImages) -> None:
     @app.get("/api/cases/{case_id}", responses=_ERRORS)
     def case(case_id: CaseId) -> Case:
         """The stored metadata of a case id returned by a search."""

@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cxrhash.index.backends.base import BackendError
+
 LOG = logging.getLogger(__name__)
 
 #: The ``code`` of an error raised as a plain HTTP status (unknown route, wrong method, …).
@@ -78,6 +80,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", _validation_message(exc))
 
 
+async def _backend_error(request: Request, exc: Exception) -> JSONResponse:
+    rid = getattr(request.state, "request_id", "-")
+    LOG.error("request %s: search backend failed: %s", rid, exc)
+    return error_response(
+        503,
+        "backend_unavailable",
+        f"the search backend did not answer; try again later (request {rid})",
+    )
+
+
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     rid = getattr(request.state, "request_id", "-")
     LOG.error("request %s failed: %s", rid, type(exc).__name__)
@@ -89,4 +101,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # A backend that keeps its codes in a server (milvus) may be unreachable for a while.
+    app.add_exception_handler(BackendError, _backend_error)
     app.add_exception_handler(Exception, _server_error)

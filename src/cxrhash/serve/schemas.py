@@ -77,8 +77,27 @@ class Timings(BaseModel):
     search_ms: float
 
 
+class Closeness(BaseModel):
+    """Whether the archive holds a film close to the query (docs/closeness.md): ``close`` is
+    false when the query's backbone features lie further from the archive's than its own
+    films do (``mahalanobis`` > ``mahalanobis_limit``, the ``quantile``-th percentile of
+    ``sample_size`` archive films); the nearest sampled film's cosine distance of the float
+    hash outputs and Hamming distance are given with the archive's own limits."""
+
+    close: bool
+    message: str
+    mahalanobis: float
+    mahalanobis_limit: float
+    cosine: float
+    cosine_limit: float
+    hamming: int
+    hamming_limit: float
+    quantile: float
+    sample_size: int
+
+
 class SearchResult(BaseModel):
-    """``POST /api/search``."""
+    """``POST /api/search``; ``closeness`` is null for an index without calibration."""
 
     model_id: str
     k: int
@@ -91,6 +110,7 @@ class SearchResult(BaseModel):
     query: QueryImage | None = Field(description="null when preview=false")
     heatmap: HeatMap | None
     timings: Timings
+    closeness: Closeness | None = None
 
 
 class Case(BaseModel):

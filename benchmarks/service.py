@@ -178,6 +178,7 @@ def start_server(index_dir: Path, port: int, log: Path, threads: int) -> subproc
         "OMP_NUM_THREADS": str(threads),
     }
     cmd = [sys.executable, "-m", "cxrhash.cli", "serve", "--index", str(index_dir)]
+    cmd += ["--uploads-per-minute", "0"]  # the clients are the load, not abuse to limit
     with log.open("wb") as out:
         proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=out, stderr=out, env=env)
     deadline = time.monotonic() + 120

@@ -178,3 +178,11 @@ def test_an_unreachable_search_backend_is_503_and_the_server_lives_on(
     assert "db:19530" not in message  # the operator's log has it, not the client
     monkeypatch.undo()
     assert upload(client, film).status_code == 200
+
+
+def test_the_schema_documents_every_answer(client: TestClient) -> None:
+    """The search route sends its own JSON; the OpenAPI schema must still describe it."""
+    paths = client.get("/openapi.json").json()["paths"]
+    ok = paths["/api/search"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": "#/components/schemas/SearchResult"}
+    assert paths["/api/cases/{case_id}"]["get"]["responses"]["404"]["content"]

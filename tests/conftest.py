@@ -168,3 +168,15 @@ def default_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     set_max_pixels(None)
     yield
     set_max_pixels(None)
+
+
+def stored_text(path: Path) -> bytes:
+    """What a file of an index could hold of a text, for the tests that grep an index for
+    patient data: its bytes, except the numeric arrays of an ``.npz`` (the closeness
+    sample), whose float bytes could match a three-letter secret by chance; the npz's text
+    arrays are kept."""
+    if path.suffix != ".npz":
+        return path.read_bytes()
+    with np.load(path, allow_pickle=False) as arrays:
+        texts = [arrays[k] for k in arrays.files if arrays[k].dtype.kind in "SUO"]
+    return b"".join(str(t.tolist()).encode() for t in texts)

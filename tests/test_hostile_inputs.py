@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import subprocess_env, write_dicom
+from conftest import stored_text, subprocess_env, write_dicom
 from hostile_files import (
     write_blank_png,
     write_corrupt_jpeg2000_dicom,
@@ -216,7 +216,7 @@ def test_no_patient_data_reaches_the_index_the_log_or_the_output(
     hits = json.loads(as_json.stdout)[0]["hits"]
     assert len(hits) == 6 and all(h["case_id"].startswith("c-") for h in hits)
 
-    index_bytes = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    index_bytes = b"".join(stored_text(p) for p in out.rglob("*") if p.is_file())
     for secret in SECRETS:
         assert secret.encode() not in index_bytes, f"{secret} stored in the index"
         assert secret not in as_json.stdout and secret not in as_json.stderr, secret

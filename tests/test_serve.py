@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_phantom_index, write_dicom
+from conftest import build_phantom_index, stored_text, write_dicom
 from fastapi.testclient import TestClient
 from hostile_files import grey_dataset, write_blank_png
 from PIL import Image
@@ -160,7 +160,7 @@ def test_patient_data_stays_out_of_answers_logs_and_index(
     assert not [s for s in secrets if s in seen]
     for path in index_dir.rglob("*"):
         if path.is_file():
-            content = path.read_bytes()
+            content = stored_text(path)
             assert not [s for s in secrets if s.encode() in content], path
 
 

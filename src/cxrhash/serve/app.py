@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,12 +22,13 @@ from fastapi import Path as PathParam
 
 from cxrhash.data.images import ImageReadError
 from cxrhash.data.labels import NO_FINDING
-from cxrhash.data.uploads import Upload, load_upload
+from cxrhash.data.uploads import Upload
 from cxrhash.serve.answers import SearchRequest, search_depth, search_result
 from cxrhash.serve.case_images import CaseImages, map_dataset
 from cxrhash.serve.case_writes import DEFAULT_COMMIT_EVERY, add_case_writes
 from cxrhash.serve.errors import ApiError, install_error_handlers
 from cxrhash.serve.middleware import MULTIPART_OVERHEAD, RequestGuard
+from cxrhash.serve.received import UploadRefused, receive_film
 from cxrhash.serve.schemas import (
     CASE_ID_MAX,
     CASE_ID_PATTERN,
@@ -44,7 +44,6 @@ from cxrhash.serve.write_guard import DEFAULT_UPLOAD_RATE
 
 LOG = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-_CHUNK = 1 << 20
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
     404: {"model": ErrorBody},
@@ -250,30 +249,14 @@ def _check_findings(findings: list[str], searcher: Searcher) -> list[str]:
 
 
 def _decode_upload(upload: UploadFile, size: int, max_bytes: int, request: Request) -> Upload:
-    """The uploaded film read once (:func:`cxrhash.data.uploads.load_upload`) through a
-    private temporary file (mode 0600, removed after): the library reads files, and sniffs
-    their content itself; a DICOM header is de-identified as it is read.
+    """The uploaded film, read once (:func:`.received.receive_film`).
 
     Raises:
         ApiError: 413 past ``max_bytes``; 422 ``unreadable_image`` when the library cannot
             read the file (its reason; never the upload's name).
     """
-    fd, name = tempfile.mkstemp(prefix="cxrhash-upload-")
     try:
-        with os.fdopen(fd, "wb") as out:
-            written = 0
-            while chunk := upload.file.read(_CHUNK):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise ApiError(413, "upload_too_large", f"the upload is over {max_bytes} bytes")
-                out.write(chunk)
-        if written == 0:
-            raise ApiError(422, "unreadable_image", "the uploaded file is empty")
-        try:
-            return load_upload(name, size)
-        except ImageReadError as err:
-            LOG.info("request %s: upload unreadable: %s", request.state.request_id, err.reason)
-            raise ApiError(422, "unreadable_image", err.reason) from err
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(name)
+        return receive_film(upload, size, max_bytes).film
+    except UploadRefused as err:
+        LOG.info("request %s: upload refused: %s", request.state.request_id, err.message)
+        raise ApiError(err.status, err.code, err.message) from err

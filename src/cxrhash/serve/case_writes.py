@@ -14,12 +14,8 @@ meanwhile run between the batches of a bulk add and only ever see committed batc
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,13 +26,12 @@ from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from cxrhash.data.images import ImageReadError
 from cxrhash.data.labels import NO_FINDING, normalize_label
-from cxrhash.data.uploads import load_upload
 from cxrhash.index.errors import ConcurrentWriteError, UnknownCaseIdError
 from cxrhash.retrieve import encode_images
 from cxrhash.serve.errors import ApiError
 from cxrhash.serve.index_refresh import IndexRefresher, RefreshGuard
+from cxrhash.serve.received import ReceivedFilm, UploadRefused, receive_film
 from cxrhash.serve.schemas import CASE_ID_MAX, CASE_ID_PATTERN, ErrorBody
 from cxrhash.serve.searcher import Searcher
 from cxrhash.serve.write_guard import UploadLimiter, WriteGuard, token_refusal
@@ -48,10 +43,9 @@ DEFAULT_COMMIT_EVERY = 8
 MAX_IMAGES = 256
 #: Longest patient id accepted (DICOM's PatientID is at most 64 characters).
 MAX_PATIENT_ID = 64
-_CHUNK = 1 << 20
 _BEARER = HTTPBearer(auto_error=False, description="the server's API token (--token-file)")
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (401, 403, 404, 411, 413, 422, 429)
+    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 411, 413, 422, 429, 503)
 }
 
 
@@ -122,35 +116,16 @@ def parse_findings(text: str, pathologies: list[str]) -> str:
     return "|".join(p for p in pathologies if p in names)
 
 
-def _receive(upload: UploadFile, size: int, max_bytes: int) -> tuple[str, np.ndarray, str | None]:
-    """``(sha256 hex, pixels, DICOM PatientID or None)`` of one uploaded file, read as a
-    search's upload is (:func:`cxrhash.data.uploads.load_upload`: content sniffed, a DICOM
-    header de-identified as read) through a private temporary file (mode 0600, removed after).
+def _receive(upload: UploadFile, size: int, max_bytes: int) -> ReceivedFilm:
+    """One image of an add, read as a search's upload is (:mod:`.received`).
 
     Raises:
         Refused: over ``max_bytes`` or unreadable (the library's reason).
     """
-    digest = hashlib.sha256()
-    fd, name = tempfile.mkstemp(prefix="cxrhash-upload-")
     try:
-        with os.fdopen(fd, "wb") as out:
-            written = 0
-            while chunk := upload.file.read(_CHUNK):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise Refused("upload_too_large", f"the file is over {max_bytes} bytes")
-                digest.update(chunk)
-                out.write(chunk)
-        if written == 0:
-            raise Refused("unreadable_image", "the uploaded file is empty")
-        try:
-            film = load_upload(name, size)
-        except ImageReadError as err:
-            raise Refused("unreadable_image", err.reason) from err
-        return digest.hexdigest(), film.image, film.patient_id
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(name)
+        return receive_film(upload, size, max_bytes)
+    except UploadRefused as err:
+        raise Refused(err.code, err.message) from err
 
 
 def _patient_id(given: str | None, source_id: str, from_dicom: str | None) -> str:
@@ -186,17 +161,16 @@ class Adder:
         for i, upload in enumerate(images):
             try:
                 text = parse_findings(findings[i], pathologies)
-                digest, pixels, dicom_pid = _receive(
-                    upload, self.searcher.image_size, self.max_bytes
-                )
-                source = f"sha256-{digest}"
-                pid = _patient_id(patient_ids[i] if patient_ids else None, source, dicom_pid)
+                received = _receive(upload, self.searcher.image_size, self.max_bytes)
+                source = f"sha256-{received.sha256}"
+                given = patient_ids[i] if patient_ids else None
+                pid = _patient_id(given, source, received.film.patient_id)
             except Refused as refused:
                 result.refused.append(
                     RefusedImage(image=i, code=refused.code, reason=refused.reason)
                 )
                 continue
-            pending.append(Pending(i, source, text, pid, pixels))
+            pending.append(Pending(i, source, text, pid, received.film.image))
             if len(pending) >= self.commit_every:
                 self._commit(pending, result)
         self._commit(pending, result)

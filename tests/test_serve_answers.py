@@ -107,3 +107,27 @@ def test_images_of_an_index_keeping_source_names(tiny_run, phantom_dir, tmp_path
     first = search(served, film, k=1)["hits"][0]
     assert first["case_id"] == film.name
     _thumbnail_is_the_film(served, first["thumbnail_url"], film)
+
+
+def test_a_case_indexed_from_a_pacs_links_back_to_its_instance(
+    tiny_run: Path, phantom_dir: Path, tmp_path: Path
+) -> None:
+    from cxrhash.data.images import load_resized
+    from cxrhash.index.store import HashIndex
+    from cxrhash.retrieve import encode_images
+    from cxrhash.training.checkpoint import load_model
+
+    model, payload = load_model(tiny_run / "best.pt")
+    film = films(phantom_dir)[0]
+    codes, _, _ = encode_images(model, [load_resized(film, payload["config"]["image_size"])])
+    study, series, sop = "1.2.826.0.1.1", "1.2.826.0.1.2", "1.2.826.0.1.3"
+    url = f"http://127.0.0.1:8042/dicom-web/studies/{study}/series/{series}/instances/{sop}"
+    with HashIndex.create(tmp_path / "idx", payload["config"]["bits"], payload["model_id"]) as ix:
+        ix.add(codes, [sop], ["Mass"], source_paths=[url])
+    client = TestClient(create_app(tmp_path / "idx", tiny_run / "best.pt"))
+    hit = search(client, film, k=1)["hits"][0]
+    expected = {"study_uid": study, "series_uid": series, "sop_uid": sop, "wado_url": url}
+    assert hit["pacs"] == expected
+    case = client.get(f"/api/cases/{hit['case_id']}").json()
+    assert case["pacs"] == expected and case["source_path"] == url
+    assert client.get(f"/api/cases/{hit['case_id']}/image").status_code == 404  # no film here

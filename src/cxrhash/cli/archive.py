@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cxrhash.cli.common import DATA_HELP, command, console, err, fail, key_values, setup_logging
 from cxrhash.index.backends import backend_help, backend_params_help
+from cxrhash.index.pacs_links import parse_link
 
 if TYPE_CHECKING:
     from cxrhash.retrieve import IndexReport, QueryResult
@@ -261,10 +262,17 @@ def result_json(r: QueryResult) -> dict[str, Any]:
                 "distance": h.distance,
                 "score": h.score,
                 "findings": h.findings,
+                "pacs": pacs_json(h.source_path),
             }
             for h in r.hits
         ],
     }
+
+
+def pacs_json(source_path: str | None) -> dict[str, str] | None:
+    """A hit's PACS location (UIDs and WADO-RS URL) when it was indexed over DICOMweb."""
+    link = parse_link(source_path)
+    return None if link is None else link.as_dict()
 
 
 def closeness_line(r: QueryResult) -> str:
@@ -284,7 +292,11 @@ def hits_table(r: QueryResult) -> Table:
     if reranked:
         table.add_column("re-rank score", justify="right")
     table.add_column("findings")
-    for h in r.hits:
+    links = [parse_link(h.source_path) for h in r.hits]
+    if any(links):
+        table.add_column("in the PACS (WADO-RS)", overflow="fold")
+    for h, link in zip(r.hits, links, strict=True):
         score = [f"{h.score:.4f}"] if reranked and h.score is not None else []
-        table.add_row(str(h.rank + 1), h.case_id, str(h.distance), *score, h.findings)
+        pacs = [link.wado_url if link else ""] if any(links) else []
+        table.add_row(str(h.rank + 1), h.case_id, str(h.distance), *score, h.findings, *pacs)
     return table

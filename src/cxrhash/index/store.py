@@ -27,7 +27,8 @@ one SQL query per batch through a cache of recently returned rows.
 Nothing in the folder identifies a patient (:mod:`cxrhash.index.pseudonyms`): patient
 ids are stored as HMAC-SHA256 pseudonyms under a key kept outside the folder, and so are
 case ids, with no source paths, unless the index was created with ``source_names``
-(the user's opt-in to keep file names and paths). Searching needs no key; adding,
+(the user's opt-in to keep file names and paths); a film from a PACS keeps its WADO-RS URL
+(server and UIDs, no patient data: :mod:`cxrhash.index.pacs_links`). Searching needs no key; adding,
 ``contains`` and ``remove`` take the source case ids and need the key the index was made
 with.
 """
@@ -63,6 +64,7 @@ from cxrhash.index.opening import (
     open_parts,
     settings_mismatches,
 )
+from cxrhash.index.pacs_links import is_link
 from cxrhash.index.pseudonyms import KEY_FILE_ENV, Pseudonymizer, load_pseudonymizer
 from cxrhash.index.reader import IndexReader
 from cxrhash.index.shard_search import merge_top_k
@@ -259,7 +261,8 @@ class HashIndex(IndexReader):
             findings: n findings strings (e.g. ``"Effusion|Mass"``).
             patient_ids: n patient ids; only their keyed pseudonyms are stored.
             source_paths: n image paths (or None each), stored only by an index that
-                keeps source names.
+                keeps source names, except WADO-RS instance URLs (:mod:`.pacs_links`),
+                which every index keeps.
             floats: n×k float outputs whose signs are the codes (``HashOutput.hash``);
                 required by an index with a float store (stored as float16), refused
                 by one without.
@@ -284,8 +287,10 @@ class HashIndex(IndexReader):
         if patient_ids is not None:
             hashes = [*map(self.patient_hash, patient_ids)]
         paths: list[str | None] = [None] * n
-        if source_paths is not None and self._shards.manifest.source_names:
-            paths = [None if p is None else str(p) for p in source_paths]
+        if source_paths is not None:
+            keep = self._shards.manifest.source_names
+            given = [None if p is None else str(p) for p in source_paths]
+            paths = [p if keep or is_link(p) else None for p in given]
         texts = [str(f) for f in findings]
         self._writer.add(Batch(codes, rows16, ids, stored_ids, texts, hashes, paths))
         LOG.info("added %d codes to %s (now %d rows)", n, self._path, self.n_rows)

@@ -12,8 +12,17 @@ import torch
 from torch.nn import functional as F
 
 from cxrhash.data.uploads import Preview
+from cxrhash.index.pacs_links import parse_link
 from cxrhash.retrieve import DecodedSearch
-from cxrhash.serve.schemas import Closeness, HeatMap, Hit, QueryImage, SearchResult, Timings
+from cxrhash.serve.schemas import (
+    Closeness,
+    HeatMap,
+    Hit,
+    PacsRef,
+    QueryImage,
+    SearchResult,
+    Timings,
+)
 
 #: A predicted finding is one whose probability reaches this.
 PREDICTED_AT = 0.5
@@ -100,6 +109,7 @@ def search_result(
                 thumbnail_url=f"/api/cases/{quote(h.case_id, safe='')}/image"
                 if thumbnails
                 else None,
+                pacs=pacs_ref(h.source_path),
             )
         )
         if len(hits) == request.k:
@@ -123,6 +133,12 @@ def search_result(
         timings=timings,
         closeness=_closeness(found),
     )
+
+
+def pacs_ref(source_path: str | None) -> PacsRef | None:
+    """The PACS location of a case whose stored source is a WADO-RS URL, else ``None``."""
+    link = parse_link(source_path)
+    return None if link is None else PacsRef(**link.as_dict())
 
 
 def _closeness(found: DecodedSearch) -> Closeness | None:

@@ -23,7 +23,7 @@ from fastapi import Path as PathParam
 from cxrhash.data.images import ImageReadError
 from cxrhash.data.labels import NO_FINDING
 from cxrhash.data.uploads import Upload
-from cxrhash.serve.answers import SearchRequest, search_depth, search_result
+from cxrhash.serve.answers import SearchRequest, pacs_ref, search_depth, search_result
 from cxrhash.serve.case_images import CaseImages, map_dataset
 from cxrhash.serve.case_writes import DEFAULT_COMMIT_EVERY, add_case_writes
 from cxrhash.serve.errors import ApiError, install_error_handlers
@@ -195,7 +195,9 @@ def _add_case_routes(app: FastAPI, searcher: Searcher, images: CaseImages) -> No
     def case(case_id: CaseId) -> Case:
         """The stored metadata of a case id returned by a search."""
         stored, findings, source = _known_case(searcher, case_id)
-        return Case(case_id=stored, findings=findings.split("|"), source_path=source)
+        return Case(
+            case_id=stored, findings=findings.split("|"), source_path=source, pacs=pacs_ref(source)
+        )
 
     @app.get(
         "/api/cases/{case_id}/image",

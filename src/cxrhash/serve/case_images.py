@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from cxrhash.data.images import load_image
+from cxrhash.index.pacs_links import is_link
 
 LOG = logging.getLogger(__name__)
 #: The thumbnail's longest side in pixels.
@@ -47,7 +48,7 @@ class CaseImages:
         """The film of ``stored_id`` (``source_path``: what the index stores for it)."""
         if self._paths is not None and stored_id in self._paths:
             return self._paths[stored_id]
-        return source_path if self._from_index else None
+        return source_path if self._from_index and not is_link(source_path) else None
 
     def thumbnail(self, stored_id: str, film: str) -> bytes:
         """The PNG thumbnail of ``film`` (the case ``stored_id``), from the cache if there.

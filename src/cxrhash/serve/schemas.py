@@ -30,6 +30,15 @@ class Stats(BaseModel):
     label_names: list[str]
 
 
+class PacsRef(BaseModel):
+    """Where a case indexed from a PACS lives there: its UIDs and WADO-RS URL."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    wado_url: str
+
+
 class Hit(BaseModel):
     """One neighbour of the query, best first (rank 0)."""
 
@@ -41,6 +50,9 @@ class Hit(BaseModel):
     shared_findings: list[str]
     thumbnail_url: str | None = Field(
         description="GET this for the case's film (PNG); null when the server has no films"
+    )
+    pacs: PacsRef | None = Field(
+        default=None, description="the original instance, for a case indexed over DICOMweb"
     )
 
 
@@ -114,11 +126,13 @@ class SearchResult(BaseModel):
 
 
 class Case(BaseModel):
-    """``GET /api/cases/{case_id}``; ``source_path`` only from an index keeping source names."""
+    """``GET /api/cases/{case_id}``; ``source_path`` is a file only from an index keeping
+    source names, and the instance's WADO-RS URL for a case indexed over DICOMweb."""
 
     case_id: str
     findings: list[str]
     source_path: str | None = None
+    pacs: PacsRef | None = None
 
 
 class ErrorDetail(BaseModel):

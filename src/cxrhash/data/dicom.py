@@ -22,6 +22,7 @@ before any pixel data is read or inflated.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -85,6 +86,28 @@ def read_dicom(path: str | Path) -> np.ndarray:
     return _decode(Path(path), upload=False).grey
 
 
+#: A DICOM UID (PS3.5 9.1): numbers without leading zeros joined by dots, ≤ 64 characters.
+_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))+")
+_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+@dataclass(frozen=True)
+class InstanceUids:
+    """Where a film lives in a PACS: its study, series and SOP instance UIDs."""
+
+    study: str
+    series: str
+    sop: str
+
+
+def instance_uids(ds: pydicom.Dataset) -> InstanceUids | None:
+    """The header's three instance UIDs, or ``None`` when one is missing or not a UID."""
+    values = [str(ds.get(k, "") or "").strip() for k in _UID_KEYWORDS]
+    if not all(len(v) <= 64 and _UID.fullmatch(v) for v in values):
+        return None
+    return InstanceUids(*values)
+
+
 @dataclass
 class DicomFilm:
     """A decoded DICOM film and what a viewer needs to show it like a PACS does.
@@ -97,6 +120,8 @@ class DicomFilm:
         inverted: Whether the film displays inverted (MONOCHROME1 / INVERSE).
         patient_id: The header's Patient ID, read before de-identification so that
             the caller can pseudonymise it; never logged here.
+        uids: The header's instance UIDs, read before de-identification (which replaces
+            them), so that a film received from a PACS can link back to it.
     """
 
     grey: np.ndarray
@@ -104,6 +129,7 @@ class DicomFilm:
     window: tuple[float, float] | None
     inverted: bool
     patient_id: str | None
+    uids: InstanceUids | None = None
 
 
 def read_dicom_film(path: str | Path) -> DicomFilm:
@@ -129,6 +155,7 @@ def _decode(path: Path, *, upload: bool) -> DicomFilm:
         except OSError as err:
             raise ImageReadError(path, f"cannot open ({err.strerror or err})") from err
         patient_id = str(ds.get("PatientID", "") or "").strip() or None
+        uids = instance_uids(ds)
         if upload:
             deidentify_header(ds)
         try:
@@ -146,7 +173,7 @@ def _decode(path: Path, *, upload: bool) -> DicomFilm:
             # e.g. a VOI LUT Descriptor of two values instead of three
             raise ImageReadError(path, f"cannot apply the DICOM grey-scale LUTs ({err})") from err
     inverted = _photometric(ds) == "MONOCHROME1" or _presentation_inverse(ds)
-    return DicomFilm(grey, modality, window, inverted and modality is not None, patient_id)
+    return DicomFilm(grey, modality, window, inverted and modality is not None, patient_id, uids)
 
 
 def _photometric(ds: pydicom.Dataset) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxrhash.data.dicom import read_dicom_film
+from cxrhash.data.dicom import InstanceUids, read_dicom_film
 from cxrhash.data.errors import ImageReadError
 from cxrhash.data.files import check_regular_file, is_dicom
 from cxrhash.data.images import load_image, resize_square, undecodable
@@ -40,11 +40,13 @@ class Preview:
 @dataclass
 class Upload:
     """What one uploaded file gives: the network's ``size``² input, its preview and, for
-    a DICOM, the Patient ID (for a keyed pseudonym only; never log it)."""
+    a DICOM, the Patient ID (for a keyed pseudonym only; never log it) and its instance
+    UIDs (to link back to a PACS)."""
 
     image: np.ndarray
     preview: Preview
     patient_id: str | None
+    uids: InstanceUids | None = None
 
 
 def load_upload(path: str | Path, size: int) -> Upload:
@@ -61,7 +63,7 @@ def load_upload(path: str | Path, size: int) -> Upload:
             film = read_dicom_film(path)
             values = film.modality if film.modality is not None else film.grey
             preview = _preview(values, film.window, film.inverted, dicom=True)
-            return Upload(resize_square(film.grey, size), preview, film.patient_id)
+            return Upload(resize_square(film.grey, size), preview, film.patient_id, film.uids)
         grey = load_image(path)
         return Upload(resize_square(grey, size), _preview(grey, (0.5, 1.0), False, False), None)
     except ImageReadError:

@@ -27,6 +27,9 @@ def test_a_wado_rs_instance_url_is_parsed_into_its_uids() -> None:
         "wado_url": URL,
     }
     assert parse_link(f"https://pacs.example.org/studies/{STUDY}/series/{SERIES}/instances/1.2")
+    pushed = parse_link(f"/studies/{STUDY}/series/{SERIES}/instances/{SOP}")
+    assert pushed == PacsLink("", STUDY, SERIES, SOP) and pushed.wado_url is None
+    assert pushed.stored() == pushed.path and link.stored() == URL
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,8 @@ def test_a_wado_rs_instance_url_is_parsed_into_its_uids() -> None:
         f"http://user:secret@pacs/studies/{STUDY}/series/{SERIES}/instances/{SOP}",
         f"{URL}?PatientName=DOE",  # a query could carry anything
         f"{URL}/frames/1",
+        f"studies/{STUDY}/series/{SERIES}/instances/{SOP}",
+        f"/archive/studies/{STUDY}/series/{SERIES}/instances/{SOP}",  # a folder, not a URL
         f"{BASE}/studies/DOE_JANE/series/{SERIES}/instances/{SOP}",  # not a UID
         f"{BASE}/studies/1.02.3/series/{SERIES}/instances/{SOP}",  # leading zero
         f"{BASE}/studies/{'1.' * 32}1/series/{SERIES}/instances/{SOP}",  # 65 characters

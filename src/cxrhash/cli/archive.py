@@ -269,7 +269,7 @@ def result_json(r: QueryResult) -> dict[str, Any]:
     }
 
 
-def pacs_json(source_path: str | None) -> dict[str, str] | None:
+def pacs_json(source_path: str | None) -> dict[str, str | None] | None:
     """A hit's PACS location (UIDs and WADO-RS URL) when it was indexed over DICOMweb."""
     link = parse_link(source_path)
     return None if link is None else link.as_dict()
@@ -297,6 +297,6 @@ def hits_table(r: QueryResult) -> Table:
         table.add_column("in the PACS (WADO-RS)", overflow="fold")
     for h, link in zip(r.hits, links, strict=True):
         score = [f"{h.score:.4f}"] if reranked and h.score is not None else []
-        pacs = [link.wado_url if link else ""] if any(links) else []
+        pacs = [(link.wado_url or link.path) if link else ""] if any(links) else []
         table.add_row(str(h.rank + 1), h.case_id, str(h.distance), *score, h.findings, *pacs)
     return table

@@ -1,7 +1,9 @@
 """Links from an indexed case back to the original instance in a PACS.
 
 A film indexed from a DICOMweb server (issue #14) has as its source location the WADO-RS URL
-of its instance, ``{base}/studies/{study}/series/{series}/instances/{sop}``. Such a URL names
+of its instance, ``{base}/studies/{study}/series/{series}/instances/{sop}``; a film a PACS
+pushed (STOW-RS) without the server knowing the PACS's address keeps the same path without
+``{base}`` (its UIDs, no URL). Such a URL names
 no patient (a server's address and three UIDs; credentials are never part of it), so an
 index keeps it even when it keeps no source names (a file name may name the patient, a UID
 may not): that is how a search answer links back to the PACS. Anything that is not exactly
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 #: A DICOM UID: dot-separated numbers without leading zeros, at most 64 characters (PS3.5 9.1).
 _UID = r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))+"
 _URL = re.compile(
-    r"(?P<base>https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~\-]+)*)"
+    r"(?P<base>https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~\-]+)*)?"
     rf"/studies/(?P<study>{_UID})/series/(?P<series>{_UID})/instances/(?P<sop>{_UID})"
 )
 #: Longest link kept (a base URL of a few hundred characters and three 64-character UIDs).
@@ -25,7 +27,8 @@ MAX_LINK = 512
 
 @dataclass(frozen=True)
 class PacsLink:
-    """Where an indexed film came from: the DICOMweb base URL and its three UIDs."""
+    """Where an indexed film came from: the DICOMweb base URL (``""``: unknown) and its
+    three UIDs."""
 
     base_url: str
     study_uid: str
@@ -33,14 +36,21 @@ class PacsLink:
     sop_uid: str
 
     @property
-    def wado_url(self) -> str:
-        """The WADO-RS URL of the instance (what a PACS viewer or ``curl`` fetches)."""
-        return (
-            f"{self.base_url}/studies/{self.study_uid}/series/{self.series_uid}"
-            f"/instances/{self.sop_uid}"
-        )
+    def path(self) -> str:
+        """The instance's path under a DICOMweb base URL; what is stored without one."""
+        return f"/studies/{self.study_uid}/series/{self.series_uid}/instances/{self.sop_uid}"
 
-    def as_dict(self) -> dict[str, str]:
+    @property
+    def wado_url(self) -> str | None:
+        """The WADO-RS URL of the instance (what a PACS viewer or ``curl`` fetches), when
+        the base URL is known."""
+        return self.base_url + self.path if self.base_url else None
+
+    def stored(self) -> str:
+        """The source location an index stores for the film."""
+        return self.base_url + self.path
+
+    def as_dict(self) -> dict[str, str | None]:
         """The three UIDs and the WADO-RS URL (what a search answer carries)."""
         return {
             "study_uid": self.study_uid,
@@ -58,9 +68,9 @@ def parse_link(text: str | None) -> PacsLink | None:
     match = _URL.fullmatch(text)
     if match is None or any(len(match[u]) > 64 for u in ("study", "series", "sop")):
         return None
-    if {".", ".."} & set(match["base"].split("/")[3:]):
+    if {".", ".."} & set((match["base"] or "").split("/")[3:]):
         return None
-    return PacsLink(match["base"], match["study"], match["series"], match["sop"])
+    return PacsLink(match["base"] or "", match["study"], match["series"], match["sop"])
 
 
 def is_link(text: str | None) -> bool:

@@ -138,7 +138,7 @@ def search_result(
 def pacs_ref(source_path: str | None) -> PacsRef | None:
     """The PACS location of a case whose stored source is a WADO-RS URL, else ``None``."""
     link = parse_link(source_path)
-    return None if link is None else PacsRef(**link.as_dict())
+    return None if link is None else PacsRef.model_validate(link.as_dict())
 
 
 def _closeness(found: DecodedSearch) -> Closeness | None:

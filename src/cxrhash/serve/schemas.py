@@ -36,7 +36,7 @@ class PacsRef(BaseModel):
     study_uid: str
     series_uid: str
     sop_uid: str
-    wado_url: str
+    wado_url: str | None = Field(description="null when the server does not know the PACS URL")
 
 
 class Hit(BaseModel):

@@ -42,14 +42,26 @@ def serve(
     ] = None,
     uploads_per_minute: Annotated[
         int,
-        typer.Option(help="Uploads (searches and adds) per client and minute; 0: no limit."),
+        typer.Option(
+            help="Uploads (searches, adds, STOW-RS requests) per client and minute; 0: no "
+            "limit (e.g. for a PACS pushing every new film)."
+        ),
     ] = 120,
+    pacs_url: Annotated[
+        str | None,
+        typer.Option(
+            help="DICOMweb base URL of the PACS that pushes films to /dicomweb/studies "
+            "(STOW-RS): their search hits then carry a WADO-RS URL to the original; "
+            "without it, their UIDs only."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
 ) -> None:
     """Serve the retrieval API (docs/service.md): health, stats, search by upload, cases."""
     setup_logging(verbose)
     import uvicorn
 
+    from cxrhash.index.pacs_links import is_link
     from cxrhash.serve import create_app
     from cxrhash.serve.write_guard import load_api_token
 
@@ -57,6 +69,12 @@ def serve(
         raise ValueError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     if uploads_per_minute < 0:
         raise ValueError(f"--uploads-per-minute must be 0 or more, got {uploads_per_minute}")
+    if pacs_url is not None and not is_link(
+        pacs_url.rstrip("/") + "/studies/1.2/series/1.2/instances/1.2"
+    ):
+        raise ValueError(
+            f"--pacs-url must be an http(s) URL without credentials or query, got {pacs_url!r}"
+        )
     token = load_api_token(token_file)
     app = create_app(
         index,
@@ -65,6 +83,7 @@ def serve(
         images=images,
         api_token=token,
         upload_rate=f"{uploads_per_minute}/minute" if uploads_per_minute else None,
+        pacs_url=pacs_url,
     )
     writes = "enabled (API token)" if token else "disabled (no --token-file)"
     console.print(

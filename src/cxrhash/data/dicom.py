@@ -93,11 +93,13 @@ _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 @dataclass(frozen=True)
 class InstanceUids:
-    """Where a film lives in a PACS: its study, series and SOP instance UIDs."""
+    """Where a film lives in a PACS: its study, series and SOP instance UIDs, and its SOP
+    class (``""`` when the header has none or a malformed one)."""
 
     study: str
     series: str
     sop: str
+    sop_class: str = ""
 
 
 def instance_uids(ds: pydicom.Dataset) -> InstanceUids | None:
@@ -105,7 +107,9 @@ def instance_uids(ds: pydicom.Dataset) -> InstanceUids | None:
     values = [str(ds.get(k, "") or "").strip() for k in _UID_KEYWORDS]
     if not all(len(v) <= 64 and _UID.fullmatch(v) for v in values):
         return None
-    return InstanceUids(*values)
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    study, series, sop = values
+    return InstanceUids(study, series, sop, sop_class if _UID.fullmatch(sop_class) else "")
 
 
 @dataclass

@@ -95,7 +95,7 @@ def search_result(
     wanted = set(request.findings)
     hits: list[Hit] = []
     for h in found.hits[0]:
-        findings = h.findings.split("|")
+        findings = finding_names(h.findings)
         if not wanted.issubset(findings):
             continue
         hits.append(
@@ -133,6 +133,12 @@ def search_result(
         timings=timings,
         closeness=_closeness(found),
     )
+
+
+def finding_names(text: str) -> list[str]:
+    """The findings of a stored ``A|B`` text; none for a film stored without a report
+    (``""``: pushed by a PACS, :mod:`.stow`)."""
+    return text.split("|") if text else []
 
 
 def pacs_ref(source_path: str | None) -> PacsRef | None:

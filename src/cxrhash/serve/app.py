@@ -23,7 +23,13 @@ from fastapi import Path as PathParam
 from cxrhash.data.images import ImageReadError
 from cxrhash.data.labels import NO_FINDING
 from cxrhash.data.uploads import Upload
-from cxrhash.serve.answers import SearchRequest, pacs_ref, search_depth, search_result
+from cxrhash.serve.answers import (
+    SearchRequest,
+    finding_names,
+    pacs_ref,
+    search_depth,
+    search_result,
+)
 from cxrhash.serve.case_images import CaseImages, map_dataset
 from cxrhash.serve.case_writes import DEFAULT_COMMIT_EVERY, add_case_writes
 from cxrhash.serve.errors import ApiError, install_error_handlers
@@ -39,8 +45,9 @@ from cxrhash.serve.schemas import (
     Stats,
 )
 from cxrhash.serve.searcher import Searcher
+from cxrhash.serve.stow import add_stow_routes
 from cxrhash.serve.viewer import mount_viewer
-from cxrhash.serve.write_guard import DEFAULT_UPLOAD_RATE
+from cxrhash.serve.write_guard import DEFAULT_UPLOAD_RATE, is_upload
 
 LOG = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -60,6 +67,7 @@ def create_app(
     api_token: bytes | None = None,
     upload_rate: str | None = DEFAULT_UPLOAD_RATE,
     commit_every: int = DEFAULT_COMMIT_EVERY,
+    pacs_url: str | None = None,
 ) -> FastAPI:
     """The API over the index at ``index_dir``, searched with ``checkpoint`` (default: the
     one its ``model.json`` names). The model and the index are loaded now, once.
@@ -68,6 +76,8 @@ def create_app(
     ``api_token`` enables adding and removing cases (:mod:`.case_writes`; ``None``: they
     answer 403); ``upload_rate`` limits the uploads of each client (limits notation,
     ``"120/minute"``; ``None``: no limit); an add commits ``commit_every`` films at a time.
+    Films a PACS pushes by STOW-RS (:mod:`.stow`) link back to it under ``pacs_url`` (its
+    DICOMweb base URL; ``None``: by their UIDs only).
 
     Raises:
         FileNotFoundError, CheckpointError, HashIndexError: no such index or checkpoint,
@@ -100,7 +110,7 @@ def create_app(
     app.state.max_upload_bytes = max_upload_bytes
     install_error_handlers(app)
     try:
-        add_case_writes(
+        adder, require_token = add_case_writes(
             app,
             searcher,
             Path(index_dir),
@@ -109,13 +119,14 @@ def create_app(
             max_upload_bytes=max_upload_bytes,
             commit_every=commit_every,
         )
+        add_stow_routes(app, adder, require_token, pacs_url)
     except BaseException:
         searcher.close()
         raise
     app.add_middleware(  # the outermost layer: added last
         RequestGuard,
         max_body_bytes=max_upload_bytes + MULTIPART_OVERHEAD,
-        upload_paths=("/api/search", "/api/cases"),
+        is_upload=is_upload,
     )
     _add_routes(app, searcher, case_images, max_upload_bytes)
     mount_viewer(app)
@@ -196,7 +207,10 @@ def _add_case_routes(app: FastAPI, searcher: Searcher, images: CaseImages) -> No
         """The stored metadata of a case id returned by a search."""
         stored, findings, source = _known_case(searcher, case_id)
         return Case(
-            case_id=stored, findings=findings.split("|"), source_path=source, pacs=pacs_ref(source)
+            case_id=stored,
+            findings=finding_names(findings),
+            source_path=source,
+            pacs=pacs_ref(source),
         )
 
     @app.get(

@@ -44,7 +44,7 @@ MAX_IMAGES = 256
 #: Longest patient id accepted (DICOM's PatientID is at most 64 characters).
 MAX_PATIENT_ID = 64
 _BEARER = HTTPBearer(auto_error=False, description="the server's API token (--token-file)")
-_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (400, 401, 403, 404, 411, 413, 422, 429, 503)
 }
 
@@ -91,6 +91,7 @@ class Pending:
     findings: str
     patient_id: str
     pixels: np.ndarray
+    source_path: str | None = None
 
 
 def parse_findings(text: str, pathologies: list[str]) -> str:
@@ -172,12 +173,12 @@ class Adder:
                 continue
             pending.append(Pending(i, source, text, pid, received.film.image))
             if len(pending) >= self.commit_every:
-                self._commit(pending, result)
-        self._commit(pending, result)
+                self.commit(pending, result)
+        self.commit(pending, result)
         result.size = self.searcher._run(lambda: len(self.searcher.index))
         return result
 
-    def _commit(self, pending: list[Pending], result: AddResult) -> None:
+    def commit(self, pending: list[Pending], result: AddResult) -> None:
         """Commit ``pending`` (one job of the worker thread) and empty it."""
         if pending:
             for ref, new in self.searcher._run(self._commit_job, list(pending)):
@@ -220,6 +221,7 @@ class Adder:
                 [p.source_id for p in new],
                 [p.findings for p in new],
                 patient_ids=[p.patient_id for p in new],
+                source_paths=[p.source_path for p in new],
                 floats=out.hash.float().numpy() if index.stores_floats else None,
             )
         return fresh
@@ -247,12 +249,13 @@ def add_case_writes(
     upload_rate: str | None,
     max_upload_bytes: int,
     commit_every: int = DEFAULT_COMMIT_EVERY,
-) -> IndexRefresher:
+) -> tuple[Adder, Callable[..., None]]:
     """Add the write routes, the token and rate-limit layer and the refresh of the index
     after other processes' commits to ``app``; call before the outermost middleware.
 
     With a token, the pseudonym key is checked against the index now (a wrong key fails
-    the start, not the first upload). Returns the refresher (``app.state.refresher``).
+    the start, not the first upload). Returns the adder (its refresher is also
+    ``app.state.refresher``) and the token check, for other write routes (:mod:`.stow`).
 
     Raises:
         ValueError: ``commit_every`` < 1 or a bad ``upload_rate``; IndexMismatchError or
@@ -268,8 +271,9 @@ def add_case_writes(
     app.add_middleware(RefreshGuard, refresher=refresher)
     app.add_middleware(WriteGuard, token=api_token, limiter=limiter)
     adder = Adder(searcher, refresher, max_upload_bytes, commit_every)
-    _add_routes(app, adder, _token_dependency(api_token))
-    return refresher
+    require_token = _token_dependency(api_token)
+    _add_routes(app, adder, require_token)
+    return adder, require_token
 
 
 def _token_dependency(api_token: bytes | None) -> Callable[..., None]:
@@ -290,7 +294,7 @@ def _token_dependency(api_token: bytes | None) -> Callable[..., None]:
 def _add_routes(app: FastAPI, adder: Adder, require_token: Callable[..., None]) -> None:
     searcher = adder.searcher
 
-    @app.post("/api/cases", dependencies=[Depends(require_token)], responses=_WRITE_ERRORS)
+    @app.post("/api/cases", dependencies=[Depends(require_token)], responses=WRITE_ERRORS)
     def add_cases(
         request: Request,
         images: Annotated[
@@ -325,7 +329,7 @@ def _add_routes(app: FastAPI, adder: Adder, require_token: Callable[..., None]) 
         "/api/cases/{case_id}",
         status_code=204,
         dependencies=[Depends(require_token)],
-        responses=_WRITE_ERRORS,
+        responses=WRITE_ERRORS,
     )
     def remove_case(
         case_id: Annotated[str, PathParam(max_length=CASE_ID_MAX, pattern=CASE_ID_PATTERN)],

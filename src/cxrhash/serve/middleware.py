@@ -25,18 +25,22 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def loggable_path(path: str) -> str:
     """The route of ``path`` as logged: a case id (perhaps a source name) is left out."""
-    return "/api/cases/{case_id}" if path.startswith("/api/cases/") else path
+    if path.startswith("/api/cases/"):
+        return "/api/cases/{case_id}"
+    return "/dicomweb/studies/{study}" if path.startswith("/dicomweb/studies/") else path
 
 
 class RequestGuard:
     """Give each HTTP request a uuid4-hex id (``request.state.request_id``, the
-    ``X-Request-ID`` answer header, the log line), and refuse a body to ``upload_paths``
-    without ``Content-Length`` (411) or above ``max_body_bytes`` (413) unread."""
+    ``X-Request-ID`` answer header, the log line), and refuse the body of a request that
+    ``is_upload`` without ``Content-Length`` (411) or above ``max_body_bytes`` (413) unread."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, upload_paths: tuple[str, ...]):
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, is_upload: Callable[[Scope], bool]
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.upload_paths = upload_paths
+        self.is_upload = is_upload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,7 +77,7 @@ class RequestGuard:
 
     def _refusal(self, scope: Scope) -> Any:
         """The error response for a request refused before its body is read, or ``None``."""
-        if scope["method"] != "POST" or scope["path"] not in self.upload_paths:
+        if not self.is_upload(scope):
             return None
         headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length")

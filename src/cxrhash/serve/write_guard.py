@@ -43,6 +43,19 @@ DEFAULT_UPLOAD_RATE = "120/minute"
 WRITES_DISABLED = "writes are disabled: start the server with --token-file"
 CASES_PATH = "/api/cases"
 UPLOAD_PATHS = ("/api/search", CASES_PATH)
+#: STOW-RS (issue #14): a PACS pushes instances to ``/dicomweb/studies[/{study}]``.
+STOW_PATH = "/dicomweb/studies"
+
+
+def is_stow(scope: Scope) -> bool:
+    """Whether the request stores instances by STOW-RS (an add: needs the token)."""
+    path = scope["path"]
+    return scope["method"] == "POST" and (path == STOW_PATH or path.startswith(STOW_PATH + "/"))
+
+
+def is_upload(scope: Scope) -> bool:
+    """Whether the request's body is one or more films (size-limited and rate-limited)."""
+    return (scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS) or is_stow(scope)
 
 
 class TokenError(ValueError):
@@ -166,8 +179,10 @@ class UploadLimiter:
 def is_write(scope: Scope) -> bool:
     """Whether the request adds or removes cases (needs the token)."""
     path, method = scope["path"], scope["method"]
-    return (method == "POST" and path == CASES_PATH) or (
-        method == "DELETE" and path.startswith(CASES_PATH + "/")
+    return (
+        (method == "POST" and path == CASES_PATH)
+        or (method == "DELETE" and path.startswith(CASES_PATH + "/"))
+        or is_stow(scope)
     )
 
 
@@ -189,7 +204,7 @@ class WriteGuard:
     def _refusal(self, scope: Scope) -> Refusal | None:
         if is_write(scope) and self.token is None:
             return token_refusal(scope, None)
-        if self.limiter is not None and scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS:
+        if self.limiter is not None and is_upload(scope):
             client = scope.get("client")
             wait = self.limiter.retry_after(client[0] if client else "unknown")
             if wait is not None:

@@ -80,7 +80,12 @@ def test_a_film_finds_itself_first(client: TestClient, phantom_dir: Path, index_
         assert set(hit["shared_findings"]) <= set(hit["findings"]) & set(body["predicted_findings"])
     assert set(body["timings"]) == {"decode_ms", "encode_ms", "search_ms"}
     case = client.get(f"/api/cases/{own}").json()
-    assert case == {"case_id": own, "findings": first["findings"], "source_path": None, "pacs": None}
+    assert case == {
+        "case_id": own,
+        "findings": first["findings"],
+        "source_path": None,
+        "pacs": None,
+    }
 
 
 @pytest.mark.parametrize("rerank", ["none", "asymmetric"])

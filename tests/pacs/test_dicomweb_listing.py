@@ -43,7 +43,9 @@ def test_modality_and_body_part_options(spec: str, films: dict[str, Film]) -> No
     hands = {ref.sop_uid for ref in DicomWebSource(f"{spec}&body_part=HAND").instances()}
     # HAND, plus the film without a body part (the filter applies where present).
     assert hands == {films["dx_hand"].sop_uid, films["dx_no_body_part"].sop_uid}
-    every = {ref.sop_uid for ref in DicomWebSource(f"{spec}&body_part=&modality=CR,DX,CT").instances()}
+    every = {
+        ref.sop_uid for ref in DicomWebSource(f"{spec}&body_part=&modality=CR,DX,CT").instances()
+    }
     assert every == {film.sop_uid for film in films.values()}
 
 

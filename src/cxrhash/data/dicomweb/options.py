@@ -169,8 +169,7 @@ def _number(
         value = None
     if value is None or not low <= value <= top:
         raise DataFormatError(
-            f"{SCHEME}:{url}: {key} must be a {kind.__name__} in [{low}, {top}], "
-            f"got {opts[key]!r}"
+            f"{SCHEME}:{url}: {key} must be a {kind.__name__} in [{low}, {top}], got {opts[key]!r}"
         )
     return value
 
@@ -180,8 +179,7 @@ def _codes(url: str, value: str, key: str, *, required: bool) -> tuple[str, ...]
     bad = [code for code in codes if not _CODE.match(code)]
     if bad or (required and not codes):
         raise DataFormatError(
-            f"{SCHEME}:{url}: {key} must be comma-separated DICOM codes (e.g. CR,DX), "
-            f"got {value!r}"
+            f"{SCHEME}:{url}: {key} must be comma-separated DICOM codes (e.g. CR,DX), got {value!r}"
         )
     return codes
 

@@ -71,8 +71,6 @@ def make_session(options: DicomWebOptions) -> requests.Session:
 
 def make_client(options: DicomWebOptions) -> DICOMwebClient:
     """A DICOMweb client of the source's server, over :func:`make_session`."""
-    client = DICOMwebClient(
-        options.url, session=make_session(options), timeout=options.timeout
-    )
+    client = DICOMwebClient(options.url, session=make_session(options), timeout=options.timeout)
     client.set_http_retry_params(retry=False)
     return client

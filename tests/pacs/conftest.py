@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from io import BytesIO
 
 import pytest
 
 from .orthanc_server import OrthancServer, find_orthanc, start_orthanc
-from .synthetic_dicoms import FILMS, Film, film_dataset
+from .synthetic_dicoms import FILMS, TRANSCODED_BY_ORTHANC, Film, film_dataset
 
 PASSWORD_ENV = "CXRHASH_TEST_ORTHANC_PASSWORD"
 
@@ -40,15 +41,30 @@ def orthanc() -> Iterator[OrthancServer]:
 
 @pytest.fixture(scope="session")
 def films(orthanc: OrthancServer) -> dict[str, Film]:
-    """Every synthetic film, uploaded (in memory) through Orthanc's REST ``/instances``."""
-    from io import BytesIO
-
+    """Every synthetic film, uploaded (in memory) through Orthanc's REST ``/instances``;
+    those of :data:`TRANSCODED_BY_ORTHANC` are replaced by Orthanc's transcoded copy."""
     for film in FILMS:
         buffer = BytesIO()
         film_dataset(film).save_as(buffer, enforce_file_format=True)
         answer = orthanc.upload(buffer.getvalue())
         assert answer.get("Status") == "Success", (film.name, answer)
+        if film.syntax in TRANSCODED_BY_ORTHANC:
+            _transcode(orthanc, answer["ID"], film.syntax)
     return {film.name: film for film in FILMS}
+
+
+def _transcode(orthanc: OrthancServer, instance: str, syntax: str) -> None:
+    """Replace a stored instance by its copy in ``syntax`` (same UIDs), DCMTK encoding it."""
+    keep = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+    with orthanc.session() as session:
+        answer = session.post(
+            f"{orthanc.url}/instances/{instance}/modify",
+            json={"Transcode": syntax, "Keep": keep, "Force": True},
+            timeout=60,
+        )
+        answer.raise_for_status()
+        session.delete(f"{orthanc.url}/instances/{instance}", timeout=60).raise_for_status()
+    orthanc.upload(answer.content)
 
 
 @pytest.fixture(scope="session")

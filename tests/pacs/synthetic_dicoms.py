@@ -5,7 +5,9 @@ Each film has a patient name, id and birth date that tests grep for, pixel conte
 (a seeded pattern), and deterministic UIDs. The set covers what a DICOMweb source has to
 decode: MONOCHROME1 and MONOCHROME2 (a MONOCHROME1 film is the inverted twin of a
 MONOCHROME2 one: same stored pixels), 8-bit and 12-in-16-bit, a VOI LUT window, RLE,
-JPEG-LS and JPEG 2000 lossless, one film whose pixel data is truncated, one with no Body Part
+JPEG-LS and JPEG 2000 lossless (pydicom's encoders), JPEG lossless (no encoder on PyPI: the
+film is written uncompressed and Orthanc transcodes it at upload, see
+:data:`TRANSCODED_BY_ORTHANC`), one film whose pixel data is truncated, one with no Body Part
 Examined (kept: the body-part filter applies where present), a hand film, a CT and an old
 study.
 """
@@ -22,6 +24,7 @@ from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
     generate_uid,
@@ -100,6 +103,7 @@ FILMS: tuple[Film, ...] = (
     Film("dx_rle", syntax=RLELossless),
     Film("dx_jpegls", syntax=JPEGLSLossless),
     Film("dx_j2k", syntax=JPEG2000Lossless),
+    Film("cr_jpeg_lossless", modality="CR", syntax=JPEGLosslessSV1),
     Film("dx_no_body_part", body_part=None),
     Film("dx_corrupt", expect="corrupt"),
     Film("dx_hand", body_part="HAND", expect="excluded"),
@@ -107,6 +111,8 @@ FILMS: tuple[Film, ...] = (
     Film("dx_old", study_date="20190102", expect="old"),
 )
 BY_NAME = {film.name: film for film in FILMS}
+#: Syntaxes pydicom cannot encode: written uncompressed, for Orthanc to transcode.
+TRANSCODED_BY_ORTHANC = (JPEGLosslessSV1,)
 
 
 def stored_pixels(film: Film) -> np.ndarray:
@@ -157,7 +163,7 @@ def _set_pixels(ds: Dataset, film: Film) -> None:
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, film.photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = pixels.itemsize * 8, film.bits, film.bits - 1
     ds.PixelRepresentation = 0
-    if film.syntax == ExplicitVRLittleEndian:
+    if film.syntax in (ExplicitVRLittleEndian, *TRANSCODED_BY_ORTHANC):
         data = pixels.tobytes()
         # Truncated: the element is well formed (Orthanc stores it) but holds half the pixels.
         ds.PixelData = data[: len(data) // 2] if film.expect == "corrupt" else data

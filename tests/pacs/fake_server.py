@@ -1,6 +1,7 @@
 """A tiny loopback HTTP server that plays a DICOMweb server badly: it records each request's
-path and headers, answers the first ``failures`` requests with ``status`` and then answers
-QIDO-RS with canned records (one page, then an empty one)."""
+path and headers, answers the first ``failures`` requests with ``status``, then answers
+QIDO-RS with canned records (one page, then an empty one) and WADO-RS with a canned
+instance (with or without a Content-Length)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class Script:
     failures: int = 0
     status: int = 503
     records: list[dict] = field(default_factory=list)
+    instance: bytes = b""
+    declare_length: bool = True
     seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
@@ -41,14 +44,23 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             if len(script.seen) <= script.failures:
                 self._answer(script.status, b"try again")
                 return
+            if "/instances/" in self.path:
+                body = b"--XYZ\r\nContent-Type: application/dicom\r\n\r\n"
+                body += script.instance + b"\r\n--XYZ--\r\n"
+                kind = 'multipart/related; type="application/dicom"; boundary=XYZ'
+                self._answer(200, body, kind, script.declare_length)
+                return
             offset = int(self.path.partition("offset=")[2].partition("&")[0] or 0)
             body = json.dumps(script.records if offset == 0 else []).encode()
             self._answer(200, body, "application/dicom+json")
 
-        def _answer(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+        def _answer(
+            self, status: int, body: bytes, kind: str = "text/plain", length: bool = True
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
+            if length:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 

@@ -1,8 +1,9 @@
 """Our own Orthanc for the tests: Debian's ``orthanc`` and ``orthanc-dicomweb`` (installed by
 .ci/run), started on free ports with a temporary storage folder and a generated
 configuration (DICOMweb plugin on, remote access off, HTTP basic auth on), and stopped by
-:meth:`OrthancServer.stop`, which an ``atexit`` hook also calls: it is stopped whatever
-happens.
+:meth:`OrthancServer.stop`, which an ``atexit`` hook also calls; and on Linux the kernel
+sends it SIGTERM if the test process dies without running either (SIGKILL): it is stopped
+whatever happens.
 
 By hand (docs/pacs.md): ``python tests/pacs/orthanc_server.py`` starts one and prints its
 URL, user and password until Ctrl-C.
@@ -11,8 +12,10 @@ URL, user and password until Ctrl-C.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -41,6 +44,14 @@ def find_orthanc() -> tuple[str, str] | None:
             (str(p) for p in Path("/usr/lib/orthanc").glob("libOrthancDicomWeb.so*")), None
         )
     return (binary, plugin) if binary and plugin else None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the fixture's finalizer and atexit still stop it
 
 
 def free_port() -> int:
@@ -144,7 +155,11 @@ def _launch(binary: str, plugin: str) -> OrthancServer:
     log = folder / "orthanc.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [binary, str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=folder
+            [binary, str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+            preexec_fn=_die_with_parent,
         )
     server = OrthancServer(f"http://127.0.0.1:{http_port}", dicom_port, process, folder, log)
     atexit.register(server.stop)

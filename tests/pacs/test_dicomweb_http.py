@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import os
 import time
+from io import BytesIO
 
 import pytest
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from cxrhash.data.dicomweb import DicomWebError, DicomWebSource, parse_dicomweb_spec
+import cxrhash.data.dicomweb.session as session_module
+from cxrhash.data import set_max_pixels
+from cxrhash.data.dicomweb import (
+    DicomWebError,
+    DicomWebSource,
+    FetchedFilm,
+    InstanceError,
+    InstanceRef,
+    parse_dicomweb_spec,
+)
 from cxrhash.data.dicomweb.session import make_session
 from cxrhash.data.errors import DataFormatError
 
 from .fake_server import Script, fake_dicomweb, qido_record
 from .orthanc_server import OrthancServer
+from .synthetic_dicoms import BY_NAME, Film, film_dataset
 
 TOKEN_ENV, WRONG_ENV = "CXRHASH_TEST_TOKEN", "CXRHASH_TEST_WRONG_PASSWORD"
 
@@ -138,3 +150,47 @@ def test_defaults() -> None:
     assert options.url == "https://pacs/dw"
     assert options.modalities == ("DX", "CR") and options.body_parts == ("CHEST",)
     assert (options.page_size, options.verify, options.since) == (100, True, None)
+
+
+def _instance(syntax: str = ExplicitVRLittleEndian) -> tuple[Film, bytes]:
+    film = BY_NAME["cr_mono2"]
+    ds = film_dataset(film)
+    ds.file_meta.TransferSyntaxUID = syntax
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return film, buffer.getvalue()
+
+
+def _fetch(url: str, film: Film) -> FetchedFilm:
+    ref = InstanceRef(film.uid("study"), film.uid("series"), film.sop_uid, "CR", None, None)
+    return DicomWebSource(f"dicomweb:{url}").fetch(ref)
+
+
+def test_plain_instance_fetched() -> None:
+    film, data = _instance()
+    with fake_dicomweb(Script(instance=data, declare_length=False)) as url:
+        fetched = _fetch(url, film)
+    assert fetched.sop_uid == film.sop_uid and fetched.pixels.shape == (48, 48)
+
+
+def test_deflated_instance_refused_unread() -> None:
+    film, data = _instance(DeflatedExplicitVRLittleEndian)
+    with fake_dicomweb(Script(instance=data)) as url, pytest.raises(InstanceError) as caught:
+        _fetch(url, film)
+    assert caught.value.sop_uid == film.sop_uid and "deflated" in caught.value.reason
+
+
+@pytest.mark.parametrize("declare_length", [True, False])
+def test_oversized_answer_refused(monkeypatch: pytest.MonkeyPatch, declare_length: bool) -> None:
+    film, data = _instance()
+    monkeypatch.setattr(session_module, "ANSWER_SLACK_BYTES", 1000)
+    set_max_pixels(100)
+    try:
+        script = Script(instance=data, declare_length=declare_length)
+        with fake_dicomweb(script) as url, pytest.raises(InstanceError) as caught:
+            _fetch(url, film)
+    finally:
+        set_max_pixels(None)
+    assert caught.value.sop_uid == film.sop_uid
+    assert "1,200" in caught.value.reason
+    assert ("is over" if declare_length else "runs past") in caught.value.reason

@@ -12,6 +12,10 @@ AUTH_STATUSES = (401, 403)
 _DETAIL_CHARS = 200
 
 
+class ResponseRefused(requests.RequestException):
+    """An answer refused before the client parses it (too large, or deflated)."""
+
+
 def http_status(err: requests.RequestException) -> int | None:
     """The HTTP status of a failed exchange, if the server answered at all."""
     response = getattr(err, "response", None)
@@ -23,6 +27,8 @@ def describe(err: requests.RequestException) -> str:
     status = http_status(err)
     if status is not None:
         return f"HTTP {status}"
+    if isinstance(err, ResponseRefused):
+        return str(err)
     if isinstance(err, requests.exceptions.SSLError):
         detail = " ".join(str(err).split())[:_DETAIL_CHARS]
         return f"TLS verification failed ({detail})"

@@ -148,6 +148,29 @@ def read_dicom_film(path: str | Path) -> DicomFilm:
     return _decode(Path(path), upload=True)
 
 
+def read_dicom_dataset(ds: pydicom.Dataset, source: str) -> np.ndarray:
+    """:func:`read_dicom` for a dataset already in memory (a DICOMweb retrieve, say), so
+    that its header, patient names and all, is never written to disk to be decoded.
+
+    The header is checked (bit depth, declared size against the pixel limit) before
+    any pixel data is decoded. ``source`` names the dataset in errors (the error's
+    ``path``); it must not identify a patient.
+
+    Raises:
+        ImageReadError: as :func:`read_dicom`; also when ``ds`` has no pixel data or
+            no transfer syntax.
+    """
+    where = Path(source)
+    follow_pixel_limit()
+    with _quiet_pydicom():
+        if not any(int(tag) in _PIXEL_TAGS for tag in ds.keys()):
+            raise ImageReadError(where, "DICOM dataset has no pixel data")
+        if not getattr(ds.get("file_meta"), "TransferSyntaxUID", None):
+            raise ImageReadError(where, "DICOM dataset has no Transfer Syntax UID")
+        _check_header(where, ds)
+        return _decode_checked(where, ds, upload=False).grey
+
+
 def _decode(path: Path, *, upload: bool) -> DicomFilm:
     """The one decode path; ``upload`` adds de-identification and the display values."""
     check_regular_file(path)
@@ -158,24 +181,29 @@ def _decode(path: Path, *, upload: bool) -> DicomFilm:
                 ds = _read_checked(path, handle)
         except OSError as err:
             raise ImageReadError(path, f"cannot open ({err.strerror or err})") from err
-        patient_id = str(ds.get("PatientID", "") or "").strip() or None
-        uids = instance_uids(ds)
-        if upload:
-            deidentify_header(ds)
-        try:
-            arr = pixel_array(ds, index=0)
-        except Exception as err:
-            # pydicom's message lists each plugin's failure on a line of its own.
-            detail = " ".join(str(err).split())
-            raise ImageReadError(path, f"cannot decode DICOM pixel data ({detail})") from err
-        try:
-            grey = _to_unit(path, arr, ds)
-            modality, window = _display_values(arr, ds) if upload else (None, None)
-        except ImageReadError:
-            raise
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
-            # e.g. a VOI LUT Descriptor of two values instead of three
-            raise ImageReadError(path, f"cannot apply the DICOM grey-scale LUTs ({err})") from err
+        return _decode_checked(path, ds, upload=upload)
+
+
+def _decode_checked(path: Path, ds: pydicom.Dataset, *, upload: bool) -> DicomFilm:
+    """Decode a dataset whose header :func:`_check_header` accepted (pydicom kept quiet)."""
+    patient_id = str(ds.get("PatientID", "") or "").strip() or None
+    uids = instance_uids(ds)
+    if upload:
+        deidentify_header(ds)
+    try:
+        arr = pixel_array(ds, index=0)
+    except Exception as err:
+        # pydicom's message lists each plugin's failure on a line of its own.
+        detail = " ".join(str(err).split())
+        raise ImageReadError(path, f"cannot decode DICOM pixel data ({detail})") from err
+    try:
+        grey = _to_unit(path, arr, ds)
+        modality, window = _display_values(arr, ds) if upload else (None, None)
+    except ImageReadError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
+        # e.g. a VOI LUT Descriptor of two values instead of three
+        raise ImageReadError(path, f"cannot apply the DICOM grey-scale LUTs ({err})") from err
     inverted = _photometric(ds) == "MONOCHROME1" or _presentation_inverse(ds)
     return DicomFilm(grey, modality, window, inverted and modality is not None, patient_id, uids)
 

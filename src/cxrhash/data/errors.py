@@ -36,3 +36,23 @@ class ImageReadError(ValueError):
 
 class DataFormatError(ValueError):
     """A label file or dataset description does not have the expected shape."""
+
+
+class DicomWebError(RuntimeError):
+    """A DICOMweb server cannot be used at all: unreachable, refusing the credentials, or
+    answering a listing with something that is not one. Names the server's URL, never a
+    password or token."""
+
+
+class InstanceError(Exception):
+    """One DICOMweb instance could not be fetched or decoded; the listing goes on.
+
+    Attributes:
+        sop_uid: The instance's SOP Instance UID.
+        reason: What went wrong, in words (no patient data).
+    """
+
+    def __init__(self, sop_uid: str, reason: str) -> None:
+        self.sop_uid = sop_uid
+        self.reason = reason
+        super().__init__(f"DICOMweb instance {sop_uid}: {reason}")

@@ -15,7 +15,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -180,3 +182,31 @@ def stored_text(path: Path) -> bytes:
     with np.load(path, allow_pickle=False) as arrays:
         texts = [arrays[k] for k in arrays.files if arrays[k].dtype.kind in "SUO"]
     return b"".join(str(t.tolist()).encode() for t in texts)
+
+
+@contextmanager
+def serving(app: Any, wait_s: float = 60) -> Iterator[str]:
+    """``app`` under uvicorn in a thread, on a loopback socket bound here (no race); its
+    base URL while the block runs."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + wait_s
+    try:
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(wait_s)
+        sock.close()

@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "pretrain": {"registry", "config", "data", "models", "losses", "training"},
     "closeness": {"data", "index", "models", "encode"},
+    "pacs_cursor": {"data", "index"},
     "retrieve": {"data", "index", "models", "encode", "training", "closeness"},
     "visualize": {"data", "models", "retrieve"},
     "bench": {
@@ -60,6 +61,7 @@ ALLOWED: dict[str, set[str]] = {
         "training",
         "pretrain",
         "closeness",
+        "pacs_cursor",
         "retrieve",
         "visualize",
         "bench",

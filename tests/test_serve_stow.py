@@ -157,3 +157,17 @@ def test_bad_stow_requests_are_refused(client: TestClient, index_dir: Path) -> N
     closed = TestClient(create_app(index_dir))  # no token: writes are off
     assert closed.post("/dicomweb/studies", content=body, headers=headers).status_code == 403
     assert client.get("/api/health").status_code == 200
+
+
+def test_a_chunked_push_is_counted_as_it_arrives(index_dir: Path) -> None:
+    client = TestClient(create_app(index_dir, api_token=TOKEN.encode(), max_upload_bytes=1000))
+    _, headers = related([])
+    chunks = (b"x" * 50_000 for _ in range(4))  # no Content-Length: sent chunked
+    res = client.post("/dicomweb/studies", content=chunks, headers=headers)
+    assert res.status_code == 413 and res.json()["error"]["code"] == "upload_too_large"
+    search = client.post(
+        "/api/search",
+        content=(b"x" for _ in range(2)),
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert search.status_code == 411  # the other uploads still need a Content-Length

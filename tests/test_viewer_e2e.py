@@ -10,17 +10,13 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
-from conftest import build_phantom_index, write_dicom
+from conftest import build_phantom_index, serving, write_dicom
 from PIL import Image
 
 from cxrhash.serve import create_app
@@ -56,24 +52,10 @@ def index_dir(tiny_run: Path, phantom_dir: Path, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="module")
 def base_url(index_dir: Path, phantom_dir: Path) -> Iterator[str]:
-    """The real app under uvicorn in a thread, on a loopback socket bound here (no race),
-    showing the phantom films as the cases' images (``--images``)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(index_dir, images=f"phantom:{phantom_dir}")
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(WAIT_S)
-    sock.close()
+    """The real app under uvicorn in a thread, showing the phantom films as the cases'
+    images (``--images``)."""
+    with serving(create_app(index_dir, images=f"phantom:{phantom_dir}")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,10 @@ DEFAULT_RERANK = "none"
 
 
 def findings_text(row: np.ndarray, pathologies: list[str]) -> str:
-    """NIH-style findings string (``A|B`` or ``No Finding``) for a label row."""
+    """NIH-style findings string (``A|B`` or ``No Finding``) for a label row; ``""`` for
+    a row with no known label (a film without findings, e.g. from a PACS)."""
+    if not np.isfinite(row).any():
+        return ""
     names = [p for p, v in zip(pathologies, row, strict=True) if v == 1]
     return "|".join(names) if names else "No Finding"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -134,6 +135,11 @@ def index(
     Every image that cannot be read or decoded is skipped and listed with its reason.
     With --verify, check an existing index instead (exit 0: OK, 1: corrupt, 2: no index).
     With --calibrate, re-make its closeness calibration from the --data films instead.
+
+    From a PACS (--data dicomweb:URL…), each film is keyed by its SOP Instance UID and keeps
+    its WADO-RS URL; a completed run leaves a cursor in the index folder, so the next one
+    lists only studies from the day before it on (docs/pacs.md). --workers are the
+    parallel fetchers.
     """
     setup_logging(verbose)
     if verify:
@@ -145,6 +151,11 @@ def index(
         fail("cxrhash index needs --checkpoint, --data and --out (or --verify --index DIR)")
     from cxrhash.retrieve import build_index, checkpoint_dataset, recalibrate
 
+    started, pacs = datetime.now(), data.startswith("dicomweb:")
+    if pacs and not calibrate:
+        from cxrhash.pacs_cursor import with_cursor
+
+        data = with_cursor(data, out)
     ckpt, dataset = checkpoint_dataset(checkpoint, data, part)
     if calibrate:
         n = recalibrate(ckpt, dataset, out, batch_size=batch_size, num_workers=workers)
@@ -164,6 +175,11 @@ def index(
         keep_source_names=True if keep_source_names else None,
     )
     print_index_report(report, out)
+    if pacs:
+        from cxrhash.pacs_cursor import save_cursor
+
+        since = save_cursor(out, data, started)
+        console.print(f"the next run over this source lists studies from {since} on")
 
 
 def print_index_report(report: IndexReport, out: Path, shown: int = 20) -> None:

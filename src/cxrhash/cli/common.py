@@ -29,7 +29,9 @@ DATA_HELP = (
     "Dataset spec: nih:PATH (Data_Entry_2017.csv / labels.csv, or a folder holding them), "
     "chexpert:CSV[?uncertain=ones|zeros|ignore], chestmnist:NPZ[?split=train|val|test] "
     "(all three official parts, kept apart by the split, when omitted), "
-    "folder:DIR?csv=FILE, phantom:DIR."
+    "folder:DIR?csv=FILE, phantom:DIR, dicomweb:URL[?modality=CR,DX&since=YYYYMMDD&"
+    "labels=CSV&user=NAME&password_env=VAR|token_env=VAR&verify=true|false|CA.pem] (a PACS "
+    "over DICOMweb: docs/pacs.md)."
 )
 #: What a user can get wrong (a bad option, file, checkpoint, index or dataset): one line.
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, KeyError, OSError)

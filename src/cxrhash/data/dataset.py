@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 # DataFormatError and ImageReadError are also re-exported: many modules import them from here.
-from cxrhash.data.errors import DataFormatError, ImageReadError, printable_path
+from cxrhash.data.errors import DataFormatError, DicomWebError, ImageReadError, printable_path
 from cxrhash.data.images import load_image, resize_square, undecodable
 
 LOG = logging.getLogger(__name__)
@@ -98,6 +98,9 @@ class CXRDataset(Dataset):
         name: Shown in logs and errors.
         array_rows: Row of ``arrays`` for each item (default ``0..N-1``); lets
             subsets share a memory-mapped array without copying it.
+        reader: Reads the image of ``paths[i]`` instead of :func:`load_image` (a
+            picklable callable, e.g. a DICOMweb fetch, :mod:`cxrhash.data.dicomweb`); its
+            :class:`DicomWebError` ends the run instead of skipping the item.
 
     Raises:
         DataFormatError: Lengths disagree, labels are not ``N×P``, case ids
@@ -117,6 +120,7 @@ class CXRDataset(Dataset):
         augment: bool = False,
         name: str = "dataset",
         array_rows: np.ndarray | None = None,
+        reader: Callable[[str], np.ndarray] | None = None,
     ) -> None:
         n = len(case_ids)
         labels = np.asarray(labels, dtype=np.float32)
@@ -157,6 +161,7 @@ class CXRDataset(Dataset):
         self._array_rows = np.arange(n) if array_rows is None else np.asarray(array_rows)
         self._augmentation = training_augmentation() if augment else None
         self._warned: set[int] = set()
+        self._reader = reader
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -169,6 +174,8 @@ class CXRDataset(Dataset):
             pixels = resize_square(self._read(i), self.image_size)
         except ImageReadError as err:
             return self._skip(i, err.reason)
+        except DicomWebError:
+            raise  # the server, not this item: every later item would fail too
         except Exception as err:  # about this one file: its content made a decoder fail
             LOG.debug("%s: decoding item %d failed", self.name, i, exc_info=True)
             return self._skip(i, undecodable(err))
@@ -191,7 +198,7 @@ class CXRDataset(Dataset):
         path = self.paths[i]
         if path is None:
             raise ImageReadError("<none>", "no image path for this item")
-        return load_image(path)
+        return load_image(path) if self._reader is None else self._reader(path)
 
     def _skip(self, i: int, reason: str) -> SkippedSample:
         path = self.paths[i]
@@ -216,6 +223,7 @@ class CXRDataset(Dataset):
             augment=self.augment,
             name=self.name,
             array_rows=self._array_rows[idx] if self._arrays is not None else None,
+            reader=self._reader,
         )
 
     def with_image_size(self, size: int, augment: bool | None = None) -> CXRDataset:

@@ -38,10 +38,10 @@ class DataFormatError(ValueError):
     """A label file or dataset description does not have the expected shape."""
 
 
-class DicomWebError(RuntimeError):
+class DicomWebError(ConnectionError):
     """A DICOMweb server cannot be used at all: unreachable, refusing the credentials, or
     answering a listing with something that is not one. Names the server's URL, never a
-    password or token."""
+    password or token. (An ``OSError``: the CLI reports it in one line, as a user error.)"""
 
 
 class InstanceError(Exception):

@@ -47,7 +47,7 @@ from cxrhash.serve.schemas import (
 from cxrhash.serve.searcher import Searcher
 from cxrhash.serve.stow import add_stow_routes
 from cxrhash.serve.viewer import mount_viewer
-from cxrhash.serve.write_guard import DEFAULT_UPLOAD_RATE, is_upload
+from cxrhash.serve.write_guard import DEFAULT_UPLOAD_RATE, is_stow, is_upload
 
 LOG = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -127,6 +127,7 @@ def create_app(
         RequestGuard,
         max_body_bytes=max_upload_bytes + MULTIPART_OVERHEAD,
         is_upload=is_upload,
+        may_stream=is_stow,
     )
     _add_routes(app, searcher, case_images, max_upload_bytes)
     mount_viewer(app)

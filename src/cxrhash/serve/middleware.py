@@ -33,14 +33,22 @@ def loggable_path(path: str) -> str:
 class RequestGuard:
     """Give each HTTP request a uuid4-hex id (``request.state.request_id``, the
     ``X-Request-ID`` answer header, the log line), and refuse the body of a request that
-    ``is_upload`` without ``Content-Length`` (411) or above ``max_body_bytes`` (413) unread."""
+    ``is_upload`` without ``Content-Length`` (411) or above ``max_body_bytes`` (413) unread.
+    A request that ``may_stream`` may come without ``Content-Length`` (chunked, as a PACS
+    sends STOW-RS): its route counts the bytes as they arrive."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, is_upload: Callable[[Scope], bool]
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        is_upload: Callable[[Scope], bool],
+        may_stream: Callable[[Scope], bool] = lambda scope: False,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.is_upload = is_upload
+        self.may_stream = may_stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,6 +89,8 @@ class RequestGuard:
             return None
         headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length")
+        if length is None and self.may_stream(scope):
+            return None
         if length is None:
             return error_response(411, "length_required", "an upload needs a Content-Length")
         try:

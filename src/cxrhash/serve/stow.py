@@ -13,9 +13,11 @@ as ``multipart/related; type="application/dicom"``. Each part is read as an uplo
   URL when the server is told the PACS's DICOMweb address.
 
 Writes need the API token (the PACS sends it as a bearer header) and count against the
-upload rate limit. The answer is the standard Store Instances Response (DICOM JSON, PS3.18
-10.5.3): 200 when every instance is stored (or was already), 202 when some failed, 409
-when none was stored; each failure with its reason code.
+upload rate limit. A request may come chunked (no Content-Length: Orthanc sends them so);
+its bytes are counted as they arrive, against the upload size limit. The answer is the
+standard Store Instances Response (DICOM JSON, PS3.18 10.5.3): 200 when every instance is
+stored (or was already), 202 when some failed, 409 when none was stored; each failure with
+its reason code.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from cxrhash.data.uploads import Upload, load_upload
 from cxrhash.index.pacs_links import PacsLink
 from cxrhash.serve.case_writes import MAX_IMAGES, WRITE_ERRORS, Adder, AddResult, Pending
 from cxrhash.serve.errors import ApiError
+from cxrhash.serve.middleware import MULTIPART_OVERHEAD
 from cxrhash.serve.schemas import ErrorBody
 
 LOG = logging.getLogger(__name__)
@@ -232,6 +235,7 @@ def add_stow_routes(
 ) -> None:
     """``POST /dicomweb/studies`` and ``POST /dicomweb/studies/{study}`` on ``app``."""
     stower = Stower(adder, pacs_url.rstrip("/") if pacs_url else None)
+    max_body = adder.max_bytes + MULTIPART_OVERHEAD
     dicom_json = {"application/dicom+json": {"schema": {"type": "object"}}}
     responses: dict[int | str, dict[str, Any]] = {
         **WRITE_ERRORS,
@@ -250,8 +254,14 @@ def add_stow_routes(
         boundary = boundary_of(request.headers.get("content-type"))
         with ExitStack() as stack:
             writer = PartWriter(boundary, stack, MAX_IMAGES)
+            received = 0
             try:
                 async for chunk in request.stream():
+                    received += len(chunk)
+                    if received > max_body:  # a chunked request has no Content-Length
+                        raise ApiError(
+                            413, "upload_too_large", f"the request is over {max_body} bytes"
+                        )
                     writer.parser.write(chunk)
                 writer.parser.finalize()
             except MultipartParseError as err:

@@ -27,6 +27,7 @@ ALLOWED = (
     "modality",
     "body_part",
     "since",
+    "labels",
 )
 _CODE = re.compile(r"^[A-Z0-9_ ]{1,16}$")  # a DICOM code string (CS)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -50,6 +51,8 @@ class DicomWebOptions:
         body_parts: Body Part Examined values kept where an instance has one (empty:
             no body-part filter).
         since: Earliest Study Date (``YYYYMMDD``), or ``None``.
+        labels: CSV of findings keyed by SOP Instance UID (for ``train`` / ``eval``), or
+            ``None`` (films without findings: ``index`` only).
     """
 
     url: str
@@ -63,6 +66,7 @@ class DicomWebOptions:
     modalities: tuple[str, ...] = ("CR", "DX")
     body_parts: tuple[str, ...] = ("CHEST",)
     since: str | None = None
+    labels: str | None = None
 
     def secret(self, name: str | None) -> str:
         """The value of the environment variable ``name`` (a password or token)."""
@@ -106,6 +110,7 @@ def parse_dicomweb_spec(spec: str) -> DicomWebOptions:
         modalities=_codes(url, opts.get("modality", "CR,DX"), "modality", required=True),
         body_parts=_codes(url, opts.get("body_part", "CHEST"), "body_part", required=False),
         since=_date(url, opts.get("since")),
+        labels=_labels(url, opts.get("labels")),
     )
 
 
@@ -194,3 +199,11 @@ def _date(url: str, value: str | None) -> str | None:
             f"{SCHEME}:{url}: since must be a date YYYYMMDD, got {value!r}"
         ) from None
     return value
+
+
+def _labels(url: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not Path(value).expanduser().is_file():
+        raise DataFormatError(f"{SCHEME}:{url}: labels must be a CSV file, {value!r} is not one")
+    return str(Path(value).expanduser())

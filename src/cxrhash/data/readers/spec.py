@@ -59,6 +59,7 @@ def _open_phantom(path: Path, opts: dict[str, str], size: int) -> CXRDataset:
     return read_nih(path / "labels.csv", image_size=size, pathologies=PHANTOM_PATHOLOGIES)
 
 
+DICOMWEB = "dicomweb"
 _SCHEMES: dict[str, tuple[Callable[[Path, dict[str, str], int], CXRDataset], tuple[str, ...]]] = {
     "nih": (_open_nih, ("official_split", "on_missing", "pathologies")),
     "chexpert": (_open_chexpert, ("root", "uncertain", "frontal_only")),
@@ -76,16 +77,21 @@ def open_dataset(spec: str, image_size: int = 224) -> CXRDataset:
 
     Schemes: ``nih:CSV_OR_DIR``, ``chexpert:CSV[?uncertain=zeros&root=DIR]``,
     ``chestmnist:NPZ[?split=test]`` (all three official splits without ``split``),
-    ``folder:DIR?csv=CSV``, ``phantom:DIR``.
+    ``folder:DIR?csv=CSV``, ``phantom:DIR``, ``dicomweb:URL[?modality=CR,DX&labels=CSV...]``
+    (a PACS, :mod:`cxrhash.data.dicomweb.dataset`).
 
     Raises:
         DataFormatError: Unknown scheme or option, with the valid ones listed.
     """
     scheme, colon, rest = spec.partition(":")
+    if scheme == DICOMWEB:  # a URL, not a path: its own parser
+        from cxrhash.data.dicomweb.dataset import open_dicomweb
+
+        return open_dicomweb(spec, image_size)
     if not colon or scheme not in _SCHEMES:
         raise DataFormatError(
             f"dataset spec {spec!r}: unknown scheme {scheme!r}; expected one of "
-            f"{sorted(_SCHEMES)} as SCHEME:PATH[?key=value&...]"
+            f"{sorted([*_SCHEMES, DICOMWEB])} as SCHEME:PATH[?key=value&...]"
         )
     location, _, query = rest.partition("?")
     if not location:

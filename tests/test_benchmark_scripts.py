@@ -10,6 +10,7 @@ and ``recipes.py`` reuse that run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -292,6 +293,30 @@ def test_search_runs_tiny(load: Load, tmp_path: Path) -> None:
     assert names[0] == "FAISS IndexBinaryFlat" and "hnsw" in names
     exact = [r for r in rows if r[2].startswith(("FAISS", "HashIndex", "distinct"))]
     assert exact and all(float(r[8]) == 1.0 for r in exact)  # recall of the exact searches
+
+
+def test_dicomweb_runs_tiny(load: Load, tmp_path: Path) -> None:
+    """Our own Orthanc with 6 films of 64 px, 1 and 2 fetchers once; the tables go between
+    the markers of a page whose hand-written text stays."""
+    from tests.pacs.orthanc_server import find_orthanc
+
+    if find_orthanc() is None:
+        if os.environ.get("CI"):
+            pytest.fail("needs Debian's orthanc and orthanc-dicomweb (.ci/run installs them)")
+        pytest.skip("needs Debian's orthanc and orthanc-dicomweb (.ci/run installs them)")
+    script = load("dicomweb")
+    out = tmp_path / "pacs.md"
+    out.write_text(f"# PACS\n\nhand-written\n\n{script.START}\nold\n{script.END}\n\nafter\n")
+    args = ["--films", "6", "--side", "64", "--fetchers", "1", "2", "--rounds", "1"]
+    args += ["--profile", "test", "--train-films", "24", "--batch-size", "4"]
+    script.main([*args, "--work", str(tmp_path / "w"), "--out", str(out)])
+    page = out.read_text()
+    assert page.startswith("# PACS\n\nhand-written") and page.endswith("after\n")
+    assert "old" not in page and page.count(script.START) == 1
+    stages = [_rows(page, name)[0] for name in ("fetch (WADO-RS)", "decode", "encode", "write")]
+    assert all(float(row[1]) > 0 for row in stages)
+    one, two = _rows(page, "1")[0], _rows(page, "2")[0]
+    assert float(one[2]) > 0 and one[3] == "1.00" and float(two[2]) > 0
 
 
 def test_service_runs_tiny(load: Load, tmp_path: Path) -> None:

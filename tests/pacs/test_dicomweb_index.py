@@ -197,3 +197,30 @@ def test_search_links_back_and_orthanc_pushes_films_by_stow_rs(
     for path in out.rglob("*"):
         if path.is_file():
             assert b"NEWPID0" not in stored_text(path) and b"Qwerty" not in stored_text(path)
+
+
+def test_findings_keyed_by_sop_uid_make_a_training_set(pacs: OrthancServer, tmp_path: Path) -> None:
+    from cxrhash.config import make_config
+    from cxrhash.data.readers import open_dataset
+    from cxrhash.training.trainer import train
+
+    many = copies(36, "20240901", 74)
+    for ds in many:
+        upload(pacs, ds)
+    csv = tmp_path / "findings.csv"
+    rows = ["SOPInstanceUID,Finding Labels,Patient ID"]
+    rows += [
+        f"{ds.SOPInstanceUID},{('Effusion', 'Mass|Effusion', 'No Finding')[i % 3]},P{i // 2}"
+        for i, ds in enumerate(many[:30])  # six listed films have no row: left out
+    ]
+    rows.append("1.2.3.4.5.6,Mass,P99")  # a row of no listed film: ignored
+    csv.write_text("\n".join(rows) + "\n")
+    spec = spec_of(pacs) + f"&since=20240901&labels={csv}"
+    data = open_dataset(spec, 32)
+    assert len(data) == 30 and data.pathologies == ["Effusion", "Mass"]
+    first = data.case_ids.index(str(many[1].SOPInstanceUID))
+    assert data.labels[first].tolist() == [1.0, 1.0] and data.patient_ids[first] == "P0"
+    assert data[first]["img"].shape == (1, 32, 32)  # fetched over WADO-RS when read
+    config = make_config("test", data=spec, epochs=1)
+    train(config, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "best.pt").is_file()

@@ -366,7 +366,20 @@ function caseCaption(hit, findings) {
   caption.replaceChildren(el("span", "", `Case ${hit.case_id} · `));
   const chips = el("ul", "chips chips-inline");
   findingChips(chips, findings, hit.shared_findings || []);
-  caption.append(chips);
+  caption.append(findings.length ? chips : el("span", "", "no report"));
+  if (hit.pacs) caption.append(pacsLine(hit.pacs));
+}
+
+// Where a case indexed from a PACS lives there: its UIDs, and its WADO-RS URL when known.
+function pacsLine(pacs) {
+  const line = el("p", "pacs", `In the PACS: study ${pacs.study_uid}, instance ${pacs.sop_uid}`);
+  if (pacs.wado_url && /^https?:\/\//.test(pacs.wado_url)) {
+    const link = el("a", "", "WADO-RS");
+    link.href = pacs.wado_url;
+    link.rel = "noopener noreferrer";
+    line.append(" · ", link);
+  }
+  return line;
 }
 
 // ---- wiring -------------------------------------------------------------------

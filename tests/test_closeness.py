@@ -347,7 +347,7 @@ def test_pixel_statistics_tell_a_blank_noise_and_edges_apart() -> None:
     assert hist[0, int(0.3 * 16)] == 1.0  # a blank fills one bin
     assert torch.all(hist[1] > 0.03)  # uniform noise fills them all
     torch.testing.assert_close(hist[2, [0, 15]], torch.tensor([0.5, 0.5]))
-    grad_median = stats[:, 16 + 2]  # log of the median gradient magnitude
+    grad_median = stats[:, 16 + 2]  # the median gradient magnitude
     assert grad_median[0] == grad_median[2] < grad_median[1]  # only the noise has edges everywhere
     # larger films are area-averaged first: the figures do not depend on the input size
     big = torch.nn.functional.interpolate(noise, scale_factor=4, mode="nearest")

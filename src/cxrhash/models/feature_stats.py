@@ -59,7 +59,8 @@ def pixel_statistics(images: Tensor) -> Tensor:
     """B×:data:`PIXEL_DIM` float32 per film (B×c×H×W in [0, 1], channels averaged, taken
     to at most :data:`PIXEL_SIDE` px a side by area averaging, which bounds the cost): the
     square roots of its :data:`HIST_BINS`-bin intensity histogram, then quantiles and the
-    log mean of its gradient magnitude, then the same of its absolute Laplacian (logs).
+    mean of its gradient magnitude, then the same of its absolute Laplacian (no logs: they
+    let phantom films' flat regions pass, docs/design.md).
     A radiograph's histogram and edges differ from a drawing's, noise's or a blank's."""
     x = images.detach().float().mean(1, keepdim=True)
     if max(x.shape[-2:]) > PIXEL_SIDE:
@@ -77,9 +78,7 @@ def pixel_statistics(images: Tensor) -> Tensor:
     for edges in (grad, lap):
         ranks = [round(q * (edges.shape[1] - 1)) for q in _QUANTILES]
         parts += [edges.sort(1).values[:, ranks], edges.mean(1, keepdim=True)]
-    out = torch.cat(parts, 1)
-    out[:, HIST_BINS:] = (out[:, HIST_BINS:] + 1e-4).log()
-    return out.cpu()
+    return torch.cat(parts, 1).cpu()
 
 
 @contextmanager

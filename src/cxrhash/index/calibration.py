@@ -17,7 +17,7 @@ float hash outputs. From it :class:`Calibration` derives, each at the
 
 The verdict (:attr:`Closeness.close`): no close match when either Mahalanobis distance
 exceeds its limit. Each limit is the 99.5th percentile, so the archive's own films fire at
-most 1 % of the time (the sum; measured 0.6–1.0 % in the sample, docs/closeness.md). The
+most 1 % of the time (the sum; 0.9–1.0 % in the samples measured, docs/design.md). The
 code-side figures are reported only: the hash layer maps films of another kind into the
 archive's codes and barely separates them.
 

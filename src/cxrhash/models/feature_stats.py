@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cxrhash.models.backbones import GreyInputAdapter
@@ -55,6 +55,23 @@ def map_statistics(fmap: Tensor) -> Tensor:
     return torch.cat([flat.mean(2), flat.std(2, correction=0)], dim=1).cpu()
 
 
+def _area_mean(a: np.ndarray, side: int = PIXEL_SIDE) -> np.ndarray:
+    """B×H×W films area-averaged to at most ``side`` a side (``adaptive_avg_pool2d``'s
+    windows, from an integral image)."""
+    out_h, out_w = min(a.shape[1], side), min(a.shape[2], side)
+    if (out_h, out_w) == a.shape[1:]:
+        return a
+    ii = np.pad(a.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+
+    def windows(n: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+        i = np.arange(out)
+        return (i * n) // out, -((-(i + 1) * n) // out)
+
+    (r0, r1), (c0, c1) = windows(a.shape[1], out_h), windows(a.shape[2], out_w)
+    total = ii[:, r1][:, :, c1] - ii[:, r0][:, :, c1] - ii[:, r1][:, :, c0] + ii[:, r0][:, :, c0]
+    return total / ((r1 - r0)[:, None] * (c1 - c0)[None, :])
+
+
 def pixel_statistics(images: Tensor) -> Tensor:
     """B×:data:`PIXEL_DIM` float32 per film (B×c×H×W in [0, 1], channels averaged, taken
     to at most :data:`PIXEL_SIDE` px a side by area averaging, which bounds the cost): the
@@ -62,23 +79,21 @@ def pixel_statistics(images: Tensor) -> Tensor:
     mean of its gradient magnitude, then the same of its absolute Laplacian (no logs: they
     let phantom films' flat regions pass, docs/design.md).
     A radiograph's histogram and edges differ from a drawing's, noise's or a blank's."""
-    x = images.detach().float().mean(1, keepdim=True)
-    if max(x.shape[-2:]) > PIXEL_SIDE:
-        x = F.adaptive_avg_pool2d(x, PIXEL_SIDE)
-    x = x[:, 0].clamp(0, 1)
-    flat = x.flatten(1)
-    bins = (flat * HIST_BINS).long().clamp(max=HIST_BINS - 1)
-    hist = F.one_hot(bins, HIST_BINS).float().mean(1).sqrt()
-    gx, gy = x[:, :-1, 1:] - x[:, :-1, :-1], x[:, 1:, :-1] - x[:, :-1, :-1]
-    grad = (gx.square() + gy.square()).sqrt().flatten(1)
-    lap = (
-        4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
-    ).abs().flatten(1)  # fmt: skip
-    parts = [hist]
-    for edges in (grad, lap):
+    # numpy: single-threaded, where torch's thread pool costs more than these few
+    # thousand values (tens of ms on a busy machine)
+    a = _area_mean(images.detach().cpu().numpy().astype(np.float64).mean(1))
+    a = np.clip(a, 0.0, 1.0)
+    flat = a.reshape(len(a), -1)
+    bins = np.minimum((flat * HIST_BINS).astype(np.int64), HIST_BINS - 1)
+    bins += HIST_BINS * np.arange(len(a))[:, None]  # one run of bins per film
+    counts = np.bincount(bins.ravel(), minlength=len(a) * HIST_BINS)
+    parts = [np.sqrt(counts.reshape(len(a), HIST_BINS) / flat.shape[1])]
+    gx, gy = a[:, :-1, 1:] - a[:, :-1, :-1], a[:, 1:, :-1] - a[:, :-1, :-1]
+    lap = 4 * a[:, 1:-1, 1:-1] - a[:, :-2, 1:-1] - a[:, 2:, 1:-1] - a[:, 1:-1, :-2] - a[:, 1:-1, 2:]
+    for edges in (np.sqrt(gx**2 + gy**2).reshape(len(a), -1), np.abs(lap).reshape(len(a), -1)):
         ranks = [round(q * (edges.shape[1] - 1)) for q in _QUANTILES]
-        parts += [edges.sort(1).values[:, ranks], edges.mean(1, keepdim=True)]
-    return torch.cat(parts, 1).cpu()
+        parts += [np.sort(edges, 1)[:, ranks], edges.mean(1, keepdims=True)]
+    return torch.from_numpy(np.concatenate(parts, 1).astype(np.float32))
 
 
 @contextmanager

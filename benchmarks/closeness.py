@@ -9,12 +9,14 @@ present) a trained run (``--phantom-run`` / ``--real-run``, or one trained here 
 
 * held out: the ``query`` and ``val`` parts of the split (patients not in the index);
 * the other kind: up to ``--other-n`` films of the other dataset (seeded);
-* noise: ``--noise-n`` films of uniform noise (seeded).
+* inputs that are no radiograph: ``--noise-n`` films of uniform noise, 21 constant images
+  (0, 0.05, …, 1) and ``--noise-n`` random textures (1/f^β noise, β in 1.5 … 3; seeded).
 
-Per set: how often the verdict fires (Mahalanobis of the backbone-map statistics above the
-archive's 99th percentile), and for comparison how often the two code-side figures alone
-would (cosine distance of the float hash outputs, Hamming distance of the codes, to the
-nearest film of the calibration sample, above the archive's 99th percentile).
+Per set: how often the verdict fires (the Mahalanobis distance of the backbone-map
+statistics or of the pixel statistics above the archive's 99.5th percentile), how often
+each of the two alone would, and how often the two code-side figures alone would (cosine
+distance of the float hash outputs, Hamming distance of the codes, to the nearest film of
+the calibration sample, above the archive's 99.5th percentile).
 
     python benchmarks/closeness.py --phantom-run runs/results/phantom-32b-s0 \\
         --real-run runs/results/nih-32b-s0
@@ -90,6 +92,27 @@ def films(dataset: CXRDataset, size: int) -> list[np.ndarray]:
     return out
 
 
+def textures(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` random textures: 1/f^β noise (β uniform in 1.5 … 3) stretched to [0, 1]."""
+    fy, fx = np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None, :]
+    f = np.maximum(np.sqrt(fx**2 + fy**2), 1.0 / size)
+    out = []
+    for _ in range(n):
+        spec = rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)
+        img = np.fft.irfft2(spec / f ** (rng.uniform(1.5, 3.0) / 2), s=(size, size))
+        out.append(((img - img.min()) / (np.ptp(img) + 1e-9)).astype(np.float32))
+    return out
+
+
+def no_radiographs(n: int, size: int, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
+    """The query sets that are plainly no radiograph: noise, blanks, textures."""
+    return {
+        "uniform noise": list(rng.random((n, size, size), dtype=np.float32)),
+        "constant images": [np.full((size, size), v, np.float32) for v in np.linspace(0, 1, 21)],
+        "random textures": textures(n, size, rng),
+    }
+
+
 def fire_rates(model: torch.nn.Module, index: HashIndex, queries: list[np.ndarray]) -> dict:
     """How often each criterion fires over ``queries`` (searched 32 at a time)."""
     found = []
@@ -100,6 +123,8 @@ def fire_rates(model: torch.nn.Module, index: HashIndex, queries: list[np.ndarra
     return {
         "n": len(found),
         "verdict": np.mean([not c.close for c in found]),
+        "maps": np.mean([c.mahalanobis > c.mahalanobis_limit for c in found]),
+        "pixels": np.mean([c.pixel_distance > c.pixel_limit for c in found]),
         "cosine": np.mean([c.cosine > c.cosine_limit for c in found]),
         "hamming": np.mean([c.hamming > c.hamming_limit for c in found]),
         "hamming0": np.mean([c.hamming == 0 for c in found]),
@@ -128,7 +153,7 @@ def measure_kind(
             pick = np.sort(rng.choice(len(ds), min(args.other_n, len(ds)), replace=False))
             sets[KIND_TITLES[other]] = ds.subset(pick)
     queries = {name: films(ds, size) for name, ds in sets.items()}
-    queries["uniform noise"] = list(rng.random((args.noise_n, size, size), dtype=np.float32))
+    queries.update(no_radiographs(args.noise_n, size, rng))
     with HashIndex.open(index_dir) as index:
         n_index = len(index)
         rates = {name: fire_rates(model, index, q) for name, q in queries.items()}
@@ -155,13 +180,15 @@ def page(results: list[dict], args: argparse.Namespace, command: str) -> str:
         "",
         "Each index is built by `build_index`, which keeps a seeded sample of ≤ 4096 of its "
         "films in `calibration.npz`. A query fires when the Mahalanobis distance of its "
-        "backbone feature-map statistics (channel means and standard deviations, Ledoit–Wolf "
-        "covariance) exceeds the 99th percentile of the archive's own films (scored out of "
-        "sample: five folds, a query by the mean of their fits). The two other columns say "
-        "how often the code-side figures alone "
-        "would fire at their own 99th percentiles: the cosine distance of the float hash "
-        "outputs and the Hamming distance of the codes to the nearest sampled film; the last "
-        "column is the share of queries whose nearest sampled code is at Hamming distance 0.",
+        "backbone feature-map statistics (channel means and standard deviations) or that of "
+        "its pixel statistics (intensity histogram, gradient and Laplacian quantiles), each "
+        "under a Ledoit–Wolf covariance, exceeds the 99.5th percentile of the archive's own "
+        "films (scored out of sample: five folds, a query by the mean of their fits); the "
+        "next two columns say how often each alone fires. The two after them say how often "
+        "the code-side figures alone would fire at their own 99.5th percentiles: the cosine "
+        "distance of the float hash outputs and the Hamming distance of the codes to the "
+        "nearest sampled film; the last column is the share of queries whose nearest sampled "
+        "code is at Hamming distance 0.",
     ]
     for r in results:
         cfg = run_config(r["run"])
@@ -173,13 +200,14 @@ def page(results: list[dict], args: argparse.Namespace, command: str) -> str:
             f"{cfg['bits']} bits, {cfg['epochs']} epochs); the index holds {r['n_index']} "
             f"films (train + database parts), built and calibrated in {r['build_s']:.1f} s.",
             "",
-            "| queries | films | fires (verdict) | hash-output cosine alone | Hamming alone "
-            "| nearest code at distance 0 |",
-            "|---|---|---|---|---|---|",
+            "| queries | films | fires (verdict) | map statistics alone | pixel statistics alone "
+            "| hash-output cosine alone | Hamming alone | nearest code at distance 0 |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, x in r["rates"].items():
             lines.append(
-                f"| {name} | {x['n']} | {x['verdict']:.3f} | {x['cosine']:.3f} | "
+                f"| {name} | {x['n']} | {x['verdict']:.3f} | {x['maps']:.3f} | "
+                f"{x['pixels']:.3f} | {x['cosine']:.3f} | "
                 f"{x['hamming']:.3f} | {x['hamming0']:.3f} |"
             )
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ the "no close match in this archive" assessment on a tiny model over phantom fil
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import zipfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from cxrhash.data.readers import open_dataset
 from cxrhash.index.calibration import (
     CALIBRATION_NAME,
     MIN_SAMPLE,
+    QUANTILE,
     Calibration,
     CalibrationSample,
     load_calibration,
@@ -31,7 +33,7 @@ from cxrhash.index.calibration import (
 )
 from cxrhash.index.store import HashIndex
 from cxrhash.methods import METHODS
-from cxrhash.models.feature_stats import captured_map_statistics
+from cxrhash.models.feature_stats import PIXEL_DIM, captured_map_statistics, pixel_statistics
 from cxrhash.retrieve import build_index, search_decoded
 from cxrhash.serve import create_app
 from cxrhash.training.checkpoint import load_model
@@ -44,7 +46,8 @@ def sample(n: int = 50, dim: int = 8, bits: int = 16, seed: int = 0) -> Calibrat
     rng = np.random.default_rng(seed)
     stats = rng.standard_normal((n, dim)).astype(np.float32)
     hashes = rng.standard_normal((n, bits)).astype(np.float32)
-    return CalibrationSample("m1", stats, hashes, represented=n)
+    pixels = rng.standard_normal((n, 4)).astype(np.float32)
+    return CalibrationSample("m1", stats, hashes, represented=n, pixels=pixels)
 
 
 # ------------------------------------------------------------------ the file, hostile
@@ -57,17 +60,33 @@ def test_round_trip_and_limits(tmp_path: Path) -> None:
     assert back is not None and back.represented == 50
     np.testing.assert_array_equal(back.stats, s.stats)
     np.testing.assert_array_equal(back.hashes, s.hashes)
+    np.testing.assert_array_equal(back.pixels, s.pixels)
     assert not (tmp_path / (CALIBRATION_NAME + ".tmp")).exists()
     cal = load_calibration(tmp_path, "m1", 16)
-    assert cal is not None and cal.stats_dim == 8
-    # a Gaussian sample's own films: about 1 % above the 99th percentile, far points above it
+    assert cal is not None and cal.stats_dim == 8 and cal.pixels_dim == 4
+    # a Gaussian sample's own films: about 1 % above the limits, far points above them
     rng = np.random.default_rng(1)
-    inside = cal.assess(rng.standard_normal((200, 8)), rng.standard_normal((200, 16)))
-    far = cal.assess(rng.standard_normal((20, 8)) + 10, rng.standard_normal((20, 16)))
+    inside = cal.assess(
+        rng.standard_normal((200, 8)), rng.standard_normal((200, 4)), rng.standard_normal((200, 16))
+    )
     assert np.mean([c.close for c in inside]) > 0.9
-    assert not any(c.close for c in far)
-    assert far[0].message.startswith("no close match in this archive: ")
-    assert f"within {cal.mahalanobis_limit:.1f} (99th percentile)" in far[0].message
+    far_maps = cal.assess(
+        rng.standard_normal((20, 8)) + 10,
+        rng.standard_normal((20, 4)),
+        rng.standard_normal((20, 16)),
+    )
+    far_pixels = cal.assess(
+        rng.standard_normal((20, 8)),
+        rng.standard_normal((20, 4)) + 10,
+        rng.standard_normal((20, 16)),
+    )
+    # either criterion alone says "no close match"
+    assert not any(c.close for c in far_maps + far_pixels)
+    assert all(c.mahalanobis <= c.mahalanobis_limit for c in far_pixels[:5])
+    assert all(c.pixel_distance > c.pixel_limit for c in far_pixels)
+    assert far_maps[0].message.startswith("no close match in this archive: ")
+    assert f"within {cal.mahalanobis_limit:.1f} ({QUANTILE:g}th percentile)" in far_maps[0].message
+    assert f"pixel statistics at {far_pixels[0].pixel_distance:.1f}" in far_pixels[0].message
     assert inside[0].as_dict()["message"] == inside[0].message
 
 
@@ -95,6 +114,12 @@ def test_the_good_arrays_load(tmp_path: Path) -> None:
         _good(model_id=np.str_("other-model")),
         _good(format=np.int64(99)),
         _good(stats=GOOD["stats"].astype(np.float64)),
+        _good(pixels=GOOD["pixels"].astype(np.float64)),
+        _good(pixels=np.zeros((49, 4), np.float32)),  # not one row per film
+        _good(pixels=np.full((50, 4), np.inf, np.float32)),
+        _good(pixel_precisions=np.zeros((5, 4, 5))),
+        _good(pixel_means=np.zeros((5, 3))),  # another width than the pixels
+        _good(limits=np.array([1.0, 2.0, 3.0])),  # format 1 had three
         _good(hashes=np.zeros((50, 32), np.float32)),  # another code length
         _good(stats=np.full((50, 8), np.nan, np.float32)),
         _good(stats=np.zeros((5, 8), np.float32), hashes=np.zeros((5, 16), np.float32)),
@@ -104,7 +129,7 @@ def test_the_good_arrays_load(tmp_path: Path) -> None:
         _good(precisions=np.full((5, 8, 8), np.inf, np.float32)),
         _good(means=np.zeros((4, 8))),  # not one per fold
         _good(precisions=np.zeros((5, 8, 9), np.float32)),
-        _good(limits=np.array([1.0, 2.0])),
+        _good(limits=np.array([1.0, 2.0, 3.0, 4.0, 5.0])),
         _good(limits=np.array(["a", "b", "c"])),
         _good(quantile=np.float64(250)),
         _good(means=np.zeros((5, 8), np.int64)),
@@ -113,6 +138,12 @@ def test_the_good_arrays_load(tmp_path: Path) -> None:
         "model",
         "format",
         "dtype",
+        "pixel-dtype",
+        "pixel-rows",
+        "pixel-inf",
+        "pixel-precision-shape",
+        "pixel-width",
+        "three-limits",
         "bits",
         "nan",
         "too-few",
@@ -134,6 +165,16 @@ def test_a_bad_file_means_not_calibrated(tmp_path: Path, arrays: dict[str, objec
     assert load_calibration(tmp_path, "m1", 16) is None
 
 
+def test_a_file_of_format_1_asks_for_recalibration(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = {k: v for k, v in GOOD.items() if not k.startswith("pixel")}
+    _write_npz(tmp_path, **{**old, "format": np.int64(1), "limits": GOOD["limits"][[0, 2, 3]]})
+    with caplog.at_level(logging.WARNING, logger="cxrhash.index.calibration"):
+        assert read_calibration(tmp_path, "m1", 16) is None
+    assert "older cxrhash" in caplog.text and "cxrhash index --calibrate" in caplog.text
+
+
 def test_garbage_truncation_and_zip_bomb_are_not_calibrated(tmp_path: Path) -> None:
     assert load_calibration(tmp_path, "m1", 16) is None  # missing
     target = tmp_path / CALIBRATION_NAME
@@ -151,13 +192,18 @@ def test_garbage_truncation_and_zip_bomb_are_not_calibrated(tmp_path: Path) -> N
 
 def test_merge_keeps_a_bounded_sample_weighted_by_what_it_stands_for() -> None:
     old = sample(n=40, seed=1)
-    old = CalibrationSample("m1", old.stats + 100, old.hashes, represented=4000)
+    old = CalibrationSample("m1", old.stats + 100, old.hashes, 4000, old.pixels)
     new = sample(n=40, seed=2)  # stands for 40 films: a hundredth of the weight of the old
     merged = merge_samples(old, new, cap=40)
     assert len(merged) == 40 and merged.represented == 4040
     from_old = int(np.sum(merged.stats[:, 0] > 50))
     assert from_old >= 36  # ≈ 99 % of the draws
-    other = CalibrationSample("m2", new.stats, new.hashes, 40)
+    assert merged.pixels.shape == (40, 4)
+    np.testing.assert_array_equal(  # the rows kept stay together
+        merged.pixels[merged.stats[:, 0] <= 50],
+        new.pixels[np.isin(new.stats[:, 0], merged.stats[:, 0])],
+    )
+    other = CalibrationSample("m2", new.stats, new.hashes, 40, new.pixels)
     assert merge_samples(old, other).represented == 40  # another model's sample is dropped
 
 
@@ -201,10 +247,11 @@ def test_fires_on_noise_not_on_held_out_films(built: dict[str, Path]) -> None:
     held = _closeness(built, [load_resized(p, 32) for p in paths])
     rng = np.random.default_rng(0)
     noise = _closeness(built, [rng.random((32, 32), dtype=np.float32) for _ in range(12)])
+    blanks = _closeness(built, [np.full((32, 32), v, np.float32) for v in (0.0, 0.5, 1.0)])
     assert all(c is not None for c in held.closeness + noise.closeness)
     held_fires = sum(not c.close for c in held.closeness if c is not None)
     assert held_fires <= 2, [c.message for c in held.closeness if c is not None]
-    assert all(c is not None and not c.close for c in noise.closeness)
+    assert all(c is not None and not c.close for c in noise.closeness + blanks.closeness)
     assert all(len(h) == 3 for h in noise.hits)  # the hits are still there, marked as far
 
 
@@ -274,8 +321,34 @@ def test_every_method_gives_one_row_of_map_statistics_per_film(method: str) -> N
     with torch.no_grad(), captured_map_statistics(model) as captured:
         model(x)
         model(x[:2])
-    assert [len(c) for c in captured] == [5, 2]  # one forward, one entry of B rows
-    assert captured[0].shape[1] % 2 == 0 and torch.isfinite(captured[0]).all()
+    assert [len(c.maps) for c in captured] == [5, 2]  # one forward, one entry of B rows
+    assert [len(c.pixels) for c in captured] == [5, 2]
+    maps = captured[0].maps
+    assert maps.shape[1] % 2 == 0 and torch.isfinite(maps).all()
+    assert captured[0].pixels.shape[1] == PIXEL_DIM
     # rows are per film: the statistics of film 1 do not depend on the rest of the batch
-    torch.testing.assert_close(captured[0][:2], captured[1], rtol=1e-4, atol=1e-5)
-    assert captured[0][0].tolist() != captured[0][1].tolist()
+    torch.testing.assert_close(maps[:2], captured[1].maps, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(captured[0].pixels[:2], captured[1].pixels)
+    assert maps[0].tolist() != maps[1].tolist()
+    # the pixels are the model's input: the same for every method
+    torch.testing.assert_close(captured[0].pixels, pixel_statistics(x))
+
+
+def test_pixel_statistics_tell_a_blank_noise_and_edges_apart() -> None:
+    size = 64
+    blank = torch.full((1, 1, size, size), 0.3)
+    noise = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+    half = torch.zeros(1, 1, size, size)
+    half[..., size // 2 :] = 1.0  # one vertical edge
+    stats = pixel_statistics(torch.cat([blank, noise, half]))
+    assert stats.shape == (3, PIXEL_DIM) and torch.isfinite(stats).all()
+    hist = stats[:, :16] ** 2  # square roots of the bin shares
+    torch.testing.assert_close(hist.sum(1), torch.ones(3))
+    assert hist[0, int(0.3 * 16)] == 1.0  # a blank fills one bin
+    assert torch.all(hist[1] > 0.03)  # uniform noise fills them all
+    torch.testing.assert_close(hist[2, [0, 15]], torch.tensor([0.5, 0.5]))
+    grad_median = stats[:, 16 + 2]  # the median gradient magnitude
+    assert grad_median[0] == grad_median[2] < grad_median[1]  # only the noise has edges everywhere
+    # larger films are area-averaged first: the figures do not depend on the input size
+    big = torch.nn.functional.interpolate(noise, scale_factor=4, mode="nearest")
+    torch.testing.assert_close(pixel_statistics(big), stats[1:2])

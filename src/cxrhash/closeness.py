@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import Tensor, nn
+from torch import nn
 
 from cxrhash.data.dataset import CXRDataset
 from cxrhash.encode import iter_encoded_batches
@@ -29,28 +29,31 @@ from cxrhash.index.calibration import (
     save_sample,
 )
 from cxrhash.index.reader import IndexReader
-from cxrhash.models.feature_stats import captured_map_statistics
+from cxrhash.models.feature_stats import FilmStatistics, captured_map_statistics
 
 LOG = logging.getLogger(__name__)
 
 
 class SampleCollector:
-    """Keeps the feature-map statistics and float hash outputs of a seeded choice of at most
-    ``cap`` of ``total`` films as they are encoded (by their position in encoding order)."""
+    """Keeps the feature-map statistics, pixel statistics and float hash outputs of a seeded
+    choice of at most ``cap`` of ``total`` films as they are encoded (by their position in
+    encoding order)."""
 
     def __init__(self, total: int, *, cap: int = MAX_SAMPLE, seed: int = 0) -> None:
         self._chosen = np.zeros(total, bool)
         pick = np.random.default_rng(seed).choice(total, min(cap, total), replace=False)
         self._chosen[pick] = True
         self._stats: list[np.ndarray] = []
+        self._pixels: list[np.ndarray] = []
         self._hashes: list[np.ndarray] = []
 
-    def add(self, positions: np.ndarray, stats: Tensor | None, hashes: np.ndarray) -> None:
+    def add(self, positions: np.ndarray, stats: FilmStatistics | None, hashes: np.ndarray) -> None:
         """Keep the chosen ones of a batch (``positions`` in encoding order)."""
-        if stats is None or len(stats) != len(positions):
+        if stats is None or not len(stats.maps) == len(stats.pixels) == len(positions):
             return
         keep = self._chosen[np.asarray(positions)]
-        self._stats.append(stats.numpy()[keep].astype(np.float32))
+        self._stats.append(stats.maps.numpy()[keep].astype(np.float32))
+        self._pixels.append(stats.pixels.numpy()[keep].astype(np.float32))
         self._hashes.append(np.asarray(hashes, np.float32)[keep])
 
     def sample(self, model_id: str, represented: int) -> CalibrationSample | None:
@@ -58,10 +61,11 @@ class SampleCollector:
         if not self._stats or sum(len(s) for s in self._stats) == 0:
             return None
         stats, hashes = np.concatenate(self._stats), np.concatenate(self._hashes)
-        if not (np.isfinite(stats).all() and np.isfinite(hashes).all()):
+        pixels = np.concatenate(self._pixels)
+        if not all(np.isfinite(a).all() for a in (stats, pixels, hashes)):
             LOG.warning("non-finite network outputs: this index is not calibrated")
             return None
-        return CalibrationSample(model_id, stats, hashes, max(represented, len(stats)))
+        return CalibrationSample(model_id, stats, hashes, max(represented, len(stats)), pixels)
 
 
 def encode_sample(
@@ -162,16 +166,20 @@ def calibrate_after_build(
 
 
 def assess_queries(
-    index: IndexReader, captured: list[Tensor], hashes: np.ndarray
+    index: IndexReader, captured: list[FilmStatistics], hashes: np.ndarray
 ) -> list[Closeness | None]:
-    """Each query's closeness to the archive of ``index``: ``captured`` are the feature-map
-    statistics of the forward that made the Q×k float ``hashes``. ``None`` per query when the
-    index has no usable calibration (or the statistics do not fit it): closeness unknown."""
+    """Each query's closeness to the archive of ``index``: ``captured`` are the statistics of
+    the forward that made the Q×k float ``hashes``. ``None`` per query when the index has no
+    usable calibration (or the statistics do not fit it): closeness unknown."""
     unknown: list[Closeness | None] = [None] * len(hashes)
     calibration = load_calibration(index.path, index.model_id, index.bits)
     if calibration is None or not captured:
         return unknown
-    stats = captured[0].numpy()
-    if stats.shape != (len(hashes), calibration.stats_dim) or not np.isfinite(stats).all():
+    stats, pixels = captured[0].maps.numpy(), captured[0].pixels.numpy()
+    if (
+        stats.shape != (len(hashes), calibration.stats_dim)
+        or pixels.shape != (len(hashes), calibration.pixels_dim)
+        or not (np.isfinite(stats).all() and np.isfinite(pixels).all())
+    ):
         return unknown
-    return list(calibration.assess(stats, hashes))
+    return list(calibration.assess(stats, pixels, hashes))

@@ -91,8 +91,9 @@ class Timings(BaseModel):
 
 class Closeness(BaseModel):
     """Whether the archive holds a film close to the query (docs/closeness.md): ``close`` is
-    false when the query's backbone features lie further from the archive's than its own
-    films do (``mahalanobis`` > ``mahalanobis_limit``, the ``quantile``-th percentile of
+    false when the query's backbone features or its pixel statistics lie further from the
+    archive's than its own films do (``mahalanobis`` > ``mahalanobis_limit`` or
+    ``pixel_distance`` > ``pixel_limit``, each the ``quantile``-th percentile of
     ``sample_size`` archive films); the nearest sampled film's cosine distance of the float
     hash outputs and Hamming distance are given with the archive's own limits."""
 
@@ -100,6 +101,8 @@ class Closeness(BaseModel):
     message: str
     mahalanobis: float
     mahalanobis_limit: float
+    pixel_distance: float
+    pixel_limit: float
     cosine: float
     cosine_limit: float
     hamming: int

@@ -9,9 +9,9 @@ from cxrhash.inference.engine import (
     Encoder,
     Encoding,
     Engine,
-    EngineSpec,
     TorchEngine,
     as_engine,
 )
+from cxrhash.inference.spec import EngineSpec
 
 __all__ = ["ENGINES", "Encoder", "Encoding", "Engine", "EngineSpec", "TorchEngine", "as_engine"]

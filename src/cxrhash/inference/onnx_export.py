@@ -39,7 +39,7 @@ class OnnxExportError(ValueError):
     """The network cannot be exported faithfully to ONNX."""
 
 
-class _Encoder(nn.Module):
+class EncoderOutputs(nn.Module):
     """The network's outputs as a tuple, with its backbone map's channel means and stds."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -66,7 +66,7 @@ class _Encoder(nn.Module):
         return tuple(parts)
 
 
-def _output_names(model: nn.Module, size: int, wrapper: _Encoder) -> list[str]:
+def _output_names(model: nn.Module, size: int, wrapper: EncoderOutputs) -> list[str]:
     with torch.no_grad():
         has_attention = model(torch.rand(2, 1, size, size)).attention is not None
     return [
@@ -84,7 +84,7 @@ def export_onnx(model: nn.Module, path: Path, *, model_id: str, image_size: int)
         OnnxExportError: the export failed, or its graph does not match PyTorch.
     """
     model = model.cpu().eval()
-    wrapper = _Encoder(model).eval()
+    wrapper = EncoderOutputs(model).eval()
     try:
         data = _export(model, wrapper, model_id, image_size)
     finally:
@@ -97,7 +97,7 @@ def export_onnx(model: nn.Module, path: Path, *, model_id: str, image_size: int)
     return path
 
 
-def _export(model: nn.Module, wrapper: _Encoder, model_id: str, image_size: int) -> bytes:
+def _export(model: nn.Module, wrapper: EncoderOutputs, model_id: str, image_size: int) -> bytes:
     """The checked ONNX bytes of ``wrapper`` with cxrhash's metadata."""
     names = _output_names(model, image_size, wrapper)
     buffer = io.BytesIO()
@@ -124,7 +124,7 @@ def _export(model: nn.Module, wrapper: _Encoder, model_id: str, image_size: int)
     return data
 
 
-def _check_against_torch(data: bytes, wrapper: _Encoder, names: list[str], size: int) -> None:
+def _check_against_torch(data: bytes, wrapper: EncoderOutputs, names: list[str], size: int) -> None:
     """Refuse a graph whose outputs differ from PyTorch's at batches of 1 and 3."""
     import onnxruntime as ort
 

@@ -12,7 +12,9 @@ Writes ``docs/bench_encode_search.md`` (``--out``) and prints the same tables. S
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sys
 import tempfile
 import time
 import warnings
@@ -209,10 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     configs = args.config or [("resnet18", 64), ("resnet18", 128), ("resnet50", 224)]
     enc = bench_encoding(configs, args.batch, args.repeats, 64)
     print("## Engines")
+    load_before = os.getloadavg()[0]
     engines = bench_engines(
         configs, args.engine_batch, args.rounds, args.repeats, args.compile, args.threads
     )
-    command = "python benchmarks/encode_search.py" + (" --compile" if args.compile else "")
+    load = f"load average {load_before:.1f} at the start of the engines, "
+    load += f"{os.getloadavg()[0]:.1f} at the end"
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != str(args.out)]
+    command = " ".join(["python benchmarks/encode_search.py", *shown]).replace(" --out", "")
     args.out.write_text(
         "# Encoding benchmark\n\n"
         f"Machine: {platform.processor() or platform.machine()}, "
@@ -230,8 +236,9 @@ def main(argv: list[str] | None = None) -> None:
         "statistics). In each of the rounds every engine is timed in turn, img/s as the median "
         f"of {args.repeats} batches of {args.engine_batch}, ms/query as the median of "
         f"{max(args.repeats, 5)} single films; the cells give the median over the "
-        f"{args.rounds} rounds (min–max). The machine's 2 cores are shared with other jobs, "
-        "so the spread is wide; the ratios compare engines within the same run. TorchScript: "
+        f"{args.rounds} rounds (min–max). The machine's 2 cores are shared with other jobs "
+        f"({load}), so the spread is wide; the ratios compare engines within the same run. "
+        "TorchScript: "
         "`torch.jit.trace` + `freeze` + `optimize_for_inference`; ONNX Runtime: the graph of "
         "`cxrhash export --format onnx` through `OnnxEngine` (tensor conversion included)."
         + (

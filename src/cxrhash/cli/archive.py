@@ -162,6 +162,8 @@ def index(
         data = with_cursor(data, out)
     ckpt, dataset = checkpoint_dataset(checkpoint, data, part)
     if calibrate:
+        if engine != "torch":
+            fail("--calibrate encodes with PyTorch: drop --engine")
         n = recalibrate(ckpt, dataset, out, batch_size=batch_size, num_workers=workers)
         console.print(f"calibrated {out} on {n} films" if n else "too few films to calibrate")
         return

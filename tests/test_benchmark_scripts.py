@@ -231,7 +231,8 @@ def test_encode_search_runs_tiny(load: Load, tmp_path: Path) -> None:
     bare, full = float(row[3]), float(row[4])
     assert row[1:3] == ["64", "2"] and bare > 0 and full > 0
     # the page rounds each figure, so their ratio matches the printed one to a few per cent
-    assert float(row[5].removesuffix("× time")) == pytest.approx(bare / full, rel=0.05)
+    # (two decimals: a ratio near 0.07 under load is off by up to 0.005 from rounding alone)
+    assert float(row[5].removesuffix("× time")) == pytest.approx(bare / full, rel=0.05, abs=0.01)
     engines = {r[2]: r for r in _rows(page, "resnet18") if len(r) == 7}
     assert set(engines) == {"torch eager", "TorchScript (traced, frozen)", "ONNX Runtime"}
     assert "img/s (batch 4)" in page and "torch.compile was not measured" in page
@@ -240,9 +241,8 @@ def test_encode_search_runs_tiny(load: Load, tmp_path: Path) -> None:
         speed = float(row[3].split()[0])  # median (min–max) over the 2 rounds
         low, high = (float(v) for v in row[3].split()[1].strip("()").split("–"))
         assert speed > 0 and low <= speed <= high
-        assert float(row[5]) == pytest.approx(
-            speed / float(engines["torch eager"][3].split()[0]), rel=0.05
-        )
+        eager = float(engines["torch eager"][3].split()[0])
+        assert float(row[5]) == pytest.approx(speed / eager, rel=0.05, abs=0.01)
     with pytest.raises(SystemExit):
         load("encode_search").main(["--config", "resnet18"])  # BACKBONE:SIZE
 

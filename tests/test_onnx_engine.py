@@ -178,3 +178,28 @@ def test_a_network_without_a_dynamic_batch_is_not_exported(tmp_path: Path) -> No
 def test_the_cli_refuses_onnx_options_without_the_onnx_engine(exported: Path) -> None:
     res = runner.invoke(app, ["search", "x.png", "--index", "nowhere", "--onnx", "f.onnx"])
     assert res.exit_code == 2 and "--engine onnx" in res.output
+
+
+def test_the_server_searches_alike_with_onnx(
+    exported: Path, phantom_dir: Path, tmp_path: Path
+) -> None:
+    from cxrhash.data.images import load_resized
+    from cxrhash.serve.searcher import Searcher
+
+    idx = build_phantom_index(exported, phantom_dir, tmp_path / "i")
+    films = [load_resized(p, 32) for p in open_dataset(f"phantom:{phantom_dir}", 32).paths[:3]]
+    found = []
+    for spec in (None, EngineSpec("onnx", threads=1)):
+        searcher = Searcher(idx, exported, engine=spec)
+        try:
+            found.append([searcher.search(f, 5, "asymmetric") for f in films])
+        finally:
+            searcher.close()
+    assert isinstance(searcher.model, OnnxEngine) and searcher.engine == "onnx"
+    for a, b in zip(*found, strict=True):
+        assert [h.case_id for h in a.hits[0]] == [h.case_id for h in b.hits[0]]
+        assert [h.score for h in a.hits[0]] == pytest.approx([h.score for h in b.hits[0]], abs=1e-4)
+        assert a.maps is not None and b.maps is not None
+        np.testing.assert_allclose(a.maps.numpy(), b.maps.numpy(), atol=1e-4)
+        assert a.closeness[0] is not None and b.closeness[0] is not None
+        assert a.closeness[0].close == b.closeness[0].close

@@ -1,22 +1,32 @@
-"""Encoding throughput: attention-fusion vs the bare backbone at the same size and batch.
+"""Encoding throughput: attention-fusion vs the bare backbone at the same size and batch, and
+the engines that can run attention-fusion (issue #15): PyTorch eager, TorchScript (traced and
+frozen), ``torch.compile`` (with ``--compile``: minutes of compiling per shape here) and ONNX
+Runtime, in the same run, in interleaved rounds.
 
-Writes ``docs/bench_encode_search.md`` (``--out``) and prints the same table. Search speed at
+Writes ``docs/bench_encode_search.md`` (``--out``) and prints the same tables. Search speed at
 10^4–10^7 codes, every backend beside FAISS flat, is ``benchmarks/search.py``.
 
-    python benchmarks/encode_search.py
+    python benchmarks/encode_search.py --compile
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sys
+import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from cxrhash.inference.onnx_engine import OnnxEngine
+from cxrhash.inference.onnx_export import EncoderOutputs, export_onnx
 from cxrhash.models.attention_fusion import AttentionFusionNet
 from cxrhash.models.backbones import create_backbone
 
@@ -69,6 +79,104 @@ def bench_encoding(configs: list[tuple[str, int]], batch: int, repeats: int, bit
     return "\n".join(lines)
 
 
+Run = Callable[[torch.Tensor], object]
+
+
+def engine_runners(
+    model: nn.Module, size: int, shapes: tuple[int, ...], compile_: bool, threads: int
+) -> tuple[dict[str, Run], dict[str, str]]:
+    """Each engine's forward (the film → every output the index and search need, map
+    statistics included) and, for an engine that could not be made, why not."""
+    wrapper = EncoderOutputs(model).eval()
+    runs: dict[str, Run] = {"torch eager": wrapper}
+    failed: dict[str, str] = {}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(wrapper, torch.rand(2, 1, size, size), check_trace=False)
+            runs["TorchScript (traced, frozen)"] = torch.jit.optimize_for_inference(
+                torch.jit.freeze(traced.eval())
+            )
+    except Exception as exc:  # reported in the table, not raised
+        failed["TorchScript (traced, frozen)"] = f"{type(exc).__name__}: {exc}"[:120]
+    if compile_:
+        compiled = torch.compile(wrapper)
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                for b in shapes:  # compile each batch shape before it is timed
+                    compiled(torch.rand(b, 1, size, size))
+            runs["torch.compile"] = compiled
+            print(f"  torch.compile: {time.perf_counter() - t0:.0f} s to compile", flush=True)
+        except Exception as exc:
+            failed["torch.compile"] = f"{type(exc).__name__}: {exc}"[:120]
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_onnx(model, path, model_id="bench", image_size=size)
+    engine = OnnxEngine(path, model_id="bench", image_size=size, threads=threads)
+    runs["ONNX Runtime"] = lambda x: engine.encode(x)
+    return runs, failed
+
+
+def timed(run: Run, x: torch.Tensor, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls (after one warm-up)."""
+    with torch.no_grad():
+        run(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(x)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """``median (min–max)`` over the rounds."""
+    med = float(np.median(values))
+    return f"{med:{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
+
+
+def bench_engines(
+    configs: list[tuple[str, int]],
+    batch: int,
+    rounds: int,
+    repeats: int,
+    compile_: bool,
+    threads: int,
+) -> str:
+    """Markdown table: images/s at ``batch`` and ms per single-film query of each engine,
+    median over ``rounds`` interleaved rounds (min–max), and the ratio to eager."""
+    lines = [
+        f"| backbone | size | engine | img/s (batch {batch}) | ms/query (batch 1) | × eager img/s "
+        "| × eager ms/query |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for backbone, size in configs:
+        torch.manual_seed(0)
+        model = AttentionFusionNet(bits=64, num_classes=15, backbone=backbone).eval()
+        runs, failed = engine_runners(model, size, (batch, 1), compile_, threads)
+        xb, x1 = torch.rand(batch, 1, size, size), torch.rand(1, 1, size, size)
+        speed: dict[str, list[float]] = {name: [] for name in runs}
+        latency: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, run in runs.items():
+                speed[name].append(batch / timed(run, xb, repeats))
+                latency[name].append(1000 * timed(run, x1, max(repeats, 5)))
+        eager_speed = float(np.median(speed["torch eager"]))
+        eager_ms = float(np.median(latency["torch eager"]))
+        for name in runs:
+            ratio = float(np.median(speed[name])) / eager_speed
+            faster = eager_ms / float(np.median(latency[name]))
+            row = (
+                f"| {backbone} | {size} | {name} | {_spread(speed[name], '.1f')} | "
+                f"{_spread(latency[name], '.1f')} | {ratio:.2f} | {faster:.2f} |"
+            )
+            print(row, flush=True)
+            lines.append(row)
+        for name, why in failed.items():
+            lines.append(f"| {backbone} | {size} | {name} | — | — | — | failed: {why} |")
+    return "\n".join(lines)
+
+
 def _config(text: str) -> tuple[str, int]:
     """``BACKBONE:SIZE`` → (backbone, size)."""
     backbone, sep, size = text.partition(":")
@@ -90,26 +198,66 @@ def main(argv: list[str] | None = None) -> None:
         help="BACKBONE:SIZE to measure (repeatable; default resnet18:64, resnet18:128, "
         "resnet50:224)",
     )
+    ap.add_argument("--engine-batch", type=int, default=64, help="batch of the img/s column")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the engines")
+    ap.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
+    ap.add_argument(
+        "--compile", action="store_true", help="also torch.compile (minutes per shape here)"
+    )
     ap.add_argument("--out", type=Path, default=DOCS)
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     print("## Encoding throughput")
     configs = args.config or [("resnet18", 64), ("resnet18", 128), ("resnet50", 224)]
     enc = bench_encoding(configs, args.batch, args.repeats, 64)
+    print("## Engines")
+    load_before = os.getloadavg()[0]
+    engines = bench_engines(
+        configs, args.engine_batch, args.rounds, args.repeats, args.compile, args.threads
+    )
+    load = f"load average {load_before:.1f} at the start of the engines, "
+    load += f"{os.getloadavg()[0]:.1f} at the end"
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != str(args.out)]
+    command = " ".join(["python benchmarks/encode_search.py", *shown]).replace(" --out", "")
     args.out.write_text(
         "# Encoding benchmark\n\n"
         f"Machine: {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, CPU only. Command: "
-        "`python benchmarks/encode_search.py`.\n\n"
+        f"{torch.get_num_threads()} torch threads, {args.threads} ONNX Runtime intra-op threads "
+        f"(ONNX Runtime {_ort_version()}), CPU only, shared with other jobs. Command: "
+        f"`{command}`.\n\n"
         "## Encoding throughput (eval mode, no gradients)\n\n"
         "`overhead` = bare-backbone throughput / attention-fusion throughput: the extra time "
         "the attention and fusion branches cost at the same backbone, size and batch. Both "
         "use the backbone up to stage 3 (the feature map the attention reads).\n\n"
         f"{enc}\n\n"
+        "## Engines (issue #15: `--engine torch|onnx`)\n\n"
+        "attention-fusion (64 bits, 15 findings), each engine computing every output the index "
+        "and search use (hash outputs, logits, embedding, attention map, backbone map "
+        "statistics). In each of the rounds every engine is timed in turn, img/s as the median "
+        f"of {args.repeats} batches of {args.engine_batch}, ms/query as the median of "
+        f"{max(args.repeats, 5)} single films; the cells give the median over the "
+        f"{args.rounds} rounds (min–max). The machine's 2 cores are shared with other jobs "
+        f"({load}), so the spread is wide; the ratios compare engines within the same run. "
+        "TorchScript: "
+        "`torch.jit.trace` + `freeze` + `optimize_for_inference`; ONNX Runtime: the graph of "
+        "`cxrhash export --format onnx` through `OnnxEngine` (tensor conversion included)."
+        + (
+            ""
+            if args.compile
+            else " torch.compile was not measured in this run (`--compile`: its first call "
+            "took ~2 min per batch shape for ResNet-18 at 64 px on this machine)."
+        )
+        + f"\n\n{engines}\n\n"
         "Search speed (every backend at 10^4–10^7 codes beside FAISS flat) is in "
         "`docs/search.md` (`python benchmarks/search.py`).\n"
     )
     print(f"written {args.out}")
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
 
 
 if __name__ == "__main__":

@@ -225,13 +225,24 @@ def test_c2l_diagnose_runs_tiny(
 def test_encode_search_runs_tiny(load: Load, tmp_path: Path) -> None:
     out = tmp_path / "encode.md"
     args = ["--batch", "2", "--repeats", "1", "--config", "resnet18:64", "--out", str(out)]
-    load("encode_search").main(args)
+    load("encode_search").main([*args, "--engine-batch", "4", "--rounds", "2"])
     page = out.read_text()
-    (row,) = _rows(page, "resnet18")
+    row = next(r for r in _rows(page, "resnet18") if len(r) == 6)
     bare, full = float(row[3]), float(row[4])
     assert row[1:3] == ["64", "2"] and bare > 0 and full > 0
     # the page rounds each figure, so their ratio matches the printed one to a few per cent
-    assert float(row[5].removesuffix("× time")) == pytest.approx(bare / full, rel=0.05)
+    # (two decimals: a ratio near 0.07 under load is off by up to 0.005 from rounding alone)
+    assert float(row[5].removesuffix("× time")) == pytest.approx(bare / full, rel=0.05, abs=0.01)
+    engines = {r[2]: r for r in _rows(page, "resnet18") if len(r) == 7}
+    assert set(engines) == {"torch eager", "TorchScript (traced, frozen)", "ONNX Runtime"}
+    assert "img/s (batch 4)" in page and "torch.compile was not measured" in page
+    assert engines["torch eager"][5:] == ["1.00", "1.00"]  # eager against itself
+    for row in engines.values():
+        speed = float(row[3].split()[0])  # median (min–max) over the 2 rounds
+        low, high = (float(v) for v in row[3].split()[1].strip("()").split("–"))
+        assert speed > 0 and low <= speed <= high
+        eager = float(engines["torch eager"][3].split()[0])
+        assert float(row[5]) == pytest.approx(speed / eager, rel=0.05, abs=0.01)
     with pytest.raises(SystemExit):
         load("encode_search").main(["--config", "resnet18"])  # BACKBONE:SIZE
 

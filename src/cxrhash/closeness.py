@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from cxrhash.data.dataset import CXRDataset
-from cxrhash.encode import iter_encoded_batches
+from cxrhash.encode import iter_engine_batches
 from cxrhash.index.calibration import (
     MAX_SAMPLE,
     MIN_SAMPLE,
@@ -29,7 +28,8 @@ from cxrhash.index.calibration import (
     save_sample,
 )
 from cxrhash.index.reader import IndexReader
-from cxrhash.models.feature_stats import FilmStatistics, captured_map_statistics
+from cxrhash.inference import Encoder
+from cxrhash.models.feature_stats import FilmStatistics
 
 LOG = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class SampleCollector:
 
 
 def encode_sample(
-    model: nn.Module,
+    model: Encoder,
     dataset: CXRDataset,
     collector: SampleCollector,
     *,
@@ -80,17 +80,14 @@ def encode_sample(
     """Encode ``dataset`` (already at the model's image size) into ``collector``; the
     number of films read."""
     read = 0
-    with captured_map_statistics(model) as captured:
-        for out, batch in iter_encoded_batches(
-            model, dataset, batch_size=batch_size, num_workers=num_workers, progress=progress,
-            desc="calibrate",
-        ):  # fmt: skip
-            stats = captured[0] if captured else None
-            captured.clear()
-            if out is None:
-                continue
-            collector.add(batch["idx"].numpy(), stats, out.hash.float().numpy())
-            read += len(batch["idx"])
+    for enc, batch in iter_engine_batches(
+        model, dataset, batch_size=batch_size, num_workers=num_workers, progress=progress,
+        desc="calibrate",
+    ):  # fmt: skip
+        if enc is None:
+            continue
+        collector.add(batch["idx"].numpy(), enc.map_stats, enc.output.hash.float().cpu().numpy())
+        read += len(batch["idx"])
     return read
 
 
@@ -111,7 +108,7 @@ def store_calibration(
 
 
 def calibrate_index(
-    model: nn.Module,
+    model: Encoder,
     payload: dict[str, Any],
     dataset: CXRDataset,
     index_dir: Path,
@@ -143,7 +140,7 @@ def calibrate_index(
 
 def calibrate_after_build(
     index_dir: Path,
-    model: nn.Module,
+    model: Encoder,
     payload: dict[str, Any],
     dataset: CXRDataset,
     collector: SampleCollector | None,

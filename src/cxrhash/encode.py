@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cxrhash.data.dataset import CXRDataset, SkippedSample, collate_skipping
 from cxrhash.index.codes import pack_codes
+from cxrhash.inference import Encoder, Encoding, as_engine
 from cxrhash.models.output import HashOutput
 
 LOG = logging.getLogger(__name__)
@@ -53,8 +53,34 @@ def make_loader(
 
 
 @torch.no_grad()
+def iter_engine_batches(
+    encoder: Encoder,
+    dataset: CXRDataset,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "encode",
+) -> Iterator[tuple[Encoding | None, dict]]:
+    """Yield ``(Encoding, batch)`` for each batch (``None`` when no film of it was readable);
+    skipped images are in ``batch['skipped']``. ``encoder``: a model or an engine."""
+    engine = as_engine(encoder)
+    loader = make_loader(dataset, batch_size, num_workers)
+    bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
+    try:
+        for batch in loader:
+            n = len(batch["case_id"]) + len(batch["skipped"])
+            if batch["img"] is not None and len(batch["case_id"]) > 0:
+                yield engine.encode(batch["img"]), batch
+            else:
+                yield None, batch
+            bar.update(n)
+    finally:
+        bar.close()
+
+
 def iter_encoded_batches(
-    model: nn.Module,
+    model: Encoder,
     dataset: CXRDataset,
     *,
     batch_size: int = 64,
@@ -63,24 +89,14 @@ def iter_encoded_batches(
     desc: str = "encode",
 ) -> Iterator[tuple[HashOutput | None, dict]]:
     """Yield ``(HashOutput, batch)`` for each batch; skipped images are in ``batch['skipped']``."""
-    model.eval()
-    device = next(model.parameters()).device
-    loader = make_loader(dataset, batch_size, num_workers)
-    bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
-    try:
-        for batch in loader:
-            n = len(batch["case_id"]) + len(batch["skipped"])
-            if batch["img"] is not None and len(batch["case_id"]) > 0:
-                yield model(batch["img"].to(device)), batch
-            else:
-                yield None, batch
-            bar.update(n)
-    finally:
-        bar.close()
+    for enc, batch in iter_engine_batches(
+        model, dataset, batch_size=batch_size, num_workers=num_workers, progress=progress, desc=desc
+    ):
+        yield (None if enc is None else enc.output), batch
 
 
 def encode_dataset(
-    model: nn.Module,
+    model: Encoder,
     dataset: CXRDataset,
     *,
     batch_size: int = 64,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from cxrhash.closeness import (
     SampleCollector,
@@ -21,7 +21,7 @@ from cxrhash.closeness import (
 )
 from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.images import ImageReadError, load_resized
-from cxrhash.encode import iter_encoded_batches
+from cxrhash.encode import iter_engine_batches
 from cxrhash.index.backends import BACKENDS
 from cxrhash.index.calibration import Closeness
 from cxrhash.index.codes import pack_codes
@@ -30,8 +30,8 @@ from cxrhash.index.folder import write_lock
 from cxrhash.index.reader import IndexReader
 from cxrhash.index.rerank import check_mode
 from cxrhash.index.store import HashIndex, SearchHit
-from cxrhash.models.feature_stats import captured_map_statistics
-from cxrhash.models.heatmaps import check_heatmap, query_heatmaps
+from cxrhash.inference import Encoder, Encoding, EngineSpec, as_engine
+from cxrhash.models.heatmaps import check_heatmap
 from cxrhash.models.output import HashOutput
 from cxrhash.training.checkpoint import CheckpointError, load_model
 
@@ -94,6 +94,7 @@ def build_index(
     shard_size: int | None = None,
     store_floats: bool | None = None,
     keep_source_names: bool | None = None,
+    engine: EngineSpec | None = None,
 ) -> IndexReport:
     """Encode ``dataset`` and append it to the index at ``index_dir`` (created if new).
 
@@ -112,10 +113,12 @@ def build_index(
     A backend that keeps its codes in a server (``milvus``) is reached before encoding and
     sent the new codes at the end.
     The index's closeness calibration (``calibration.npz``, :mod:`cxrhash.closeness`) is
-    brought up to date from a seeded sample of the films encoded.
+    brought up to date from a seeded sample of the films encoded. ``engine``: PyTorch (the
+    default) or ONNX Runtime (:class:`~cxrhash.inference.EngineSpec`).
     """
     model, payload = load_model(checkpoint)
     config = payload["config"]
+    encoder = (engine or EngineSpec()).open(model, payload)
     index_dir = Path(index_dir)
     with HashIndex.open_or_create(
         index_dir,
@@ -143,7 +146,7 @@ def build_index(
             t0 = time.perf_counter()
             _append_encoded(
                 index,
-                model,
+                encoder,
                 dataset,
                 np.asarray(todo),
                 config["image_size"],
@@ -159,7 +162,7 @@ def build_index(
             index.sync_backends()
         report.total = len(index)
         calibrate_after_build(
-            index_dir, model, payload, dataset, collector, before, report.total, progress=progress
+            index_dir, encoder, payload, dataset, collector, before, report.total, progress=progress
         )
     for s in report.skipped:
         LOG.warning("not indexed, unreadable: %s: %s", s.path or s.case_id, s.reason)
@@ -199,7 +202,7 @@ def recalibrate(
 
 def _append_encoded(
     index: HashIndex,
-    model: nn.Module,
+    model: Encoder,
     dataset: CXRDataset,
     todo: np.ndarray,
     image_size: int,
@@ -238,30 +241,27 @@ def _append_encoded(
         for v in pending.values():
             v.clear()
 
-    with captured_map_statistics(model) as captured:
-        for out, batch in iter_encoded_batches(
-            model, sub, batch_size=batch_size, num_workers=num_workers, progress=progress,
-            desc="index",
-        ):  # fmt: skip
-            stats = captured[0] if captured else None
-            captured.clear()
-            report.skipped.extend(batch["skipped"])
-            if out is None:
-                continue
-            floats = out.hash.float().numpy()
-            if collector is not None:
-                collector.add(batch["idx"].numpy(), stats, floats)
-            rows = [int(todo[i]) for i in batch["idx"].tolist()]
-            pending["codes"].append(pack_codes(floats >= 0))
-            pending["floats"].append(floats)
-            pending["case_ids"].extend(batch["case_id"])
-            pending["findings"].extend(
-                findings_text(dataset.labels[r], dataset.pathologies) for r in rows
-            )
-            pending["pids"].extend(batch["patient_id"])
-            pending["paths"].extend(dataset.paths[r] if dataset.paths else None for r in rows)
-            if len(pending["case_ids"]) >= commit_every:
-                flush()  # each commit is atomic: an interrupted run resumes after it
+    for enc, batch in iter_engine_batches(
+        model, sub, batch_size=batch_size, num_workers=num_workers, progress=progress,
+        desc="index",
+    ):  # fmt: skip
+        report.skipped.extend(batch["skipped"])
+        if enc is None:
+            continue
+        floats = enc.output.hash.float().cpu().numpy()
+        if collector is not None:
+            collector.add(batch["idx"].numpy(), enc.map_stats, floats)
+        rows = [int(todo[i]) for i in batch["idx"].tolist()]
+        pending["codes"].append(pack_codes(floats >= 0))
+        pending["floats"].append(floats)
+        pending["case_ids"].extend(batch["case_id"])
+        pending["findings"].extend(
+            findings_text(dataset.labels[r], dataset.pathologies) for r in rows
+        )
+        pending["pids"].extend(batch["patient_id"])
+        pending["paths"].extend(dataset.paths[r] if dataset.paths else None for r in rows)
+        if len(pending["case_ids"]) >= commit_every:
+            flush()  # each commit is atomic: an interrupted run resumes after it
     flush()
 
 
@@ -303,13 +303,18 @@ def resolve_checkpoint(index_dir: Path, checkpoint: Path | None) -> Path:
     return Path(recorded)
 
 
+def encode_films(model: Encoder, images: list[np.ndarray], heatmap: str = "attention") -> Encoding:
+    """What the model (or engine) makes of S×S query films, with heat-maps of ``heatmap``."""
+    x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+    return as_engine(model).encode(x, heatmap)
+
+
 def encode_images(
-    model: nn.Module, images: list[np.ndarray], heatmap: str = "attention"
+    model: Encoder, images: list[np.ndarray], heatmap: str = "attention"
 ) -> tuple[np.ndarray, HashOutput, Tensor | None]:
     """Packed codes, outputs and heat-maps (of kind ``heatmap``) of S×S query images."""
-    x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
-    out, maps = query_heatmaps(model, x, heatmap)
-    return pack_codes(out.hash.float().numpy() >= 0), out, maps
+    enc = encode_films(model, images, heatmap)
+    return pack_codes(enc.output.hash.float().cpu().numpy() >= 0), enc.output, enc.heatmaps
 
 
 def search_images(
@@ -321,6 +326,7 @@ def search_images(
     rerank: str = DEFAULT_RERANK,
     shortlist: int | None = None,
     heatmap: str = "attention",
+    engine: EngineSpec | None = None,
 ) -> list[QueryResult]:
     """Top-``k`` neighbours of each query image in the index, with each query's heat-map
     (``heatmap``: the network's ``attention`` or ``gradcam``, ``models.heatmaps``).
@@ -332,13 +338,14 @@ def search_images(
 
     A query file that cannot be read or decoded does not stop the others: its result
     has ``error`` set (the reason) and no hits. Problems with the index, the model or
-    the options still raise.
+    the options still raise. ``engine``: PyTorch (default) or ONNX Runtime (attention only).
     """
     check_mode(rerank)
     check_heatmap(heatmap)
     ckpt = resolve_checkpoint(index_dir, checkpoint)
     model, payload = load_model(ckpt)
     size = payload["config"]["image_size"]
+    encoder = (engine or EngineSpec()).open(model, payload)
     with HashIndex.open(index_dir, model_id=payload["model_id"]) as index:
         results = []
         for p in paths:
@@ -354,7 +361,7 @@ def search_images(
             return results
         images = [r.image for r in good if r.image is not None]
         found = search_decoded(
-            model, index, images, k=k, rerank=rerank, shortlist=shortlist, heatmap=heatmap
+            encoder, index, images, k=k, rerank=rerank, shortlist=shortlist, heatmap=heatmap
         )
     for i, r in enumerate(good):
         r.hits = found.hits[i]
@@ -399,7 +406,7 @@ class DecodedSearch:
 
 
 def search_decoded(
-    model: nn.Module,
+    model: Encoder,
     index: IndexReader,
     images: list[np.ndarray],
     *,
@@ -412,15 +419,16 @@ def search_decoded(
     the one search path of ``cxrhash search`` (:func:`search_images`) and the server.
     Each query is assessed against the index's closeness calibration (:mod:`.closeness`)."""
     t0 = time.perf_counter()
-    with captured_map_statistics(model) as stats:
-        codes, out, maps = encode_images(model, images, heatmap)
+    enc = encode_films(model, images, heatmap)
     t1 = time.perf_counter()
-    floats = out.hash.float().numpy()
+    floats = enc.output.hash.float().cpu().numpy()
+    codes = pack_codes(floats >= 0)
     hits = index.search(codes, k, rerank=rerank, shortlist=shortlist, query_floats=floats)
+    stats = [] if enc.map_stats is None else [enc.map_stats]
     closeness = assess_queries(index, stats, floats)
     t2 = time.perf_counter()
-    probs = torch.sigmoid(out.logits).numpy()
-    return DecodedSearch(hits, probs, maps, t1 - t0, t2 - t1, closeness)
+    probs = torch.sigmoid(enc.output.logits.float().cpu()).numpy()
+    return DecodedSearch(hits, probs, enc.heatmaps, t1 - t0, t2 - t1, closeness)
 
 
 def checkpoint_dataset(

@@ -1,5 +1,5 @@
 """The ``cxrhash`` command line: train, pretrain, eval, index, search, bench, demo,
-phantom, methods, serve. Each command lives in the module of its area and calls the library;
+phantom, methods, serve, export. Each command lives in the module of its area and calls the library;
 user errors reach the terminal through :func:`cxrhash.cli.common.user_errors`."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from cxrhash.cli import (  # noqa: F401  (registers commands)
     archive,
     bench,
     evaluate,
+    export,
     misc,
     serve,
     train,

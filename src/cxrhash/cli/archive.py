@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cxrhash.cli.common import DATA_HELP, command, console, err, fail, key_values, setup_logging
+from cxrhash.cli.export import EngineOpt, OnnxOpt, OnnxThreadsOpt, engine_spec
 from cxrhash.index.backends import backend_help, backend_params_help
 from cxrhash.index.pacs_links import parse_link
 
@@ -123,6 +124,9 @@ def index(
     shard_size: _ShardSize = None,
     store_floats: _StoreFloats = False,
     keep_source_names: _KeepSourceNames = False,
+    engine: EngineOpt = "torch",
+    onnx: OnnxOpt = None,
+    onnx_threads: OnnxThreadsOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Encode a dataset into a persistent Hamming index (appends; skips what is indexed).
@@ -158,6 +162,8 @@ def index(
         data = with_cursor(data, out)
     ckpt, dataset = checkpoint_dataset(checkpoint, data, part)
     if calibrate:
+        if engine != "torch":
+            fail("--calibrate encodes with PyTorch: drop --engine")
         n = recalibrate(ckpt, dataset, out, batch_size=batch_size, num_workers=workers)
         console.print(f"calibrated {out} on {n} films" if n else "too few films to calibrate")
         return
@@ -173,6 +179,7 @@ def index(
         shard_size=shard_size,
         store_floats=True if store_floats else None,
         keep_source_names=True if keep_source_names else None,
+        engine=engine_spec(engine, onnx, onnx_threads),
     )
     print_index_report(report, out)
     if pacs:
@@ -222,6 +229,9 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: _Plot = None,
     heatmap: _Heatmap = "attention",
+    engine: EngineOpt = "torch",
+    onnx: OnnxOpt = None,
+    onnx_threads: OnnxThreadsOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Top-k most similar indexed cases for each query image, with findings and distance.
@@ -242,6 +252,7 @@ def search(
         rerank=rerank,
         shortlist=shortlist,
         heatmap=heatmap,
+        engine=engine_spec(engine, onnx, onnx_threads),
     )
     failed = [r for r in results if r.error is not None]
     if as_json:

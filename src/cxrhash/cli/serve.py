@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cxrhash.cli.common import command, console, setup_logging
+from cxrhash.cli.export import EngineOpt, OnnxOpt, OnnxThreadsOpt, engine_spec
 
 
 @command()
@@ -55,6 +56,9 @@ def serve(
             "without it, their UIDs only."
         ),
     ] = None,
+    engine: EngineOpt = "torch",
+    onnx: OnnxOpt = None,
+    onnx_threads: OnnxThreadsOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
 ) -> None:
     """Serve the retrieval API (docs/service.md): health, stats, search by upload, cases."""
@@ -84,6 +88,7 @@ def serve(
         api_token=token,
         upload_rate=f"{uploads_per_minute}/minute" if uploads_per_minute else None,
         pacs_url=pacs_url,
+        engine=engine_spec(engine, onnx, onnx_threads),
     )
     writes = "enabled (API token)" if token else "disabled (no --token-file)"
     console.print(

@@ -23,6 +23,7 @@ from fastapi import Path as PathParam
 from cxrhash.data.images import ImageReadError
 from cxrhash.data.labels import NO_FINDING
 from cxrhash.data.uploads import Upload
+from cxrhash.inference import EngineSpec
 from cxrhash.serve.answers import (
     SearchRequest,
     finding_names,
@@ -68,6 +69,7 @@ def create_app(
     upload_rate: str | None = DEFAULT_UPLOAD_RATE,
     commit_every: int = DEFAULT_COMMIT_EVERY,
     pacs_url: str | None = None,
+    engine: EngineSpec | None = None,
 ) -> FastAPI:
     """The API over the index at ``index_dir``, searched with ``checkpoint`` (default: the
     one its ``model.json`` names). The model and the index are loaded now, once.
@@ -77,7 +79,8 @@ def create_app(
     answer 403); ``upload_rate`` limits the uploads of each client (limits notation,
     ``"120/minute"``; ``None``: no limit); an add commits ``commit_every`` films at a time.
     Films a PACS pushes by STOW-RS (:mod:`.stow`) link back to it under ``pacs_url`` (its
-    DICOMweb base URL; ``None``: by their UIDs only).
+    DICOMweb base URL; ``None``: by their UIDs only). ``engine``: what encodes the films,
+    PyTorch (default) or ONNX Runtime.
 
     Raises:
         FileNotFoundError, CheckpointError, HashIndexError: no such index or checkpoint,
@@ -85,7 +88,8 @@ def create_app(
     """
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
-    searcher = Searcher(Path(index_dir), Path(checkpoint) if checkpoint is not None else None)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    searcher = Searcher(Path(index_dir), ckpt, engine=engine)
     try:
         paths = None
         if images is not None:

@@ -30,6 +30,7 @@ from cxrhash.index.backends import BACKENDS
 from cxrhash.index.meta import RowMeta
 from cxrhash.index.rerank import default_shortlist
 from cxrhash.index.store import HashIndex
+from cxrhash.inference import Encoder, EngineSpec
 from cxrhash.retrieve import DecodedSearch, resolve_checkpoint, search_decoded
 from cxrhash.training.checkpoint import load_model
 
@@ -68,7 +69,8 @@ class Searcher:
 
     ``max_batch``: most searches encoded together; ``batch_window``: seconds the worker
     waits for more searches when it has fewer than ``max_batch`` (0: take only those
-    already waiting). ``batch_sizes`` counts the batches run by their size.
+    already waiting). ``batch_sizes`` counts the batches run by their size. ``engine``:
+    PyTorch (default) or ONNX Runtime (:class:`~cxrhash.inference.EngineSpec`).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Searcher:
         *,
         max_batch: int = MAX_BATCH,
         batch_window: float = 0.0,
+        engine: EngineSpec | None = None,
     ) -> None:
         if max_batch < 1 or batch_window < 0:
             raise ValueError(
@@ -93,7 +96,9 @@ class Searcher:
         self._worker.start()
         try:
             ckpt = resolve_checkpoint(index_dir, checkpoint)
-            self.model, payload = self._run(load_model, ckpt)
+            model, payload = self._run(load_model, ckpt)
+            self.model: Encoder = self._run((engine or EngineSpec()).open, model, payload)
+            self.engine = getattr(self.model, "name", "torch")
             self.model_id: str = payload["model_id"]
             self.image_size: int = int(payload["config"]["image_size"])
             self.label_names: list[str] = list(payload["label_names"])

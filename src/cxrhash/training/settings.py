@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrhash.training.errors import refuse_invalid
+from cxrhash.training.errors import TrainingError, refuse_invalid
 
 SCHEDULES = ("step", "cosine", "constant")
 
@@ -42,7 +42,9 @@ class EngineSettings:
         explode_factor: a loss above this × the median of the recent losses diverges.
         seed: seeds initialisation, order and augmentation (per epoch).
         num_workers: DataLoader worker processes.
-        device: torch device; ``None`` = CUDA when available, else CPU.
+        device: ``auto`` (or ``None``: CUDA when available, else Apple's MPS, else the
+            CPU), ``cpu``, ``cuda``, ``mps`` or another torch device name; in a
+            data-parallel run ``cuda`` is the process's own GPU (``LOCAL_RANK``).
     """
 
     epochs: int
@@ -127,11 +129,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(settings: EngineSettings) -> torch.device:
-    """The configured device, else CUDA when available, else the CPU."""
-    if settings.device:
-        return torch.device(settings.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(settings: EngineSettings, local_rank: int = 0) -> torch.device:
+    """The configured device; ``auto`` picks CUDA, else MPS, else the CPU. ``cuda`` means
+    GPU ``local_rank`` (one GPU per process of a data-parallel run)."""
+    name = settings.device or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name in ("cuda", "mps") and not _available(name):
+        raise TrainingError(f"--device {name} was asked for, but this machine has no {name}")
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def _available(name: str) -> bool:
+    return torch.cuda.is_available() if name == "cuda" else torch.backends.mps.is_available()
 
 
 def enabled_on(flag: str, device: torch.device) -> bool:

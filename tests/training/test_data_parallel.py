@@ -116,3 +116,28 @@ def test_two_processes_train_what_one_process_trains_with_the_doubled_batch(
     assert not differ, differ
     assert len(two["history"]) == EPOCHS[method]
     assert (tmp_path / "two" / "train_summary.json").exists()
+
+
+def test_nproc_runs_the_same_command_under_torchrun(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from cxrhash.cli import app
+
+    calls: list[list[str]] = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 3)
+    argv = ["train", "--data", "phantom:x", "--nproc", "2", "--out", str(tmp_path), "--bits", "8"]
+    monkeypatch.setattr(sys, "argv", ["cxrhash", *argv])
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 3  # the launcher's exit code, nothing trained here
+    assert calls == [
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+        + ["-m", "cxrhash", "train", "--data", "phantom:x", "--out", str(tmp_path)]
+        + ["--bits", "8"]
+    ]
+    assert not (tmp_path / "config.json").exists()

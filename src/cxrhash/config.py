@@ -109,7 +109,8 @@ FIELD_HELP: dict[str, str] = {
     "lr_gamma": "Factor of the learning-rate drop (default 0.1).",
     "warmup_epochs": "Linear lr warm-up over this many epochs (default 0).",
     "grad_clip": "Clip the global gradient norm to this value (default: no clipping).",
-    "amp": "Mixed precision: auto (on for CUDA only, the default), on or off.",
+    "amp": "Mixed precision: auto (float16 on CUDA only, the default), on (= fp16), off, "
+    "fp16 (float16 with loss scaling) or bf16 (bfloat16, no scaling), on any device.",
     "channels_last": "Channels-last memory format: auto (CUDA only), on or off.",
     "max_rollbacks": "Divergence guard: rollbacks to the last good epoch before giving up.",
     "rollback_lr_factor": "Learning-rate factor applied at each rollback.",

@@ -70,6 +70,7 @@ from cxrhash.training.run_folder import (
 from cxrhash.training.settings import (
     SCHEDULES,
     EngineSettings,
+    amp_dtype,
     build_optimizer,
     enabled_on,
     resolve_device,
@@ -289,12 +290,14 @@ def start_run(
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(settings, model)
     use_amp = enabled_on(settings.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    dtype = amp_dtype(settings.amp)
+    # bfloat16 needs no loss scaling (float32's exponent range)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and dtype == torch.float16)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
     distributed.broadcast_state(model)
-    learner = Learner(model, optimizer, scaler, device, use_amp)
+    learner = Learner(model, optimizer, scaler, device, use_amp, dtype)
     if saved is None:
         return learner, RunState(guard=DivergenceGuard(settings.explode_factor))
     state = RunState.resumed(saved, settings.explode_factor)

@@ -34,6 +34,7 @@ class Learner:
     scaler: torch.amp.GradScaler
     device: torch.device
     use_amp: bool
+    amp_dtype: torch.dtype = torch.float16
 
 
 @dataclass
@@ -163,7 +164,7 @@ def train_epoch(
         lr = settings.step_lr(epoch, result.global_step, len(loader), lr_factor)
         for group in learner.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(learner.device.type, enabled=learner.use_amp):
+        with torch.autocast(learner.device.type, dtype=learner.amp_dtype, enabled=learner.use_amp):
             out = task.training_step(learner.model, batch, learner.device)
         if out is None:
             continue
@@ -209,7 +210,7 @@ def backward(
     distributed.sum_gradients(learner.model)
     learner.scaler.unscale_(learner.optimizer)
     norm = clip_gradients(learner.model, grad_clip)
-    if not math.isfinite(norm) and not learner.use_amp:
+    if not math.isfinite(norm) and not learner.scaler.is_enabled():
         return norm, f"gradient norm became {norm}"
     return norm, None
 

@@ -35,7 +35,9 @@ class EngineSettings:
         warmup_epochs: linear warm-up of the learning rate over this many epochs' steps
             (from lr/n to lr over n steps), then the schedule.
         grad_clip: clip the global gradient L2 norm to this (``None``: no clipping).
-        amp: ``auto`` (on for CUDA), ``on`` or ``off``: float16 autocast + loss scaling.
+        amp: ``auto`` (on for CUDA), ``on`` or ``off``: float16 autocast + loss scaling;
+            ``fp16`` (= ``on``) or ``bf16`` (bfloat16 autocast, no loss scaling: its
+            exponent range is float32's) on any device.
         channels_last: ``auto`` (on for CUDA), ``on`` or ``off``.
         max_rollbacks: divergence rollbacks allowed in one run before giving up.
         rollback_lr_factor: learning-rate multiplier applied at each rollback.
@@ -78,7 +80,7 @@ class EngineSettings:
             "lr_gamma": 0 < self.lr_gamma <= 1,
             "warmup_epochs": self.warmup_epochs >= 0,
             "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "amp": self.amp in ("auto", "on", "off"),
+            "amp": self.amp in ("auto", "on", "off", "fp16", "bf16"),
             "channels_last": self.channels_last in ("auto", "on", "off"),
             "max_rollbacks": self.max_rollbacks >= 0,
             "rollback_lr_factor": 0 < self.rollback_lr_factor < 1,
@@ -91,7 +93,8 @@ class EngineSettings:
             what="training settings",
             need="epochs ≥ 1, batch_size ≥ 2, lr > 0, optimizer sgd|adam, schedule "
             f"{'|'.join(SCHEDULES)}, lr_step_epoch ≥ 1, 0 < lr_gamma ≤ 1, warmup_epochs ≥ 0, "
-            "grad_clip > 0 or none, amp/channels_last auto|on|off, max_rollbacks ≥ 0, "
+            "grad_clip > 0 or none, amp auto|on|off|fp16|bf16, channels_last auto|on|off, "
+            "max_rollbacks ≥ 0, "
             "0 < rollback_lr_factor < 1, explode_factor > 1, num_workers ≥ 0",
         )
 
@@ -153,5 +156,10 @@ def _available(name: str) -> bool:
 
 def enabled_on(flag: str, device: torch.device) -> bool:
     """Whether an ``auto``/``on``/``off`` speed-up (mixed precision, ``channels_last``) is on:
-    ``auto`` turns it on for CUDA only."""
-    return flag == "on" or (flag == "auto" and device.type == "cuda")
+    ``auto`` turns it on for CUDA only (``fp16``/``bf16``: mixed precision of that type)."""
+    return flag in ("on", "fp16", "bf16") or (flag == "auto" and device.type == "cuda")
+
+
+def amp_dtype(flag: str) -> torch.dtype:
+    """The autocast type of an ``amp`` setting: bfloat16 for ``bf16``, else float16."""
+    return torch.bfloat16 if flag == "bf16" else torch.float16

@@ -26,6 +26,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from cxrhash.training.settings import epoch_generator
+
 # Rank 0 validates and writes checkpoints while the others wait at the next collective.
 TIMEOUT = timedelta(hours=2)
 _RANK_SEED_STRIDE = 1_000_000_007
@@ -103,12 +105,12 @@ def rank_seed(seed: int) -> int:
 def rank_order(n: int, seed: int) -> list[int]:
     """This rank's share of the epoch's order: items r, r + N, … of the single-process order.
 
-    The order is the one the single process's shuffled ``DataLoader`` draws from a generator
-    seeded with ``seed`` (drawn through a loader, so the two cannot drift apart), cut to a
+    The order is the one the single process's shuffled ``DataLoader`` draws from
+    ``epoch_generator(seed)`` (drawn through a loader, so the two cannot drift apart), cut to a
     multiple of N so every rank runs the same number of steps. Batch t of rank r then holds
     rows r, r + N, … of the single process's batch t of N × the per-rank size.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = epoch_generator(seed)
     items: list[int] = list(range(n))
     loader: DataLoader[int] = DataLoader(
         items,  # type: ignore[arg-type]

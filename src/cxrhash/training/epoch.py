@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from cxrhash.training import distributed
 from cxrhash.training.guard import DivergenceGuard
-from cxrhash.training.settings import EngineSettings, seed_everything
+from cxrhash.training.settings import EngineSettings, epoch_generator, seed_everything
 from cxrhash.training.task import StepOutput, Task
 
 
@@ -96,7 +96,7 @@ def epoch_loader(
     resumed or rolled-back epoch replays the same order and augmentation (``pin_memory``:
     page-locked batches for a faster copy to a GPU)."""
     seed_everything(settings.seed * 1000 + epoch)
-    gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
+    gen = epoch_generator(settings.seed * 1000 + epoch)
     data = task.train_set()
     if distributed.active():
         return rank_loader(task, settings, data, settings.seed * 1000 + epoch, pin_memory)
@@ -150,8 +150,8 @@ def train_epoch(
     result = EpochResult(steps_per_epoch=len(loader), global_step=global_step)
     t0 = time.perf_counter()
     # The bar is fed by hand: tqdm.auto wrapping the loader opens a second iterator of it
-    # (tqdm_asyncio calls iter() in its constructor), which drew the loader's seed once more
-    # and, with workers, started a set of worker processes that was never used.
+    # (tqdm_asyncio calls iter() in its constructor), which, with workers, started a set of
+    # worker processes that was never used (its draw is kept: ``epoch_generator``).
     bar = tqdm(
         total=len(loader),
         desc=f"{task.kind} epoch {epoch + 1}/{settings.epochs}",

@@ -132,6 +132,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_generator(seed: int) -> torch.Generator:
+    """The generator of an epoch's shuffle, advanced past one draw.
+
+    Up to issue #15 the progress bar (``tqdm.auto``) opened a second iterator of the
+    loader and dropped it, which drew its worker seed from this generator (and, with
+    workers, started processes that were never used). The bar no longer does; this draw
+    keeps every epoch's order and worker seeds what they were, so runs and their
+    measured results stay reproducible across the change.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.empty((), dtype=torch.int64).random_(generator=gen)
+    return gen
+
+
 def resolve_device(settings: EngineSettings, local_rank: int = 0) -> torch.device:
     """The configured device; ``auto`` picks CUDA, else MPS, else the CPU. ``cuda`` means
     GPU ``local_rank`` (one GPU per process of a data-parallel run)."""

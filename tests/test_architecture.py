@@ -123,7 +123,7 @@ def test_every_part_imports_only_the_layers_below_it() -> None:
     assert parts == set(ALLOWED), "a new part of cxrhash needs its row in ALLOWED and the doc"
     wrong = []
     for module, targets in _imports(modules).items():
-        if module == "cxrhash":
+        if module in ("cxrhash", "cxrhash.__main__"):  # the entry points import the CLI
             continue
         for target in targets:
             src, dst = _part(module), _part(target)

@@ -57,6 +57,7 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     num_workers: int = 0
+    device: str = "auto"  # auto (CUDA, else MPS, else CPU) | cpu | cuda | mps
     val_metric: str = "mAP@100"
     val_database_max: int = 2000  # training images the validation queries search
     split_fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
@@ -108,7 +109,8 @@ FIELD_HELP: dict[str, str] = {
     "lr_gamma": "Factor of the learning-rate drop (default 0.1).",
     "warmup_epochs": "Linear lr warm-up over this many epochs (default 0).",
     "grad_clip": "Clip the global gradient norm to this value (default: no clipping).",
-    "amp": "Mixed precision: auto (on for CUDA only, the default), on or off.",
+    "amp": "Mixed precision: auto (float16 on CUDA only, the default), on (= fp16), off, "
+    "fp16 (float16 with loss scaling) or bf16 (bfloat16, no scaling), on any device.",
     "channels_last": "Channels-last memory format: auto (CUDA only), on or off.",
     "max_rollbacks": "Divergence guard: rollbacks to the last good epoch before giving up.",
     "rollback_lr_factor": "Learning-rate factor applied at each rollback.",
@@ -123,6 +125,8 @@ FIELD_HELP: dict[str, str] = {
     "augment": "Light radiograph-safe augmentation of training images (default on).",
     "seed": "Seed for split, init and order.",
     "num_workers": "DataLoader worker processes.",
+    "device": "Where to train: auto (CUDA, else Apple MPS, else the CPU; the default), cpu, "
+    "cuda or mps. May change on --resume.",
     "val_metric": "Validation metric that picks best.pt (default mAP@100).",
     "val_database_max": "Training images the validation queries search (default 2000).",
     "split_fractions": "Patient-disjoint split as PART=SHARE,… over train, val, query, "

@@ -98,16 +98,28 @@ def train(
     param: Annotated[list[str] | None, typer.Option(help=FIELD_HELP["method_params"])] = None,
     split_fractions: Annotated[str | None, typer.Option(help=FIELD_HELP["split_fractions"])] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Train in N data-parallel processes on this machine (launches torchrun; "
+            "--batch-size stays the global batch, docs/scale.md).",
+            min=1,
+        ),
+    ] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     **settings: Any,
 ) -> None:
     """Train a hashing method; a checkpoint is written every epoch (resumable).
 
     Every training setting is an option (defaults: the --profile's, see `cxrhash methods`).
-    With --resume, the run continues with its saved settings: --epochs and --workers
-    may change, any other option that differs from the saved run is refused.
+    With --resume, the run continues with its saved settings: --epochs, --workers and
+    --device may change, any other option that differs from the saved run is refused.
     """
     setup_logging(verbose)
+    from cxrhash.training import distributed
+
+    if nproc > 1 and not distributed.requested():
+        launch(nproc)
     from cxrhash.training.trainer import train as run_train
 
     given = {
@@ -118,6 +130,29 @@ def train(
     }
     config = train_config(out, profile, resume, given)
     result = run_train(config, out, resume=resume)
+    main = distributed.is_main()
+    distributed.shutdown()
+    if main:
+        _print_train_summary(config, out, result)
+
+
+def launch(nproc: int) -> None:
+    """Run this very command in ``nproc`` processes under torchrun, then exit with its code."""
+    import subprocess
+    import sys
+
+    from cxrhash.training.distributed import launch_command
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg == "--nproc" or arg.startswith("--nproc="):
+            skip = arg == "--nproc"
+            continue
+        argv.append(arg)
+    raise typer.Exit(subprocess.call(launch_command(nproc, argv)))
+
+
+def _print_train_summary(config: Any, out: Path, result: Any) -> None:
     if result.rollbacks:
         err.print(
             f"[yellow]warning:[/] the loss diverged {len(result.rollbacks)} time(s); each was "

@@ -17,7 +17,11 @@ A :class:`Task` supplies the model, the training set, the loss of a batch and
   ``rollback_lr_factor``, logs it and records it in the history, and gives up with
   :class:`DivergenceError` after ``max_rollbacks`` rollbacks in one run.
 
-The device and the loader live here only, so multi-process training plugs in here.
+The device and the loader live here only, so multi-process training plugs in here: under
+``torchrun`` (``training.distributed``) rank 0 settles the run folder first, every rank
+trains its share of each batch with batch norm over the global batch (``training.sync_bn``)
+and the ranks' gradients summed after each backward pass, and only rank 0 validates, writes
+files, logs and shows progress; a task must say it can run so (``data_parallel``).
 
 This module is the driver (:func:`fit`: set up or resume, train an epoch, roll back or
 validate and checkpoint, finish); its parts are ``training.settings`` (settings,
@@ -40,6 +44,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from cxrhash.training import distributed
 from cxrhash.training.curves import plot_history
 from cxrhash.training.epoch import EpochResult, Learner, train_epoch
 from cxrhash.training.errors import DivergenceError, TrainingError
@@ -65,11 +70,13 @@ from cxrhash.training.run_folder import (
 from cxrhash.training.settings import (
     SCHEDULES,
     EngineSettings,
+    amp_dtype,
     build_optimizer,
     enabled_on,
     resolve_device,
     seed_everything,
 )
+from cxrhash.training.sync_bn import globalize_batch_norm
 from cxrhash.training.task import StepOutput, Task
 
 LOG = logging.getLogger(__name__)
@@ -185,9 +192,10 @@ def fit(
         DivergenceError: the loss diverged again after ``max_rollbacks`` rollbacks.
     """
     run_dir = Path(run_dir)
-    saved = open_run(run_dir, task, config, settings.epochs, resume)
-    task.prepare(run_dir, saved)
-    learner, state = start_run(task, settings, saved, run_dir)
+    device = join_processes(task, settings)
+    progress = progress and distributed.is_main()
+    saved = settle_run(run_dir, task, config, settings.epochs, resume)
+    learner, state = start_run(task, settings, saved, run_dir, device)
     t_start = time.perf_counter()
     while state.epoch < settings.epochs:
         # The state to roll back to: what last.pt holds (or the initial state).
@@ -219,23 +227,79 @@ def fit(
     return finish_run(state, task, learner, settings, run_dir, time.perf_counter() - t_start)
 
 
+def join_processes(task: Task, settings: EngineSettings) -> torch.device:
+    """The device of this process; under a launcher for N > 1 processes, join their group
+    (after checking that the task and the batch can be shared out)."""
+    device = resolve_device(settings, distributed.local_rank())
+    distributed.init_from_env(device.type)
+    if not distributed.active():
+        return device
+    world = distributed.world_size()
+    if not getattr(task, "data_parallel", False):
+        raise TrainingError(f"{task.kind} training cannot run in several processes")
+    if settings.batch_size % world or settings.batch_size // world < 1:
+        raise TrainingError(
+            f"batch size {settings.batch_size} (the global batch) must be a multiple of "
+            f"the {world} processes"
+        )
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not distributed.is_main():
+        logging.getLogger("cxrhash").setLevel(logging.ERROR)
+    return device
+
+
+def settle_run(
+    run_dir: Path, task: Task, config: Mapping[str, Any], epochs: int, resume: bool
+) -> dict[str, Any] | None:
+    """Open the run folder and prepare the task: rank 0 first (it writes ``config.json`` and
+    e.g. the split), then the other ranks, which read what it wrote; an error on rank 0
+    stops every rank."""
+    saved: dict[str, Any] | None = None
+    error: Exception | None = None
+    if distributed.is_main():
+        try:
+            saved = open_run(run_dir, task, config, epochs, resume)
+            task.prepare(run_dir, saved)
+        except Exception as exc:  # every rank must hear of it, or the others wait forever
+            error = exc
+    failed = distributed.from_main(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise TrainingError(f"the run could not start on rank 0: {failed}")
+    if not distributed.is_main():
+        saved = open_run(run_dir, task, config, epochs, resume, write=False)
+        task.prepare(run_dir, saved)
+    return saved
+
+
 def start_run(
-    task: Task, settings: EngineSettings, saved: dict[str, Any] | None, run_dir: Path
+    task: Task,
+    settings: EngineSettings,
+    saved: dict[str, Any] | None,
+    run_dir: Path,
+    device: torch.device,
 ) -> tuple[Learner, RunState]:
     """Seed, build the model and optimiser on the device; restore ``saved`` on resume."""
-    device = resolve_device(settings)
     seed_everything(settings.seed)
     model = task.build_model().to(device)
+    if distributed.active():
+        model = globalize_batch_norm(model)
     if enabled_on(settings.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(settings, model)
     use_amp = enabled_on(settings.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    learner = Learner(model, optimizer, scaler, device, use_amp)
+    dtype = amp_dtype(settings.amp)
+    # bfloat16 needs no loss scaling (float32's exponent range)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and dtype == torch.float16)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+    distributed.broadcast_state(model)
+    learner = Learner(model, optimizer, scaler, device, use_amp, dtype)
     if saved is None:
         return learner, RunState(guard=DivergenceGuard(settings.explode_factor))
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
     state = RunState.resumed(saved, settings.explode_factor)
     task.load_state_dict(saved["task_state"])
     LOG.info("resuming %s at epoch %d", run_dir, state.start_epoch + 1)
@@ -303,12 +367,12 @@ def end_epoch(
 ) -> None:
     """Validate the finished epoch, record it, and write ``last.pt`` (``best.pt`` when the
     score improved), ``history.json`` and ``rollbacks.json``."""
-    epoch = state.epoch
+    epoch, main = state.epoch, distributed.is_main()
     if result.n_batches == 0:
         raise TrainingError(f"epoch {epoch + 1}: no batch with two readable images")
     count_skipped(state.skipped, result.skipped)
     state.images_seen += result.n_images
-    scores = task.validate(learner.model, epoch)
+    scores = distributed.from_main(task.validate(learner.model, epoch) if main else {})
     lr = settings.step_lr(
         epoch, max(state.global_step - 1, 0), result.steps_per_epoch, state.lr_factor
     )
@@ -321,19 +385,8 @@ def end_epoch(
         improved = score > state.best["score"] or state.best["epoch"] < 0
         if improved:
             state.best = {"score": score, "epoch": epoch + 1, "metric": task.score_key}
-    payload = checkpoint_payload(
-        task,
-        learner.model,
-        learner.optimizer,
-        config,
-        epoch,
-        best=state.best,
-        history=state.history,
-        engine=state.engine_entry(),
-    )
-    write_epoch_files(
-        run_dir, payload, improved=improved, history=state.history, rollbacks=state.rollbacks
-    )
+    if main:
+        save_epoch(state, task, learner, config, run_dir, improved)
     summary = "  ".join(
         [f"loss {record.get('loss_total', float('nan')):.4f}"]
         + [f"{k} {v:.4f}" for k, v in scores.items()]
@@ -345,6 +398,30 @@ def end_epoch(
             f"{task.kind} epoch {epoch + 1}/{settings.epochs}  {summary}"
             + ("  *best*" if improved else "")
         )
+
+
+def save_epoch(
+    state: RunState,
+    task: Task,
+    learner: Learner,
+    config: Mapping[str, Any],
+    run_dir: Path,
+    improved: bool,
+) -> None:
+    """Write the finished epoch's checkpoints and JSON files (rank 0's job)."""
+    payload = checkpoint_payload(
+        task,
+        learner.model,
+        learner.optimizer,
+        config,
+        state.epoch,
+        best=state.best,
+        history=state.history,
+        engine=state.engine_entry(),
+    )
+    write_epoch_files(
+        run_dir, payload, improved=improved, history=state.history, rollbacks=state.rollbacks
+    )
 
 
 def count_skipped(skipped: list[Any], new: list[Any]) -> None:
@@ -371,8 +448,9 @@ def finish_run(
     seconds: float,
 ) -> FitResult:
     """Plot the curves, let the task write its outputs, and report the run."""
-    plot_history(state.history, run_dir / task.curves_name, task.score_key)
-    task.finish(learner.model, run_dir)
+    if distributed.is_main():
+        plot_history(state.history, run_dir / task.curves_name, task.score_key)
+        task.finish(learner.model, run_dir)
     if state.skipped:
         LOG.warning("%d unreadable training images were skipped", len(state.skipped))
     return FitResult(

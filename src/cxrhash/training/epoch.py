@@ -19,8 +19,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cxrhash.training import distributed
 from cxrhash.training.guard import DivergenceGuard
-from cxrhash.training.settings import EngineSettings, seed_everything
+from cxrhash.training.settings import EngineSettings, epoch_generator, seed_everything
 from cxrhash.training.task import StepOutput, Task
 
 
@@ -33,6 +34,7 @@ class Learner:
     scaler: torch.amp.GradScaler
     device: torch.device
     use_amp: bool
+    amp_dtype: torch.dtype = torch.float16
 
 
 @dataclass
@@ -87,12 +89,17 @@ class EpochResult:
         }
 
 
-def epoch_loader(task: Task, settings: EngineSettings, epoch: int) -> DataLoader:
+def epoch_loader(
+    task: Task, settings: EngineSettings, epoch: int, pin_memory: bool = False
+) -> DataLoader:
     """The epoch's shuffled loader, after seeding every RNG with seed·1000 + epoch, so a
-    resumed or rolled-back epoch replays the same order and augmentation."""
+    resumed or rolled-back epoch replays the same order and augmentation (``pin_memory``:
+    page-locked batches for a faster copy to a GPU)."""
     seed_everything(settings.seed * 1000 + epoch)
-    gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
+    gen = epoch_generator(settings.seed * 1000 + epoch)
     data = task.train_set()
+    if distributed.active():
+        return rank_loader(task, settings, data, settings.seed * 1000 + epoch, pin_memory)
     return DataLoader(
         data,
         batch_size=settings.batch_size,
@@ -101,6 +108,27 @@ def epoch_loader(task: Task, settings: EngineSettings, epoch: int) -> DataLoader
         num_workers=settings.num_workers,
         collate_fn=task.collate,
         drop_last=len(data) > settings.batch_size,  # type: ignore[arg-type]
+        pin_memory=pin_memory,
+    )
+
+
+def rank_loader(
+    task: Task, settings: EngineSettings, data: Any, seed: int, pin_memory: bool
+) -> DataLoader:
+    """This rank's loader in a data-parallel run: its rows of the single-process batches
+    (``distributed.rank_order``), ``batch_size / N`` per step; its own augmentation seed."""
+    per_rank = settings.batch_size // distributed.world_size()
+    order = distributed.rank_order(len(data), seed)
+    seed_everything(distributed.rank_seed(seed))
+    return DataLoader(
+        data,
+        batch_size=per_rank,
+        sampler=order,
+        generator=torch.Generator().manual_seed(distributed.rank_seed(seed)),
+        num_workers=settings.num_workers,
+        collate_fn=task.collate,
+        drop_last=len(order) > per_rank,
+        pin_memory=pin_memory,
     )
 
 
@@ -116,30 +144,35 @@ def train_epoch(
     progress: bool,
 ) -> EpochResult:
     """Train 0-based ``epoch`` until its end or the first step that diverges."""
-    loader = epoch_loader(task, settings, epoch)
+    loader = epoch_loader(task, settings, epoch, pin_memory=learner.device.type == "cuda")
     task.on_epoch_start(learner.model, epoch, len(loader))
     learner.model.train()
     result = EpochResult(steps_per_epoch=len(loader), global_step=global_step)
     t0 = time.perf_counter()
+    # The bar is fed by hand: tqdm.auto wrapping the loader opens a second iterator of it
+    # (tqdm_asyncio calls iter() in its constructor), which, with workers, started a set of
+    # worker processes that was never used (its draw is kept: ``epoch_generator``).
     bar = tqdm(
-        loader,
+        total=len(loader),
         desc=f"{task.kind} epoch {epoch + 1}/{settings.epochs}",
         disable=not progress,
         leave=False,
     )
-    for step, batch in enumerate(bar, start=1):
+    for step, batch in enumerate(loader, start=1):
+        bar.update(1)
         result.skipped.extend(batch.get("skipped", []))
         lr = settings.step_lr(epoch, result.global_step, len(loader), lr_factor)
         for group in learner.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(learner.device.type, enabled=learner.use_amp):
+        with torch.autocast(learner.device.type, dtype=learner.amp_dtype, enabled=learner.use_amp):
             out = task.training_step(learner.model, batch, learner.device)
         if out is None:
             continue
         loss_value = float(out.loss.detach())
-        reason = guard.check(loss_value)
+        reason = agreed(guard.check(loss_value), learner.device)
         if reason is None:
             norm, reason = backward(learner, out.loss, settings.grad_clip)
+            reason = agreed(reason, learner.device)
         if reason is not None:
             result.divergence = Divergence(step, loss_value, reason)
             break
@@ -155,16 +188,29 @@ def train_epoch(
     return result
 
 
+def agreed(reason: str | None, device: torch.device) -> str | None:
+    """``reason``, or a reason of its own when another rank refuses the step: every rank of
+    a data-parallel run applies a step or none does."""
+    if distributed.any_rank(reason is not None, device) and reason is None:
+        return "the step diverged on another process"
+    return reason
+
+
 def backward(
     learner: Learner, loss: torch.Tensor, grad_clip: float | None
 ) -> tuple[float, str | None]:
     """Back-propagate ``loss`` and clip the gradients: the gradient norm before clipping,
-    and why the step must not be applied (``None``: it may)."""
+    and why the step must not be applied (``None``: it may).
+
+    In a data-parallel run ``loss`` is the global batch's loss with a gradient through this
+    rank's rows only, so the sum of the ranks' gradients is the single-process gradient.
+    """
     learner.optimizer.zero_grad(set_to_none=True)
     learner.scaler.scale(loss).backward()
+    distributed.sum_gradients(learner.model)
     learner.scaler.unscale_(learner.optimizer)
     norm = clip_gradients(learner.model, grad_clip)
-    if not math.isfinite(norm) and not learner.use_amp:
+    if not math.isfinite(norm) and not learner.scaler.is_enabled():
         return norm, f"gradient norm became {norm}"
     return norm, None
 

@@ -73,9 +73,16 @@ def check_resume_config(
 
 
 def open_run(
-    run_dir: Path, task: Task, config: Mapping[str, Any], epochs: int, resume: bool
+    run_dir: Path,
+    task: Task,
+    config: Mapping[str, Any],
+    epochs: int,
+    resume: bool,
+    *,
+    write: bool = True,
 ) -> dict[str, Any] | None:
-    """Settle the run folder and write ``config.json``; the saved ``last.pt`` on resume.
+    """Settle the run folder and write ``config.json`` (unless not ``write``: the other
+    ranks of a data-parallel run); the saved ``last.pt`` on resume.
 
     Raises:
         TrainingError: a run in the folder without ``resume``; with it, nothing to resume,
@@ -100,7 +107,8 @@ def open_run(
             f"{run_dir} already holds a run (last.pt); pass --resume to continue it "
             "or choose another --out"
         )
-    write_json(run_dir / "config.json", dict(config))
+    if write:
+        write_json(run_dir / "config.json", dict(config))
     return saved
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrhash.training.errors import refuse_invalid
+from cxrhash.training.errors import TrainingError, refuse_invalid
 
 SCHEDULES = ("step", "cosine", "constant")
 
@@ -35,14 +35,18 @@ class EngineSettings:
         warmup_epochs: linear warm-up of the learning rate over this many epochs' steps
             (from lr/n to lr over n steps), then the schedule.
         grad_clip: clip the global gradient L2 norm to this (``None``: no clipping).
-        amp: ``auto`` (on for CUDA), ``on`` or ``off``: float16 autocast + loss scaling.
+        amp: ``auto`` (on for CUDA), ``on`` or ``off``: float16 autocast + loss scaling;
+            ``fp16`` (= ``on``) or ``bf16`` (bfloat16 autocast, no loss scaling: its
+            exponent range is float32's) on any device.
         channels_last: ``auto`` (on for CUDA), ``on`` or ``off``.
         max_rollbacks: divergence rollbacks allowed in one run before giving up.
         rollback_lr_factor: learning-rate multiplier applied at each rollback.
         explode_factor: a loss above this × the median of the recent losses diverges.
         seed: seeds initialisation, order and augmentation (per epoch).
         num_workers: DataLoader worker processes.
-        device: torch device; ``None`` = CUDA when available, else CPU.
+        device: ``auto`` (or ``None``: CUDA when available, else Apple's MPS, else the
+            CPU), ``cpu``, ``cuda``, ``mps`` or another torch device name; in a
+            data-parallel run ``cuda`` is the process's own GPU (``LOCAL_RANK``).
     """
 
     epochs: int
@@ -76,7 +80,7 @@ class EngineSettings:
             "lr_gamma": 0 < self.lr_gamma <= 1,
             "warmup_epochs": self.warmup_epochs >= 0,
             "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "amp": self.amp in ("auto", "on", "off"),
+            "amp": self.amp in ("auto", "on", "off", "fp16", "bf16"),
             "channels_last": self.channels_last in ("auto", "on", "off"),
             "max_rollbacks": self.max_rollbacks >= 0,
             "rollback_lr_factor": 0 < self.rollback_lr_factor < 1,
@@ -89,7 +93,8 @@ class EngineSettings:
             what="training settings",
             need="epochs ≥ 1, batch_size ≥ 2, lr > 0, optimizer sgd|adam, schedule "
             f"{'|'.join(SCHEDULES)}, lr_step_epoch ≥ 1, 0 < lr_gamma ≤ 1, warmup_epochs ≥ 0, "
-            "grad_clip > 0 or none, amp/channels_last auto|on|off, max_rollbacks ≥ 0, "
+            "grad_clip > 0 or none, amp auto|on|off|fp16|bf16, channels_last auto|on|off, "
+            "max_rollbacks ≥ 0, "
             "0 < rollback_lr_factor < 1, explode_factor > 1, num_workers ≥ 0",
         )
 
@@ -127,14 +132,48 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(settings: EngineSettings) -> torch.device:
-    """The configured device, else CUDA when available, else the CPU."""
-    if settings.device:
-        return torch.device(settings.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def epoch_generator(seed: int) -> torch.Generator:
+    """The generator of an epoch's shuffle, advanced past one draw.
+
+    Up to issue #15 the progress bar (``tqdm.auto``) opened a second iterator of the
+    loader and dropped it, which drew its worker seed from this generator (and, with
+    workers, started processes that were never used). The bar no longer does; this draw
+    keeps every epoch's order and worker seeds what they were, so runs and their
+    measured results stay reproducible across the change.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.empty((), dtype=torch.int64).random_(generator=gen)
+    return gen
+
+
+def resolve_device(settings: EngineSettings, local_rank: int = 0) -> torch.device:
+    """The configured device; ``auto`` picks CUDA, else MPS, else the CPU. ``cuda`` means
+    GPU ``local_rank`` (one GPU per process of a data-parallel run)."""
+    name = settings.device or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name in ("cuda", "mps") and not _available(name):
+        raise TrainingError(f"--device {name} was asked for, but this machine has no {name}")
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def _available(name: str) -> bool:
+    return torch.cuda.is_available() if name == "cuda" else torch.backends.mps.is_available()
 
 
 def enabled_on(flag: str, device: torch.device) -> bool:
     """Whether an ``auto``/``on``/``off`` speed-up (mixed precision, ``channels_last``) is on:
-    ``auto`` turns it on for CUDA only."""
-    return flag == "on" or (flag == "auto" and device.type == "cuda")
+    ``auto`` turns it on for CUDA only (``fp16``/``bf16``: mixed precision of that type)."""
+    return flag in ("on", "fp16", "bf16") or (flag == "auto" and device.type == "cuda")
+
+
+def amp_dtype(flag: str) -> torch.dtype:
+    """The autocast type of an ``amp`` setting: bfloat16 for ``bf16``, else float16."""
+    return torch.bfloat16 if flag == "bf16" else torch.float16

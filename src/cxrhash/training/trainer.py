@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from cxrhash.index.codes import hamming_rank
 from cxrhash.methods import METHODS, EpochInfo, Method
 from cxrhash.methods.base import LossContext
 from cxrhash.methods.code_bank import CodeBank
+from cxrhash.models.output import HashOutput
+from cxrhash.training import distributed
 from cxrhash.training.checkpoint import model_fingerprint
 from cxrhash.training.code_rotation import rotate_best_checkpoint
 from cxrhash.training.engine import (
@@ -49,7 +51,7 @@ LOG = logging.getLogger(__name__)
 __all__ = ["DivergenceError", "TrainResult", "TrainingError", "engine_settings", "train"]
 
 # Config keys that may change when a run is resumed (the rest fix the model, data or recipe).
-RESUMABLE = ("epochs", "num_workers")
+RESUMABLE = ("epochs", "num_workers", "device")
 
 
 @dataclass
@@ -134,13 +136,27 @@ def engine_settings(config: TrainConfig) -> EngineSettings:
         rollback_lr_factor=config.rollback_lr_factor,
         seed=config.seed,
         num_workers=config.num_workers,
+        device=config.device,
     )
+
+
+def gather_output(out: HashOutput, counts: list[int]) -> HashOutput:
+    """``out`` with the per-image fields of every rank (``distributed.gather_rows``)."""
+    if len(counts) == 1:
+        return out
+    rows = {
+        name: distributed.gather_rows(value, counts)
+        for name in ("hash", "logits", "features", "attention", "aux_logits")
+        if (value := getattr(out, name)) is not None
+    }
+    return replace(out, **rows)
 
 
 class HashingTask:
     """A registered hashing method on a dataset, as a task of :func:`engine.fit`."""
 
     kind: str = "hashing"
+    data_parallel: bool = True  # the loss is of the gathered global batch
     curves_name: str = "training_curves.png"
     resumable: tuple[str, ...] = RESUMABLE
 
@@ -195,19 +211,26 @@ class HashingTask:
     def training_step(
         self, model: nn.Module, batch: dict[str, Any], device: torch.device
     ) -> StepOutput | None:
+        """The method's loss of the batch; in a data-parallel run of the global batch (every
+        rank's rows gathered, pairs across ranks included), with a gradient through this
+        rank's rows only (``training.distributed``)."""
         step, self._step = self._step, self._step + 1
-        if batch["img"] is None or len(batch["case_id"]) < 2:
-            return None  # contrastive pairs need two images
+        n = 0 if batch["img"] is None else len(batch["case_id"])
+        counts = distributed.all_counts(n, device)
+        if min(counts) == 0 or sum(counts) < 2:
+            return None  # contrastive pairs need two images (every rank skips alike)
         targets = with_no_finding(batch["lab"], self.config.no_finding_class).to(device)
-        out = model(batch["img"].to(device))
+        out = gather_output(model(batch["img"].to(device, non_blocking=True)), counts)
+        targets = distributed.gather_rows(targets, counts)
+        index = distributed.gather_rows(batch["idx"].to(device), counts).cpu()
         if self.bank is None and not self.method.takes_context:
             loss, parts = self.method.loss(out, targets, self.config)
         else:
-            context = LossContext(batch["idx"], self.bank, self._epoch, step)
+            context = LossContext(index, self.bank, self._epoch, step)
             loss, parts = self.method.loss(out, targets, self.config, context)
             if self.bank is not None:
-                self._pending = (batch["idx"], out.hash.detach())
-        return StepOutput(loss, parts, len(batch["case_id"]))
+                self._pending = (index, out.hash.detach())
+        return StepOutput(loss, parts, sum(counts))
 
     def after_step(self, model: nn.Module) -> None:
         """Write the accepted step's codes into the bank (never those of a rolled-back step)."""
@@ -298,6 +321,13 @@ def train(
         skipped=list(result.skipped),
         rollbacks=result.rollbacks,
     )
+    if distributed.is_main():
+        write_summary(run_dir, summary)
+    return summary
+
+
+def write_summary(run_dir: Path, summary: TrainResult) -> None:
+    """``train_summary.json``: the run's figures, skipped files and rollbacks."""
     (run_dir / "train_summary.json").write_text(
         json.dumps(
             {
@@ -312,4 +342,3 @@ def train(
             indent=2,
         )
     )
-    return summary

@@ -36,6 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "closeness": {"data", "index", "models", "encode", "inference"},
     "pacs_cursor": {"data", "index"},
     "retrieve": {"data", "index", "models", "inference", "encode", "training", "closeness"},
+    "bulk_index": {"data", "index", "inference", "training", "closeness", "retrieve"},
     "visualize": {"data", "models", "retrieve"},
     "bench": {
         "registry",
@@ -75,6 +76,7 @@ ALLOWED: dict[str, set[str]] = {
         "closeness",
         "pacs_cursor",
         "retrieve",
+        "bulk_index",
         "visualize",
         "bench",
         "demo",

@@ -137,7 +137,7 @@ def test_nproc_runs_the_same_command_under_torchrun(
     assert result.exit_code == 3  # the launcher's exit code, nothing trained here
     assert calls == [
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-        + ["-m", "cxrhash", "train", "--data", "phantom:x", "--out", str(tmp_path)]
-        + ["--bits", "8"]
+        + ["--max-restarts=0", "-m", "cxrhash", "train", "--data", "phantom:x"]
+        + ["--out", str(tmp_path), "--bits", "8"]
     ]
     assert not (tmp_path / "config.json").exists()

@@ -11,7 +11,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cxrhash.cli.common import DATA_HELP, command, console, err, fail, key_values, setup_logging
+from cxrhash.cli.common import (
+    DATA_HELP,
+    command,
+    console,
+    err,
+    fail,
+    key_values,
+    launch,
+    setup_logging,
+)
 from cxrhash.cli.export import EngineOpt, OnnxOpt, OnnxThreadsOpt, engine_spec
 from cxrhash.index.backends import backend_help, backend_params_help
 from cxrhash.index.pacs_links import parse_link
@@ -50,6 +59,20 @@ _Part = Annotated[
 ]
 _CommitEvery = Annotated[
     int, typer.Option(help="Images per atomic commit (an interrupted run resumes after it).")
+]
+_Nproc = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Encode in N worker processes on this machine (launches torchrun): each encodes "
+        "the films whose case id hashes to it into a part index under --out/parts, then "
+        "worker 0 merges the parts into --out. Re-running resumes every worker after its "
+        "last commit. Several machines: torchrun --nnodes … -m cxrhash index … (docs/scale.md).",
+    ),
+]
+_MaxRestarts = Annotated[
+    int,
+    typer.Option(help="With --nproc: restart the workers up to K times when one fails.", min=0),
 ]
 _Backend = Annotated[str | None, typer.Option(help=backend_help())]
 _BackendParam = Annotated[list[str] | None, typer.Option(help=backend_params_help())]
@@ -127,6 +150,8 @@ def index(
     engine: EngineOpt = "torch",
     onnx: OnnxOpt = None,
     onnx_threads: OnnxThreadsOpt = None,
+    nproc: _Nproc = 1,
+    max_restarts: _MaxRestarts = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Encode a dataset into a persistent Hamming index (appends; skips what is indexed).
@@ -153,7 +178,9 @@ def index(
         return
     if checkpoint is None or data is None or out is None:
         fail("cxrhash index needs --checkpoint, --data and --out (or --verify --index DIR)")
-    from cxrhash.retrieve import build_index, checkpoint_dataset, recalibrate
+    relaunch(nproc, max_restarts, calibrate)
+    from cxrhash.bulk_index import IndexOptions
+    from cxrhash.retrieve import checkpoint_dataset, recalibrate
 
     started, pacs = datetime.now(), data.startswith("dicomweb:")
     if pacs and not calibrate:
@@ -167,26 +194,71 @@ def index(
         n = recalibrate(ckpt, dataset, out, batch_size=batch_size, num_workers=workers)
         console.print(f"calibrated {out} on {n} films" if n else "too few films to calibrate")
         return
-    report = build_index(
-        ckpt,
-        dataset,
-        out,
-        batch_size=batch_size,
-        num_workers=workers,
-        commit_every=commit_every,
+    options = IndexOptions(
         backend=backend,
         backend_params=key_values(backend_param or [], "--backend-param") or None,
         shard_size=shard_size,
         store_floats=True if store_floats else None,
         keep_source_names=True if keep_source_names else None,
-        engine=engine_spec(engine, onnx, onnx_threads),
     )
+    report = encode_archive(
+        ckpt, dataset, out, options, engine_spec(engine, onnx, onnx_threads),
+        batch_size=batch_size, num_workers=workers, commit_every=commit_every,
+    )  # fmt: skip
+    if report is None:  # a worker other than 0: worker 0 reports the whole run
+        return
     print_index_report(report, out)
     if pacs:
         from cxrhash.pacs_cursor import save_cursor
 
         since = save_cursor(out, data, started)
         console.print(f"the next run over this source lists studies from {since} on")
+
+
+def relaunch(nproc: int, max_restarts: int, calibrate: bool) -> None:
+    """With ``--nproc`` N > 1, run this command in N workers under torchrun (and exit)."""
+    from cxrhash.training import distributed
+
+    if nproc > 1 and not distributed.requested():
+        if calibrate:
+            fail("--calibrate runs in one process: drop --nproc")
+        launch(nproc, ("--nproc", "--max-restarts"), max_restarts)
+
+
+def encode_archive(
+    checkpoint: Path,
+    dataset: Any,
+    out: Path,
+    options: Any,
+    engine: Any,
+    **encoding: Any,
+) -> IndexReport | None:
+    """Index ``dataset`` into ``out`` in this process, or as this worker of a distributed
+    run (None on workers other than 0); the parts an interrupted distributed run left are
+    merged first by a single process."""
+    from cxrhash.bulk_index import build_index_distributed, merge_parts, part_dirs
+    from cxrhash.retrieve import build_index
+    from cxrhash.training import distributed
+
+    if distributed.requested():
+        return build_index_distributed(
+            checkpoint, dataset, out, options=options, engine=engine, **encoding
+        )
+    if part_dirs(out):
+        n = merge_parts(out)
+        console.print(f"merged {n} films an interrupted run with --nproc had encoded")
+    return build_index(
+        checkpoint,
+        dataset,
+        out,
+        backend=options.backend,
+        backend_params=options.backend_params,
+        shard_size=options.shard_size,
+        store_floats=options.store_floats,
+        keep_source_names=options.keep_source_names,
+        engine=engine,
+        **encoding,
+    )
 
 
 def print_index_report(report: IndexReport, out: Path, shown: int = 20) -> None:

@@ -98,3 +98,20 @@ def key_values(items: list[str], option: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             parsed[key] = value
     return parsed
+
+
+def launch(nproc: int, drop: tuple[str, ...], max_restarts: int = 0) -> NoReturn:
+    """Run this very command, without its options ``drop`` (each taking a value), in
+    ``nproc`` processes under torchrun, then exit with torchrun's exit code."""
+    import subprocess
+    import sys
+
+    from cxrhash.training.distributed import launch_command
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg in drop or arg.split("=", 1)[0] in drop:
+            skip = arg in drop
+            continue
+        argv.append(arg)
+    raise typer.Exit(subprocess.call(launch_command(nproc, argv, max_restarts)))

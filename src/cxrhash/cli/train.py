@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cxrhash.cli.common import DATA_HELP, command, console, err, fail, setup_logging
+from cxrhash.cli.common import DATA_HELP, command, console, err, fail, launch, setup_logging
 from cxrhash.cli.options import Setting, dataclass_settings, with_options
 from cxrhash.config import (
     FIELD_HELP,
@@ -119,7 +119,7 @@ def train(
     from cxrhash.training import distributed
 
     if nproc > 1 and not distributed.requested():
-        launch(nproc)
+        launch(nproc, ("--nproc",))
     from cxrhash.training.trainer import train as run_train
 
     given = {
@@ -134,22 +134,6 @@ def train(
     distributed.shutdown()
     if main:
         _print_train_summary(config, out, result)
-
-
-def launch(nproc: int) -> None:
-    """Run this very command in ``nproc`` processes under torchrun, then exit with its code."""
-    import subprocess
-    import sys
-
-    from cxrhash.training.distributed import launch_command
-
-    argv, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip or arg == "--nproc" or arg.startswith("--nproc="):
-            skip = arg == "--nproc"
-            continue
-        argv.append(arg)
-    raise typer.Exit(subprocess.call(launch_command(nproc, argv)))
 
 
 def _print_train_summary(config: Any, out: Path, result: Any) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from cxrhash.index.errors import IndexCorruptError
 from cxrhash.index.integrity import IntegrityReport, MetaSeal, few_rows, row_span
 from cxrhash.index.manifest import MANIFEST_NAME
-from cxrhash.index.meta import META_NAME, MetaStore, RowMeta
+from cxrhash.index.meta import META_NAME, ItemRow, MetaStore, RowMeta
 from cxrhash.index.shards import ShardStore
 
 
@@ -87,6 +87,16 @@ class CheckedMeta:
         """``(case_id, findings, source_path)`` of committed ``rows`` in order (checked)."""
         self.check(rows)
         return self.store.lookup(rows, self._shards.manifest.count)
+
+    def item_rows(self, lo: int, hi: int) -> list[ItemRow]:
+        """Every column of the items not removed in committed rows ``[lo, hi)`` (checked)."""
+        hi = min(hi, self._shards.manifest.count)
+        if hi <= lo:
+            return []
+        self.check(np.arange(lo, hi, dtype=np.int64))
+        gone = self._shards.removed
+        removed = set(gone[(gone >= lo) & (gone < hi)].tolist())
+        return [r for r in self.store.item_rows(lo, hi) if r[0] not in removed]
 
     def items(self) -> Iterator[tuple[int, str, str]]:
         """``(row, case_id, findings)`` of every item not removed, in insertion order (after

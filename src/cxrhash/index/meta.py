@@ -237,3 +237,13 @@ class MetaStore:
             "SELECT row, case_id, findings FROM items WHERE deleted = 0 AND row < ? ORDER BY row",
             (count,),
         )
+
+    def item_rows(self, lo: int, hi: int) -> list[ItemRow]:
+        """``(row, case_id, findings, patient_hash, source_path)`` of the items not removed in
+        ``[lo, hi)`` (committed rows: the caller bounds ``hi``), by row."""
+        cur = self._conn.execute(
+            "SELECT row, case_id, findings, patient_hash, source_path FROM items "
+            "WHERE deleted = 0 AND row >= ? AND row < ? ORDER BY row",
+            (lo, hi),
+        )
+        return cur.fetchall()

@@ -30,6 +30,7 @@ from cxrhash.index.rerank import (
     shortlist_length,
 )
 from cxrhash.index.shard_search import ShardSearch
+from cxrhash.index.writing import Batch
 
 
 class IndexReader:
@@ -148,6 +149,29 @@ class IndexReader:
         """Yield ``(row, case_id, findings)`` for every item not removed, in insertion order
         (after checking every metadata block's SHA-256)."""
         return self._checked_meta.items()
+
+    def stored_batch(self, lo: int, hi: int) -> Batch:
+        """The items not removed in rows ``[lo, hi)`` as the index stores them (codes, float
+        rows with a float store, stored ids, findings, patient pseudonyms, kept paths; the
+        metadata checked), for :meth:`HashIndex.add_stored` into an index made with the
+        same key: how the parts of a distributed build become one index. Needs no key."""
+        items = self._checked_meta.item_rows(lo, hi)
+        rows = np.array([item[0] for item in items], np.int64)
+        stored = [item[1] for item in items]
+        return Batch(
+            codes=self._shards.gather(rows),
+            floats=self._shards.gather(rows, floats=True) if self.stores_floats else None,
+            case_ids=stored,
+            stored_ids=stored,
+            findings=[item[2] for item in items],
+            patient_hashes=[item[3] for item in items],
+            source_paths=[item[4] for item in items],
+        )
+
+    def stored_present(self, stored_ids: list[str]) -> list[bool]:
+        """For each stored id (as :meth:`search` returns it), whether a live row holds it."""
+        found = self._checked_meta.live_rows(stored_ids)
+        return [s in found for s in stored_ids]
 
     def case(self, stored_id: str) -> RowMeta | None:
         """``(case_id, findings, source_path)`` of the live item stored under ``stored_id``

@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +295,35 @@ class HashIndex(IndexReader):
         texts = [str(f) for f in findings]
         self._writer.add(Batch(codes, rows16, ids, stored_ids, texts, hashes, paths))
         LOG.info("added %d codes to %s (now %d rows)", n, self._path, self.n_rows)
+
+    def add_stored(self, batch: Batch, key_id: str) -> None:
+        """Append rows as another index stored them (:meth:`IndexReader.stored_batch`),
+        atomically as :meth:`add`; ``key_id`` is that index's pseudonym key, which must be
+        this index's (its pseudonyms are kept as they are). Needs no key itself.
+
+        Raises:
+            IndexMismatchError: another key made the rows.
+            ValueError, DuplicateCaseIdError, ConcurrentWriteError, IndexCorruptError: as
+                :meth:`add`.
+        """
+        if key_id != self._shards.manifest.key_id:
+            raise IndexMismatchError(
+                f"rows pseudonymised with key {key_id!r} cannot join the index at "
+                f"{self._path}, made with key {self._shards.manifest.key_id!r}"
+            )
+        codes = check_packed(batch.codes, self.bits, "codes")
+        rows16 = check_floats(batch.floats, codes, self._shards.manifest, self._path)
+        check_case_ids(
+            batch.stored_ids, len(codes), batch.findings, batch.patient_hashes, batch.source_paths
+        )
+        if len(codes):
+            self._writer.add(replace(batch, codes=codes, floats=rows16))
+            LOG.info("added %d stored rows to %s (now %d)", len(codes), self._path, self.n_rows)
+
+    @property
+    def key_id(self) -> str:
+        """The public id of the pseudonym key the index's pseudonyms were made with."""
+        return self._shards.manifest.key_id
 
     def remove(self, case_ids: Sequence[str]) -> int:
         """Remove cases from search results and metadata (one transaction); returns how many.

@@ -72,7 +72,7 @@ def check_case_ids(
     case_ids: Sequence[str],
     n: int,
     findings: Sequence[str],
-    patient_ids: Sequence[str] | None,
+    patient_ids: Sequence[str | None] | None,
     source_paths: Sequence[str | os.PathLike[str] | None] | None,
 ) -> list[str]:
     """The case ids of an ``add`` of ``n`` codes as strings, after checking that every

@@ -82,15 +82,17 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def launch_command(nproc: int, argv: list[str]) -> list[str]:
+def launch_command(nproc: int, argv: list[str], max_restarts: int = 0) -> list[str]:
     """The ``torchrun`` command (``torch.distributed.run``, this Python) that runs
-    ``python -m cxrhash ARGV`` in ``nproc`` processes on this machine."""
+    ``python -m cxrhash ARGV`` in ``nproc`` processes on this machine, restarting them all
+    up to ``max_restarts`` times after one fails."""
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc-per-node={nproc}",
+        f"--max-restarts={max_restarts}",
         "-m",
         "cxrhash",
         *argv,

@@ -248,6 +248,29 @@ def test_encode_search_runs_tiny(load: Load, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_bulk_index_runs_tiny(load: Load, phantom_dir: Path, tmp_path: Path) -> None:
+    """20 phantom films indexed by 1 and 2 workers; the table and the merge cost go between
+    the markers of a page whose hand-written text stays."""
+    script = load("bulk_index")
+    out = tmp_path / "scale.md"
+    out.write_text(f"# Scale\n\nhand-written\n\n{script.START}\nold\n{script.END}\n\nafter\n")
+    args = ["--archive", str(phantom_dir), "--films", "20", "--profile", "test", "--rounds", "1"]
+    args += ["--nproc", "1", "--nproc", "2", "--engine", "torch", "--merge-rows", "3000"]
+    script.main([*args, "--batch", "8", "--work", str(tmp_path / "w"), "--out", str(out)])
+    page = out.read_text()
+    assert page.startswith("# Scale\n\nhand-written") and page.endswith("after\n")
+    assert "old" not in page and page.count(script.START) == 1
+    rows = {r[2]: r for r in _rows(page, "test")}
+    assert set(rows) == {"1", "2"}
+    for row in rows.values():
+        assert row[1] == "torch" and row[3] == "20"  # every film indexed, by 1 and 2 workers
+        assert float(row[4].split()[0]) > 0 and float(row[5]) > 0 and float(row[7]) > 0
+    assert rows["1"][6] == "1.00"
+    assert re.search(r"\*\*[\d.]+ µs per film\*\*", page)
+    assert re.search(r"\*\*\d+ bytes per film\*\*", page)
+
+
+@pytest.mark.slow
 def test_hash_layer_runs_tiny(
     load: Load, phantom_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.distributed as dist
 
 from cxrhash.closeness import calibrate_after_build
@@ -95,6 +96,7 @@ def build_index_distributed(
         rank, world = dist.get_rank(), dist.get_world_size()
         _agree(lambda: _open_target(checkpoint, index_dir, options) if rank == 0 else None)
         todo, held = films_to_encode(dataset, index_dir, rank, world)
+        engine = _engine_threads(engine or EngineSpec())
         LOG.info("worker %d of %d: %d films to encode, %d indexed", rank, world, len(todo), held)
         part = build_index(
             checkpoint,
@@ -195,6 +197,15 @@ def _finish(
         seconds=max(r.seconds for r in reports) + merge_seconds,
         total=total,
     )
+
+
+def _engine_threads(engine: EngineSpec) -> EngineSpec:
+    """``engine`` with as many ONNX Runtime threads as PyTorch's (torchrun gives every
+    worker ``OMP_NUM_THREADS``, 1 by default), unless told: by default ONNX Runtime takes
+    every core in every worker."""
+    if engine.kind == "onnx" and engine.threads is None:
+        return replace(engine, threads=torch.get_num_threads())
+    return engine
 
 
 def _agree(step: Any) -> None:

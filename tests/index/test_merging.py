@@ -92,7 +92,12 @@ def test_an_index_made_otherwise_is_refused_whole(
     floats = other.pop("store_floats", True)
     with _index(tmp_path / "a", range(0, 10)) as a:
         b = HashIndex.create(
-            tmp_path / "b", BITS, "m1", store_floats=bool(floats), pseudonymizer=key, **other  # type: ignore[arg-type]
+            tmp_path / "b",
+            BITS,
+            "m1",
+            store_floats=bool(floats),
+            pseudonymizer=key,
+            **other,  # type: ignore[arg-type]
         )
         with b, pytest.raises(IndexMismatchError, match=what):
             merge_index(a, b)

@@ -104,6 +104,33 @@ def index_once(
     return films / wall, float(found[2]), films, again
 
 
+def decode_costs(repeats: int = 10) -> dict[str, float]:
+    """Milliseconds to read and resize one full-size film to 224 px (median of ``repeats``):
+    an NIH-style 1024² 8-bit PNG and a 2500×2048 12-bit uncompressed DICOM (a CR/DX film
+    as a PACS stores it), smooth noise standing in for anatomy."""
+    from dicomweb import dx_film  # benchmarks/dicomweb.py: a DX DICOM of given pixels
+    from PIL import Image
+
+    from cxrhash.data.images import load_resized
+
+    rng = np.random.default_rng(0)
+    costs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        png, dcm = Path(tmp) / "film.png", Path(tmp) / "film.dcm"
+        small = rng.random((1024 // 16, 1024 // 16))
+        Image.fromarray((np.kron(small, np.ones((16, 16))) * 255).astype(np.uint8)).save(png)
+        big = np.kron(rng.random((2500 // 20, 2048 // 16)), np.ones((20, 16)))
+        dcm.write_bytes(dx_film(big, 0))
+        for name, path in (("PNG 1024² 8-bit", png), ("DICOM 2500×2048 12-bit", dcm)):
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                load_resized(path, 224)
+                times.append(time.perf_counter() - t0)
+            costs[name] = 1000 * float(np.median(times))
+    return costs
+
+
 def merge_cost(rows: int, bits: int = 64) -> tuple[float, float]:
     """Seconds per film to merge a part of ``rows`` films into an index of as many, and the
     index's bytes per film on disk (codes, metadata with pseudonyms and findings)."""
@@ -211,6 +238,13 @@ def main(argv: list[str] | None = None) -> None:
         f"(worker 0, after the encoding). The index on disk: **{size:.0f} bytes per film** "
         "(8 of them the code; the rest SQLite metadata: pseudonymous case and patient ids, "
         "findings, and its unique index on case ids)."
+    )
+    decode = decode_costs()
+    print("decode:", decode, flush=True)
+    body += (
+        "\n\nReading and resizing one full-size film to 224 px, one core: "
+        + ", ".join(f"{name} **{ms:.0f} ms**" for name, ms in decode.items())
+        + " (median of 10; uncompressed: a JPEG 2000 DICOM costs several times more)."
     )
     write_section(args.out, body, sys.argv[1:] if argv is None else argv)
     print(f"written {args.out}")

@@ -268,6 +268,7 @@ def test_bulk_index_runs_tiny(load: Load, phantom_dir: Path, tmp_path: Path) -> 
     assert rows["1"][6] == "1.00"
     assert re.search(r"\*\*[\d.]+ µs per film\*\*", page)
     assert re.search(r"\*\*\d+ bytes per film\*\*", page)
+    assert re.search(r"DICOM 2500×2048 12-bit \*\*\d+ ms\*\*", page)
 
 
 @pytest.mark.slow

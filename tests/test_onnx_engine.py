@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 from conftest import build_phantom_index
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cxrhash.cli import app
@@ -23,6 +24,7 @@ from cxrhash.inference.onnx_engine import OnnxEngine, OnnxModelError
 from cxrhash.inference.onnx_export import OnnxExportError, export_onnx
 from cxrhash.methods import METHODS
 from cxrhash.models.feature_stats import captured_map_statistics
+from cxrhash.serve import create_app
 from cxrhash.training.checkpoint import load_model
 
 runner = CliRunner()
@@ -204,3 +206,23 @@ def test_the_server_searches_alike_with_onnx(
         np.testing.assert_allclose(a.maps.numpy(), b.maps.numpy(), atol=1e-4)
         assert a.closeness[0] is not None and b.closeness[0] is not None
         assert a.closeness[0].close == b.closeness[0].close
+
+
+def test_the_server_says_which_engine_encodes(
+    exported: Path, phantom_dir: Path, tmp_path: Path
+) -> None:
+    idx = build_phantom_index(exported, phantom_dir, tmp_path / "i")
+    graph = tmp_path / "elsewhere" / "tiny.onnx"
+    graph.parent.mkdir()
+    shutil.copy(exported / "best.onnx", graph)
+    answers = []
+    for spec in (None, EngineSpec("onnx", threads=2), EngineSpec("onnx", graph)):
+        with TestClient(create_app(idx, exported, engine=spec)) as client:
+            res = client.get("/api/stats")
+        assert res.status_code == 200, res.text
+        answers.append(res.json()["engine"])
+    assert answers == [
+        {"name": "torch", "threads": None, "onnx_file": None},
+        {"name": "onnx", "threads": 2, "onnx_file": "best.onnx"},
+        {"name": "onnx", "threads": None, "onnx_file": "tiny.onnx"},  # no directory
+    ]

@@ -19,6 +19,7 @@ from cxrhash.cli import app
 from cxrhash.config import make_config
 from cxrhash.data.readers import open_dataset
 from cxrhash.encode import iter_engine_batches
+from cxrhash.index.calibration import read_sample
 from cxrhash.inference import EngineSpec, TorchEngine
 from cxrhash.inference.onnx_engine import OnnxEngine, OnnxModelError
 from cxrhash.inference.onnx_export import OnnxExportError, export_onnx
@@ -226,3 +227,29 @@ def test_the_server_says_which_engine_encodes(
         {"name": "onnx", "threads": 2, "onnx_file": "best.onnx"},
         {"name": "onnx", "threads": None, "onnx_file": "tiny.onnx"},  # no directory
     ]
+
+
+def test_calibrating_with_onnx_gives_the_torch_calibration(
+    exported: Path, phantom_dir: Path, tmp_path: Path
+) -> None:
+    idx = build_phantom_index(exported, phantom_dir, tmp_path / "i")
+    payload = load_model(exported)[1]
+    samples = []
+    for engine in (["--engine", "torch"], ["--engine", "onnx", "--onnx-threads", "1"]):
+        (idx / "calibration.npz").unlink()
+        args = ["index", "--calibrate", "--checkpoint", str(exported), "--out", str(idx)]
+        res = runner.invoke(app, [*args, "--data", f"phantom:{phantom_dir}", *engine])
+        assert res.exit_code == 0, res.output
+        assert "on 120 films" in " ".join(res.output.split())
+        samples.append(read_sample(idx, payload["model_id"], payload["config"]["bits"]))
+    by_torch, by_onnx = samples
+    assert by_torch is not None and by_onnx is not None
+    assert by_onnx.represented == by_torch.represented == 120
+    for name in ("stats", "pixels", "hashes"):
+        want, got = getattr(by_torch, name), getattr(by_onnx, name)
+        assert got.shape == want.shape and len(want) == 120
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5, err_msg=name)
+    # the calibration is encoded by the graph asked for: a missing one is an error
+    res = runner.invoke(app, [*args, "--data", f"phantom:{phantom_dir}", "--engine", "onnx",
+                              "--onnx", str(tmp_path / "none.onnx")])  # fmt: skip
+    assert res.exit_code == 2 and "not found" in " ".join(res.output.split())

@@ -12,17 +12,20 @@ import onnx
 import pytest
 import torch
 from conftest import build_phantom_index
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cxrhash.cli import app
 from cxrhash.config import make_config
 from cxrhash.data.readers import open_dataset
 from cxrhash.encode import iter_engine_batches
+from cxrhash.index.calibration import read_sample
 from cxrhash.inference import EngineSpec, TorchEngine
 from cxrhash.inference.onnx_engine import OnnxEngine, OnnxModelError
 from cxrhash.inference.onnx_export import OnnxExportError, export_onnx
 from cxrhash.methods import METHODS
 from cxrhash.models.feature_stats import captured_map_statistics
+from cxrhash.serve import create_app
 from cxrhash.training.checkpoint import load_model
 
 runner = CliRunner()
@@ -204,3 +207,49 @@ def test_the_server_searches_alike_with_onnx(
         np.testing.assert_allclose(a.maps.numpy(), b.maps.numpy(), atol=1e-4)
         assert a.closeness[0] is not None and b.closeness[0] is not None
         assert a.closeness[0].close == b.closeness[0].close
+
+
+def test_the_server_says_which_engine_encodes(
+    exported: Path, phantom_dir: Path, tmp_path: Path
+) -> None:
+    idx = build_phantom_index(exported, phantom_dir, tmp_path / "i")
+    graph = tmp_path / "elsewhere" / "tiny.onnx"
+    graph.parent.mkdir()
+    shutil.copy(exported / "best.onnx", graph)
+    answers = []
+    for spec in (None, EngineSpec("onnx", threads=2), EngineSpec("onnx", graph)):
+        with TestClient(create_app(idx, exported, engine=spec)) as client:
+            res = client.get("/api/stats")
+        assert res.status_code == 200, res.text
+        answers.append(res.json()["engine"])
+    assert answers == [
+        {"name": "torch", "threads": None, "onnx_file": None},
+        {"name": "onnx", "threads": 2, "onnx_file": "best.onnx"},
+        {"name": "onnx", "threads": None, "onnx_file": "tiny.onnx"},  # no directory
+    ]
+
+
+def test_calibrating_with_onnx_gives_the_torch_calibration(
+    exported: Path, phantom_dir: Path, tmp_path: Path
+) -> None:
+    idx = build_phantom_index(exported, phantom_dir, tmp_path / "i")
+    payload = load_model(exported)[1]
+    samples = []
+    for engine in (["--engine", "torch"], ["--engine", "onnx", "--onnx-threads", "1"]):
+        (idx / "calibration.npz").unlink()
+        args = ["index", "--calibrate", "--checkpoint", str(exported), "--out", str(idx)]
+        res = runner.invoke(app, [*args, "--data", f"phantom:{phantom_dir}", *engine])
+        assert res.exit_code == 0, res.output
+        assert "on 120 films" in " ".join(res.output.split())
+        samples.append(read_sample(idx, payload["model_id"], payload["config"]["bits"]))
+    by_torch, by_onnx = samples
+    assert by_torch is not None and by_onnx is not None
+    assert by_onnx.represented == by_torch.represented == 120
+    for name in ("stats", "pixels", "hashes"):
+        want, got = getattr(by_torch, name), getattr(by_onnx, name)
+        assert got.shape == want.shape and len(want) == 120
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5, err_msg=name)
+    # the calibration is encoded by the graph asked for: a missing one is an error
+    res = runner.invoke(app, [*args, "--data", f"phantom:{phantom_dir}", "--engine", "onnx",
+                              "--onnx", str(tmp_path / "none.onnx")])  # fmt: skip
+    assert res.exit_code == 2 and "not found" in " ".join(res.output.split())

@@ -61,6 +61,7 @@ def test_health_stats_and_request_id(client: TestClient, index_dir: Path) -> Non
         )
     assert stats["image_size"] == 32 and stats["label_names"]
     assert stats["keeps_source_names"] is False and stats["backend"]
+    assert stats["engine"] == {"name": "torch", "threads": None, "onnx_file": None}
 
 
 def test_a_film_finds_itself_first(client: TestClient, phantom_dir: Path, index_dir: Path):

@@ -2,9 +2,10 @@
 and say "no close match in this archive" for a query outside it.
 
 :mod:`cxrhash.index.calibration` holds the sample file and the statistics; this module
-runs the model: it keeps a seeded sample of the films ``build_index`` encodes anyway
-(:class:`SampleCollector`), re-encodes a sample of a dataset to (re)calibrate an index
-(:func:`calibrate_index`), and assesses the queries of a search (:func:`assess_queries`).
+runs the model or engine: it keeps a seeded sample of the films ``build_index`` encodes
+anyway (:class:`SampleCollector`), re-encodes a sample of a dataset to (re)calibrate an index
+(:func:`calibrate_index`, :func:`recalibrate_index`), and assesses the queries of a search
+(:func:`assess_queries`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from cxrhash.index.calibration import (
     read_sample,
     save_sample,
 )
+from cxrhash.index.folder import write_lock
 from cxrhash.index.reader import IndexReader
+from cxrhash.index.store import HashIndex
 from cxrhash.inference import Encoder
 from cxrhash.models.feature_stats import FilmStatistics
 
@@ -136,6 +139,28 @@ def calibrate_index(
     )
     new = collector.sample(payload["model_id"], index_size)
     return store_calibration(index_dir, new, config["bits"], replace=True)
+
+
+def recalibrate_index(
+    model: Encoder,
+    payload: dict[str, Any],
+    dataset: CXRDataset,
+    index_dir: Path,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> CalibrationSample | None:
+    """:func:`calibrate_index` of an existing index (``cxrhash index --calibrate``), made
+    with its model (checked) by ``model`` (a model or an engine: the sample is the same)
+    while holding its write lock."""
+    with HashIndex.open(index_dir, model_id=payload["model_id"]) as index:
+        total = len(index)
+    with write_lock(index_dir, "writing to"):
+        return calibrate_index(
+            model, payload, dataset, index_dir, index_size=total, batch_size=batch_size,
+            num_workers=num_workers, progress=progress,
+        )  # fmt: skip
 
 
 def calibrate_after_build(

@@ -17,7 +17,7 @@ from cxrhash.closeness import (
     SampleCollector,
     assess_queries,
     calibrate_after_build,
-    calibrate_index,
+    recalibrate_index,
 )
 from cxrhash.data.dataset import CXRDataset, SkippedSample
 from cxrhash.data.images import ImageReadError, load_resized
@@ -26,7 +26,6 @@ from cxrhash.index.backends import BACKENDS
 from cxrhash.index.calibration import Closeness
 from cxrhash.index.codes import pack_codes
 from cxrhash.index.durable import write_json_atomic
-from cxrhash.index.folder import write_lock
 from cxrhash.index.reader import IndexReader
 from cxrhash.index.rerank import check_mode
 from cxrhash.index.store import HashIndex, SearchHit
@@ -177,26 +176,18 @@ def recalibrate(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
+    engine: EngineSpec | None = None,
 ) -> int:
     """Replace the closeness calibration of the index at ``index_dir`` by one made from a
     seeded sample of ≤ 4096 films of ``dataset`` (the films it holds) encoded with
-    ``checkpoint`` (its model); ``cxrhash index --calibrate``. Returns the films in the
-    sample (0: too few to calibrate, nothing written)."""
+    ``checkpoint`` (its model) by ``engine`` (default PyTorch); ``cxrhash index --calibrate``.
+    Returns the films in the sample (0: too few to calibrate, nothing written)."""
     model, payload = load_model(checkpoint)
-    index_dir = Path(index_dir)
-    with HashIndex.open(index_dir, model_id=payload["model_id"]) as index:
-        total = len(index)
-    with write_lock(index_dir, "writing to"):
-        sample = calibrate_index(
-            model,
-            payload,
-            dataset,
-            index_dir,
-            index_size=total,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            progress=progress,
-        )
+    encoder = (engine or EngineSpec()).open(model, payload)
+    sample = recalibrate_index(
+        encoder, payload, dataset, Path(index_dir), batch_size=batch_size,
+        num_workers=num_workers, progress=progress,
+    )  # fmt: skip
     return 0 if sample is None else len(sample)
 
 

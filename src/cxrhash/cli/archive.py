@@ -51,7 +51,7 @@ _Calibrate = Annotated[
         "--calibrate",
         help="Re-make the closeness calibration of an existing index (--index/--out) from a "
         "seeded sample (≤ 4096) of the --data films encoded with --checkpoint (the index's "
-        "model); `cxrhash index` keeps it up to date by itself (docs/closeness.md).",
+        "model) by --engine; `cxrhash index` keeps it up to date by itself (docs/closeness.md).",
     ),
 ]
 _Part = Annotated[
@@ -187,11 +187,10 @@ def index(
         from cxrhash.pacs_cursor import with_cursor
 
         data = with_cursor(data, out)
+    spec = engine_spec(engine, onnx, onnx_threads)
     ckpt, dataset = checkpoint_dataset(checkpoint, data, part)
     if calibrate:
-        if engine != "torch":
-            fail("--calibrate encodes with PyTorch: drop --engine")
-        n = recalibrate(ckpt, dataset, out, batch_size=batch_size, num_workers=workers)
+        n = recalibrate(ckpt, dataset, out, batch_size=batch_size, num_workers=workers, engine=spec)
         console.print(f"calibrated {out} on {n} films" if n else "too few films to calibrate")
         return
     options = IndexOptions(
@@ -202,7 +201,7 @@ def index(
         keep_source_names=True if keep_source_names else None,
     )
     report = encode_archive(
-        ckpt, dataset, out, options, engine_spec(engine, onnx, onnx_threads),
+        ckpt, dataset, out, options, spec,
         batch_size=batch_size, num_workers=workers, commit_every=commit_every,
     )  # fmt: skip
     if report is None:  # a worker other than 0: worker 0 reports the whole run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,10 @@ class Engine(ABC):
     @abstractmethod
     def encode(self, x: Tensor, heatmap: str = "attention") -> Encoding:
         """The outputs for ``x`` with heat-maps of kind ``heatmap`` (``models.heatmaps``)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What a client may be told of the engine (``GET /api/stats``): its name; no paths."""
+        return {"name": self.name}
 
 
 class TorchEngine(Engine):

@@ -115,8 +115,13 @@ class OnnxEngine(Engine):
         meta = session.get_modelmeta().custom_metadata_map
         _check_metadata(self.path, meta, model_id, image_size)
         self.session = session
-        self.model_id, self.image_size = model_id, image_size
+        self.model_id, self.image_size, self.threads = model_id, image_size, threads
         self.outputs = self._check_signature()
+
+    def describe(self) -> dict[str, Any]:
+        """The name, the intra-op threads (``None``: ONNX Runtime's default, one per core)
+        and the graph's file name without its directory."""
+        return {"name": self.name, "threads": self.threads, "onnx_file": self.path.name}
 
     def _check_signature(self) -> list[str]:
         """The output names, after checking the input and outputs against the contract."""

@@ -148,7 +148,8 @@ def _add_routes(
 
     @app.get("/api/stats")
     def stats() -> Stats:
-        """The index (size, bits, backend, shards) and its model (id, image size, labels)."""
+        """The index (size, bits, backend, shards), its model (id, image size, labels) and
+        the engine encoding the films (name; for ONNX, threads and graph file name)."""
         return Stats(**searcher.stats(), serves_images=images.available)
 
     @app.post(

@@ -15,8 +15,21 @@ class Health(BaseModel):
     status: str
 
 
+class EngineInfo(BaseModel):
+    """What encodes the uploaded films (``cxrhash serve --engine``)."""
+
+    name: str = Field(description="'torch' (PyTorch) or 'onnx' (ONNX Runtime)")
+    threads: int | None = Field(
+        default=None,
+        description="ONNX Runtime's intra-op threads; null: its default (one per core), or PyTorch",
+    )
+    onnx_file: str | None = Field(
+        default=None, description="the ONNX graph's file name (no directory); null for PyTorch"
+    )
+
+
 class Stats(BaseModel):
-    """``GET /api/stats``: the index and the model it was made with."""
+    """``GET /api/stats``: the index, the model it was made with and the engine encoding."""
 
     size: int
     bits: int
@@ -28,6 +41,7 @@ class Stats(BaseModel):
     model_id: str
     image_size: int
     label_names: list[str]
+    engine: EngineInfo
 
 
 class PacsRef(BaseModel):

@@ -30,7 +30,7 @@ from cxrhash.index.backends import BACKENDS
 from cxrhash.index.meta import RowMeta
 from cxrhash.index.rerank import default_shortlist
 from cxrhash.index.store import HashIndex
-from cxrhash.inference import Encoder, EngineSpec
+from cxrhash.inference import Encoder, EngineSpec, as_engine
 from cxrhash.retrieve import DecodedSearch, resolve_checkpoint, search_decoded
 from cxrhash.training.checkpoint import load_model
 
@@ -98,7 +98,9 @@ class Searcher:
             ckpt = resolve_checkpoint(index_dir, checkpoint)
             model, payload = self._run(load_model, ckpt)
             self.model: Encoder = self._run((engine or EngineSpec()).open, model, payload)
-            self.engine = getattr(self.model, "name", "torch")
+            # what encodes, as GET /api/stats tells it (Engine.describe: no paths)
+            self.engine_info: dict[str, Any] = as_engine(self.model).describe()
+            self.engine: str = self.engine_info["name"]
             self.model_id: str = payload["model_id"]
             self.image_size: int = int(payload["config"]["image_size"])
             self.label_names: list[str] = list(payload["label_names"])
@@ -140,7 +142,7 @@ class Searcher:
         return self._run(lambda: [self.index.stored_case_id(c) for c in case_ids])
 
     def stats(self) -> dict[str, Any]:
-        """What the index and the model are."""
+        """What the index, the model and the engine are."""
 
         def read() -> dict[str, Any]:
             return {
@@ -157,6 +159,7 @@ class Searcher:
             "model_id": self.model_id,
             "image_size": self.image_size,
             "label_names": self.label_names,
+            "engine": self.engine_info,
         }
 
     def close(self) -> None:

@@ -164,3 +164,23 @@ def test_one_process_merges_the_parts_an_interrupted_run_left(
     assert _added(output)[:2] == (0, len(_stored(one_process)))
     assert _stored(out) == _stored(one_process)
     assert not (out / PARTS_DIR).exists()
+
+
+def test_workers_make_their_parts_as_the_index_was_made(
+    tiny_run: Path, films: Path, one_process: Path, tmp_path: Path
+) -> None:
+    """An index created with a float store is extended by workers not told so: every part
+    keeps floats too, and the merged films have theirs."""
+    from cxrhash.data.readers import open_dataset
+    from cxrhash.retrieve import build_index
+
+    out = tmp_path / "index"
+    dataset = open_dataset(f"nih:{films}", 32)
+    build_index(tiny_run / "best.pt", dataset.subset(range(10, 20)), out, store_floats=True,
+                progress=False)  # fmt: skip
+    _run(_index(tiny_run, films, out, "--nproc", "2"))
+    assert _stored(out) == _stored(one_process)
+    with HashIndex.open(out) as ix:
+        floats = ix.stored_batch(0, ix.n_rows).floats
+        assert ix.stores_floats and floats is not None and len(floats) == len(ix)
+        assert np.array_equal(np.packbits(floats >= 0, axis=1), ix.codes)

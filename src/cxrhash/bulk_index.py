@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from cxrhash.retrieve import MODEL_REF, IndexReport, build_index
 from cxrhash.training.checkpoint import load_model
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 PARTS_DIR = "parts"
 #: Workers wait for the slowest at the end; a long archive may keep them hours apart.
 WAIT = timedelta(days=7)
@@ -94,7 +96,10 @@ def build_index_distributed(
     dist.init_process_group("gloo", timeout=WAIT)
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
-        _agree(lambda: _open_target(checkpoint, index_dir, options) if rank == 0 else None)
+        floats, names = _agree(
+            lambda: _open_target(checkpoint, index_dir, options) if rank == 0 else None
+        )
+        options = replace(options, store_floats=floats, keep_source_names=names)
         todo, held = films_to_encode(dataset, index_dir, rank, world)
         engine = _engine_threads(engine or EngineSpec())
         LOG.info("worker %d of %d: %d films to encode, %d indexed", rank, world, len(todo), held)
@@ -154,9 +159,10 @@ def merge_parts(index_dir: Path) -> int:
     return added
 
 
-def _open_target(checkpoint: Path, index_dir: Path, options: IndexOptions) -> None:
-    """Create (or open and check against ``options``) the index at ``index_dir``, and record
-    its model, before any worker encodes."""
+def _open_target(checkpoint: Path, index_dir: Path, options: IndexOptions) -> tuple[bool, bool]:
+    """Create (or open and check against ``options``) the index at ``index_dir`` and record
+    its model, before any worker encodes; whether it stores floats and keeps source names
+    (what every part must do alike)."""
     _, payload = load_model(checkpoint)
     with HashIndex.open_or_create(
         index_dir,
@@ -168,12 +174,12 @@ def _open_target(checkpoint: Path, index_dir: Path, options: IndexOptions) -> No
         store_floats=options.store_floats,
         source_names=options.keep_source_names,
     ) as index:
-        options.store_floats = index.stores_floats
-        options.keep_source_names = index.keeps_source_names
+        kept = (index.stores_floats, index.keeps_source_names)
     write_json_atomic(
         index_dir / MODEL_REF,
         {"checkpoint": str(Path(payload["path"]).resolve()), "model_id": payload["model_id"]},
     )
+    return kept
 
 
 def _finish(
@@ -208,12 +214,13 @@ def _engine_threads(engine: EngineSpec) -> EngineSpec:
     return engine
 
 
-def _agree(step: Any) -> None:
-    """Run ``step`` (worker 0's part of it) and stop every worker with its error if it
-    fails there, so that a bad option or a locked index ends the run everywhere at once."""
-    message: list[str | None] = [None]
+def _agree(step: Callable[[], T | None]) -> T:
+    """Run ``step`` (worker 0's part; the others' return None) and give every worker what
+    it returned there, or stop every worker with its error, so that a bad option or a
+    locked index ends the run everywhere at once."""
+    message: list[Any] = [None, None]
     try:
-        step()
+        message[1] = step()
     except Exception as err:  # sent to the other workers, then raised here
         message[0] = f"{type(err).__name__}: {err}"
         dist.broadcast_object_list(message, src=0)
@@ -221,3 +228,4 @@ def _agree(step: Any) -> None:
     dist.broadcast_object_list(message, src=0)
     if message[0] is not None:
         raise ValueError(f"worker 0 could not open the index: {message[0]}")
+    return message[1]

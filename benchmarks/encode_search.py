@@ -1,7 +1,8 @@
 """Encoding throughput: attention-fusion vs the bare backbone at the same size and batch, and
-the engines that can run attention-fusion (issue #15): PyTorch eager, TorchScript (traced and
-frozen), ``torch.compile`` (with ``--compile``: minutes of compiling per shape here) and ONNX
-Runtime, in the same run, in interleaved rounds.
+the engines that can run attention-fusion (issue #15): the torch engine (PyTorch eager, as
+``--engine torch`` runs it), TorchScript (traced and frozen), ``torch.compile`` (with
+``--compile``: minutes of compiling per shape here) and the ONNX Runtime engine, in the same run,
+in interleaved rounds, every row computing the same figures (pixel statistics included).
 
 Writes ``docs/bench_encode_search.md`` (``--out``) and prints the same tables. Search speed at
 10^4–10^7 codes, every backend beside FAISS flat, is ``benchmarks/search.py``.
@@ -12,6 +13,7 @@ Writes ``docs/bench_encode_search.md`` (``--out``) and prints the same tables. S
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -25,10 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrhash.inference import TorchEngine
 from cxrhash.inference.onnx_engine import OnnxEngine
 from cxrhash.inference.onnx_export import EncoderOutputs, export_onnx
 from cxrhash.models.attention_fusion import AttentionFusionNet
 from cxrhash.models.backbones import create_backbone
+from cxrhash.models.feature_stats import pixel_statistics
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "bench_encode_search.md"
 
@@ -82,21 +86,30 @@ def bench_encoding(configs: list[tuple[str, int]], batch: int, repeats: int, bit
 Run = Callable[[torch.Tensor], object]
 
 
+def with_pixels(net: Callable[[torch.Tensor], object]) -> Run:
+    """``net``'s outputs and the films' :func:`pixel_statistics`, which both cxrhash engines
+    compute outside the network (numpy) and a graph of the network alone leaves out."""
+    return lambda x: (net(x), pixel_statistics(x))
+
+
 def engine_runners(
     model: nn.Module, size: int, shapes: tuple[int, ...], compile_: bool, threads: int
 ) -> tuple[dict[str, Run], dict[str, str]]:
-    """Each engine's forward (the film → every output the index and search need, map
-    statistics included) and, for an engine that could not be made, why not."""
-    wrapper = EncoderOutputs(model).eval()
-    runs: dict[str, Run] = {"torch eager": wrapper}
+    """Each row's film → every figure the index and search use (hash outputs, logits,
+    embedding, attention map, backbone map statistics, pixel statistics) and, for a row that
+    could not be made, why not. ``torch eager`` and ``ONNX Runtime`` are the two engines
+    (``--engine torch|onnx``) as cxrhash runs them; TorchScript and torch.compile run the
+    export's wrapper (:class:`EncoderOutputs`) on a copy of the model, whose hook never
+    touches the model the torch engine runs, and add the pixel statistics."""
+    runs: dict[str, Run] = {"torch eager": TorchEngine(model).encode}
     failed: dict[str, str] = {}
+    wrapper = EncoderOutputs(copy.deepcopy(model)).eval()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(wrapper, torch.rand(2, 1, size, size), check_trace=False)
-            runs["TorchScript (traced, frozen)"] = torch.jit.optimize_for_inference(
-                torch.jit.freeze(traced.eval())
-            )
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+            runs["TorchScript (traced, frozen)"] = with_pixels(frozen)
     except Exception as exc:  # reported in the table, not raised
         failed["TorchScript (traced, frozen)"] = f"{type(exc).__name__}: {exc}"[:120]
     if compile_:
@@ -106,14 +119,14 @@ def engine_runners(
             with torch.no_grad():
                 for b in shapes:  # compile each batch shape before it is timed
                     compiled(torch.rand(b, 1, size, size))
-            runs["torch.compile"] = compiled
+            runs["torch.compile"] = with_pixels(compiled)
             print(f"  torch.compile: {time.perf_counter() - t0:.0f} s to compile", flush=True)
         except Exception as exc:
             failed["torch.compile"] = f"{type(exc).__name__}: {exc}"[:120]
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     export_onnx(model, path, model_id="bench", image_size=size)
-    engine = OnnxEngine(path, model_id="bench", image_size=size, threads=threads)
-    runs["ONNX Runtime"] = lambda x: engine.encode(x)
+    onnx_engine = OnnxEngine(path, model_id="bench", image_size=size, threads=threads)
+    runs["ONNX Runtime"] = onnx_engine.encode
     return runs, failed
 
 
@@ -142,14 +155,16 @@ def bench_engines(
     repeats: int,
     compile_: bool,
     threads: int,
-) -> str:
+) -> tuple[str, list[str]]:
     """Markdown table: images/s at ``batch`` and ms per single-film query of each engine,
-    median over ``rounds`` interleaved rounds (min–max), and the ratio to eager."""
+    median over ``rounds`` interleaved rounds (min–max), and the ratio to eager; and per
+    configuration what :func:`pixel_statistics` alone, part of every row, costs."""
     lines = [
         f"| backbone | size | engine | img/s (batch {batch}) | ms/query (batch 1) | × eager img/s "
         "| × eager ms/query |",
         "|---|---|---|---|---|---|---|",
     ]
+    pixels: list[str] = []
     for backbone, size in configs:
         torch.manual_seed(0)
         model = AttentionFusionNet(bits=64, num_classes=15, backbone=backbone).eval()
@@ -161,6 +176,12 @@ def bench_engines(
             for name, run in runs.items():
                 speed[name].append(batch / timed(run, xb, repeats))
                 latency[name].append(1000 * timed(run, x1, max(repeats, 5)))
+        batch_ms = 1000 * timed(pixel_statistics, xb, max(repeats, 5))
+        film_ms = 1000 * timed(pixel_statistics, x1, max(repeats, 5))
+        pixels.append(
+            f"{backbone} at {size} px: {batch_ms:.1f} ms per batch of {batch}, "
+            f"{film_ms:.2f} ms per single film"
+        )
         eager_speed = float(np.median(speed["torch eager"]))
         eager_ms = float(np.median(latency["torch eager"]))
         for name in runs:
@@ -174,7 +195,7 @@ def bench_engines(
             lines.append(row)
         for name, why in failed.items():
             lines.append(f"| {backbone} | {size} | {name} | — | — | — | failed: {why} |")
-    return "\n".join(lines)
+    return "\n".join(lines), pixels
 
 
 def _config(text: str) -> tuple[str, int]:
@@ -212,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     enc = bench_encoding(configs, args.batch, args.repeats, 64)
     print("## Engines")
     load_before = os.getloadavg()[0]
-    engines = bench_engines(
+    engines, pixels = bench_engines(
         configs, args.engine_batch, args.rounds, args.repeats, args.compile, args.threads
     )
     load = f"load average {load_before:.1f} at the start of the engines, "
@@ -231,27 +252,49 @@ def main(argv: list[str] | None = None) -> None:
         "use the backbone up to stage 3 (the feature map the attention reads).\n\n"
         f"{enc}\n\n"
         "## Engines (issue #15: `--engine torch|onnx`)\n\n"
-        "attention-fusion (64 bits, 15 findings), each engine computing every output the index "
-        "and search use (hash outputs, logits, embedding, attention map, backbone map "
-        "statistics). In each of the rounds every engine is timed in turn, img/s as the median "
-        f"of {args.repeats} batches of {args.engine_batch}, ms/query as the median of "
-        f"{max(args.repeats, 5)} single films; the cells give the median over the "
-        f"{args.rounds} rounds (min–max). The machine's 2 cores are shared with other jobs "
-        f"({load}), so the spread is wide; the ratios compare engines within the same run. "
-        "TorchScript: "
-        "`torch.jit.trace` + `freeze` + `optimize_for_inference`; ONNX Runtime: the graph of "
-        "`cxrhash export --format onnx` through `OnnxEngine` (tensor conversion included)."
-        + (
-            ""
-            if args.compile
-            else " torch.compile was not measured in this run (`--compile`: its first call "
-            "took ~2 min per batch shape for ResNet-18 at 64 px on this machine)."
-        )
-        + f"\n\n{engines}\n\n"
+        f"{engines_text(args, load)}\n\n{engines}\n\n"
+        "`pixel_statistics` alone, in the same run (part of every row above): "
+        + "; ".join(pixels)
+        + ".\n\n"
         "Search speed (every backend at 10^4–10^7 codes beside FAISS flat) is in "
         "`docs/search.md` (`python benchmarks/search.py`).\n"
     )
     print(f"written {args.out}")
+
+
+def engines_text(args: argparse.Namespace, load: str) -> str:
+    """The engines section's text: what every row computes, and how it is timed."""
+    compiled = (
+        "* `torch.compile`: the same wrapper through `torch.compile`, then `pixel_statistics`.\n"
+        if args.compile
+        else "* torch.compile was not measured in this run (`--compile`: its first call "
+        "took ~2 min per batch shape for ResNet-18 at 64 px on this machine).\n"
+    )
+    return (
+        "attention-fusion (64 bits, 15 findings). Every row computes the same figures for a "
+        "batch of films: the network's outputs the index and search use (hash outputs, logits, "
+        "float embedding, attention map), the backbone map statistics (each channel's mean and "
+        "standard deviation over the backbone's output map) and the films' pixel statistics "
+        "(`pixel_statistics`: intensity histogram, gradient and Laplacian quantiles and means, "
+        "computed in numpy outside the network); the last two feed the closeness "
+        "calibration.\n\n"
+        "* `torch eager`: `TorchEngine.encode`, what `--engine torch` runs for `index` and "
+        "`search`: the model's forward in eval mode without gradients, the map statistics and "
+        "the pixel statistics of the backbone's input taken by hooks on its backbone.\n"
+        "* `TorchScript (traced, frozen)`, a reference and not a cxrhash engine: the export's "
+        "wrapper `EncoderOutputs` (network outputs and map statistics) through "
+        "`torch.jit.trace` + `freeze` + `optimize_for_inference`, then `pixel_statistics` of "
+        "the films.\n"
+        f"{compiled}"
+        "* `ONNX Runtime`: `OnnxEngine.encode`, what `--engine onnx` runs: the graph of "
+        "`cxrhash export --format onnx` (network outputs and map statistics) run by ONNX "
+        "Runtime, tensor conversion included, then `pixel_statistics` of the films.\n\n"
+        "In each of the rounds every row is timed in turn, img/s as the median of "
+        f"{args.repeats} batches of {args.engine_batch}, ms/query as the median of "
+        f"{max(args.repeats, 5)} single films; the cells give the median over the "
+        f"{args.rounds} rounds (min–max). The machine's 2 cores are shared with other jobs "
+        f"({load}), so the spread is wide; the ratios compare rows within the same run."
+    )
 
 
 def _ort_version() -> str:

@@ -243,8 +243,51 @@ def test_encode_search_runs_tiny(load: Load, tmp_path: Path) -> None:
         assert speed > 0 and low <= speed <= high
         eager = float(engines["torch eager"][3].split()[0])
         assert float(row[5]) == pytest.approx(speed / eager, rel=0.05, abs=0.01)
+    # the page says what each row computes and what the pixel statistics alone cost
+    assert "`TorchEngine.encode`" in page and "`OnnxEngine.encode`" in page
+    pixel_ms = re.search(r"resnet18 at 64 px: ([\d.]+) ms per batch of 4", page)
+    assert pixel_ms is not None and float(pixel_ms.group(1)) > 0
     with pytest.raises(SystemExit):
         load("encode_search").main(["--config", "resnet18"])  # BACKBONE:SIZE
+
+
+SCRIPTED = "TorchScript (traced, frozen)"
+
+
+def test_encode_search_rows_compute_the_same_figures(load: Load) -> None:
+    """Every row gives the torch engine's outputs, map statistics and pixel statistics."""
+    import torch
+
+    from cxrhash.models.attention_fusion import AttentionFusionNet
+    from cxrhash.models.feature_stats import pixel_statistics
+    from cxrhash.models.output import HashOutput
+
+    torch.manual_seed(0)
+    model = AttentionFusionNet(bits=8, num_classes=3, backbone="test-cnn", refine_width=16)
+    runs, failed = load("encode_search").engine_runners(model.eval(), 64, (3,), False, 1)
+    assert not failed and set(runs) == {"torch eager", SCRIPTED, "ONNX Runtime"}
+    x = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager = runs["torch eager"](x)  # an Encoding, as cxrhash's engines give
+        onnx = runs["ONNX Runtime"](x)
+        script, script_pixels = runs[SCRIPTED](x)
+    stats = eager.map_stats
+    assert stats is not None and onnx.map_stats is not None
+    torch.testing.assert_close(stats.pixels, pixel_statistics(x), rtol=0, atol=0)
+    for pixels in (onnx.map_stats.pixels, script_pixels):
+        torch.testing.assert_close(pixels, stats.pixels, rtol=0, atol=0)
+
+    def outputs(o: HashOutput) -> tuple[torch.Tensor | None, ...]:
+        return o.hash, o.logits, o.features, o.attention
+
+    for got in (script[:4], outputs(onnx.output)):  # hash, logits, embedding, attention
+        for a, b in zip(got, outputs(eager.output), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    for maps in (script[-1], onnx.map_stats.maps):
+        torch.testing.assert_close(maps, stats.maps, rtol=1e-3, atol=1e-4)
+    # the torch engine's model carries no hook of the other rows' wrapper
+    backbone = model.backbone
+    assert not backbone._forward_hooks and not backbone._forward_pre_hooks
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from hashlib import sha256
 from pathlib import Path
@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from cxrhash.closeness import calibrate_after_build
-from cxrhash.data.dataset import CXRDataset, SkippedSample
+from cxrhash.data.dataset import CXRDataset
 from cxrhash.index.durable import write_json_atomic
 from cxrhash.index.manifest import MANIFEST_NAME
 from cxrhash.index.merging import merge_index
@@ -53,17 +53,6 @@ class IndexOptions:
     shard_size: int | None = None
     store_floats: bool | None = None
     keep_source_names: bool | None = None
-
-
-@dataclass
-class WorkerReport:
-    """What one worker did: films encoded, films skipped as indexed, the unreadable ones
-    and its encoding time."""
-
-    added: int
-    already_indexed: int
-    skipped: list[SkippedSample] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def worker_of(case_id: str, world: int) -> int:
@@ -115,8 +104,8 @@ def build_index_distributed(
             keep_source_names=options.keep_source_names,
             engine=engine,
         )
-        mine = WorkerReport(part.added, held + part.already_indexed, part.skipped, part.seconds)
-        reports: list[WorkerReport | None] = [None] * world if rank == 0 else []
+        mine = replace(part, already_indexed=held + part.already_indexed)
+        reports: list[IndexReport | None] = [None] * world if rank == 0 else []
         dist.gather_object(mine, reports if rank == 0 else None, dst=0)
         if rank != 0:
             return None
@@ -183,7 +172,7 @@ def _open_target(checkpoint: Path, index_dir: Path, options: IndexOptions) -> tu
 
 
 def _finish(
-    checkpoint: Path, dataset: CXRDataset, index_dir: Path, reports: list[WorkerReport]
+    checkpoint: Path, dataset: CXRDataset, index_dir: Path, reports: list[IndexReport]
 ) -> IndexReport:
     """Worker 0, every worker done: merge the parts, update the server copy and the
     calibration, and sum the workers' reports."""
